@@ -13,7 +13,9 @@ CUARCH  ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm
 NVCC    ?= /usr/local/cuda/bin/nvcc
 CUDA_HOME ?= /usr/local/cuda
 
-CFLAGS  = -std=c11 $(OPT) -g -Wall -Wextra -Werror -Wno-unused-parameter -fopenmp -Iinclude -Isrc -D_GNU_SOURCE
+# AVX2/FMA/F16C when the build machine has them (the GPU machines do too).
+ARCHFLAGS ?= $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && echo -mavx2 -mfma -mf16c)
+CFLAGS  = -std=c11 $(OPT) $(ARCHFLAGS) -ffp-contract=fast -g -Wall -Wextra -Werror -Wno-unused-parameter -fopenmp -Iinclude -Isrc -D_GNU_SOURCE
 LDLIBS  = -lcjson -lmicrohttpd -lm -lpthread
 LDFLAGS = -fopenmp
 
