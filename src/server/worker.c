@@ -1,0 +1,686 @@
+/* worker.c — the slots of `sala serve`: the FIFO job queue, one worker thread per session, the glue from a
+ * validated request to sala_generate() and from its token callback to the answer (a JSON body or SSE
+ * events). The threading and hand-off protocol is described in internal.h. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "sala_chat.h"
+#include "sala_sample.h"
+#include "server/internal.h"
+#include "util.h"
+
+/* ---------------------------------------------------------------- small JSON writer */
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+} jbuf;
+
+static void jb_add(jbuf *b, const char *s, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        b->cap = (b->n + n + 1) * 2 + 64;
+        b->p = xrealloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void jb_raw(jbuf *b, const char *s) { jb_add(b, s, strlen(s)); }
+static void jb_int(jbuf *b, int64_t v) {
+    char t[32];
+    jb_add(b, t, (size_t)snprintf(t, sizeof t, "%" PRId64, v));
+}
+
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 when it is not one. */
+static size_t utf8_seq(const unsigned char *p, size_t avail) {
+    unsigned c = p[0];
+    size_t n;
+    unsigned cp, min;
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) { n = 2; cp = c & 0x1F; min = 0x80; }
+    else if ((c & 0xF0) == 0xE0) { n = 3; cp = c & 0x0F; min = 0x800; }
+    else if ((c & 0xF8) == 0xF0) { n = 4; cp = c & 0x07; min = 0x10000; }
+    else return 0;
+    if (avail < n) return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return n;
+}
+
+/* A JSON string literal of arbitrary bytes: control characters escaped, invalid UTF-8 as U+FFFD. */
+static void jb_str(jbuf *b, const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    jb_add(b, "\"", 1);
+    while (p < end) {
+        const unsigned char *run = p;
+        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') p++;
+        if (p > run) jb_add(b, (const char *)run, (size_t)(p - run));
+        if (p >= end) break;
+        unsigned c = *p;
+        if (c == '"') { jb_add(b, "\\\"", 2); p++; }
+        else if (c == '\\') { jb_add(b, "\\\\", 2); p++; }
+        else if (c == '\n') { jb_add(b, "\\n", 2); p++; }
+        else if (c == '\r') { jb_add(b, "\\r", 2); p++; }
+        else if (c == '\t') { jb_add(b, "\\t", 2); p++; }
+        else if (c < 0x20) {
+            char t[8];
+            snprintf(t, sizeof t, "\\u%04x", c);
+            jb_add(b, t, 6);
+            p++;
+        } else {
+            size_t n = utf8_seq(p, (size_t)(end - p));
+            if (n) { jb_add(b, (const char *)p, n); p += n; }
+            else { jb_add(b, "\\ufffd", 6); p++; }
+        }
+    }
+    jb_add(b, "\"", 1);
+}
+static void jb_cstr(jbuf *b, const char *s) { jb_str(b, s, strlen(s)); }
+
+/* ---------------------------------------------------------------- jobs */
+
+srv_job *srv_job_new(struct srv_server *S, srv_request *req, struct MHD_Connection *c) {
+    srv_job *j = xcalloc(1, sizeof *j);
+    pthread_mutex_init(&j->mu, NULL);
+    j->refs = 1;
+    j->srv = S;
+    j->req = *req; /* takes ownership */
+    memset(req, 0, sizeof *req);
+    j->conn = c;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    j->fd = ci ? ci->connect_fd : -1;
+    j->state = JOB_QUEUED;
+    j->created = (int64_t)time(NULL);
+    /* ids: a per-server salt and a counter, mixed (splitmix64) into 24 base-36 digits */
+    uint64_t x = S->id_salt + 0x9E3779B97F4A7C15ull * (atomic_fetch_add(&S->id_counter, 1) + 1);
+    const char *pre = j->req.endpoint == SRV_EP_CHAT ? "chatcmpl-" : "cmpl-";
+    size_t k = strlen(pre);
+    memcpy(j->id, pre, k);
+    for (int part = 0; part < 2; part++) {
+        uint64_t z = x + (uint64_t)part * 0xD1B54A32D192ED03ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        for (int i = 0; i < 12; i++, z /= 36) j->id[k++] = "0123456789abcdefghijklmnopqrstuvwxyz"[z % 36];
+    }
+    j->id[k] = 0;
+    j->finish = "";
+    return j;
+}
+
+void srv_job_ref(srv_job *j) {
+    pthread_mutex_lock(&j->mu);
+    j->refs++;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void srv_job_unref(srv_job *j) {
+    if (!j) return;
+    pthread_mutex_lock(&j->mu);
+    int left = --j->refs;
+    pthread_mutex_unlock(&j->mu);
+    if (left) return;
+    srv_request_free(&j->req);
+    free(j->body);
+    free(j->out);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+int srv_job_take_suspended(srv_job *j) {
+    if (!j->suspended) return 0;
+    j->suspended = 0;
+    atomic_fetch_sub(&j->srv->n_suspended, 1);
+    return 1;
+}
+
+void srv_job_wake(srv_job *j) {
+    pthread_mutex_lock(&j->mu);
+    int resume = srv_job_take_suspended(j);
+    struct MHD_Connection *c = j->conn;
+    pthread_mutex_unlock(&j->mu);
+    if (resume) MHD_resume_connection(c);
+}
+
+void srv_job_fail(srv_job *j, const srv_error *e) {
+    char *body = srv_error_json(e);
+    pthread_mutex_lock(&j->mu);
+    free(j->body);
+    j->body = body;
+    j->body_len = strlen(body);
+    j->status = e->status;
+    j->state = JOB_DONE;
+    j->finish = "error";
+    int resume = srv_job_take_suspended(j);
+    struct MHD_Connection *c = j->conn;
+    pthread_mutex_unlock(&j->mu);
+    if (resume) MHD_resume_connection(c);
+}
+
+/* Success answer (non-streaming): takes body. */
+static void job_answer(srv_job *j, char *body, size_t len) {
+    pthread_mutex_lock(&j->mu);
+    free(j->body);
+    j->body = body;
+    j->body_len = len;
+    j->status = 200;
+    j->state = JOB_DONE;
+    int resume = srv_job_take_suspended(j);
+    struct MHD_Connection *c = j->conn;
+    pthread_mutex_unlock(&j->mu);
+    if (resume) MHD_resume_connection(c);
+}
+
+/* Streaming: hands bytes to the connection (and the end of the stream when done). */
+static void job_stream(srv_job *j, const char *data, size_t len, int done) {
+    pthread_mutex_lock(&j->mu);
+    if (!j->cancelled && len) {
+        if (j->out_len + len > j->out_cap) {
+            j->out_cap = (j->out_len + len) * 2 + 256;
+            j->out = xrealloc(j->out, j->out_cap);
+        }
+        memcpy(j->out + j->out_len, data, len);
+        j->out_len += len;
+    }
+    j->sse = 1;
+    if (done) j->state = JOB_DONE;
+    int resume = srv_job_take_suspended(j);
+    struct MHD_Connection *c = j->conn;
+    pthread_mutex_unlock(&j->mu);
+    if (resume) MHD_resume_connection(c);
+}
+
+/* A job that ends without an answer (the client is gone): the connection, if suspended, is resumed so
+ * MHD closes it. */
+static void job_drop(srv_job *j) {
+    pthread_mutex_lock(&j->mu);
+    j->cancelled = 1;
+    j->state = JOB_DONE;
+    if (!j->finish[0]) j->finish = "cancelled";
+    int resume = srv_job_take_suspended(j);
+    struct MHD_Connection *c = j->conn;
+    pthread_mutex_unlock(&j->mu);
+    if (resume) MHD_resume_connection(c);
+}
+
+/* 1 when the job must stop: cancelled, or (while its connection is suspended and so not watched by MHD)
+ * the client closed or reset the socket. */
+static int job_should_stop(srv_job *j) {
+    pthread_mutex_lock(&j->mu);
+    if (!j->cancelled && j->suspended && j->fd >= 0) {
+        char c;
+        ssize_t r = recv(j->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) j->cancelled = 1;
+    }
+    int stop = j->cancelled;
+    pthread_mutex_unlock(&j->mu);
+    return stop;
+}
+
+/* ---------------------------------------------------------------- queue */
+
+int srv_queue_submit(struct srv_server *S, srv_job *j) {
+    pthread_mutex_lock(&S->qmu);
+    if (S->stopping || S->qlen >= S->opt.max_queue) {
+        pthread_mutex_unlock(&S->qmu);
+        return -1;
+    }
+    /* suspend before the job becomes visible to a worker, so a quick worker finds it suspended */
+    pthread_mutex_lock(&j->mu);
+    MHD_suspend_connection(j->conn);
+    j->suspended = 1;
+    atomic_fetch_add(&S->n_suspended, 1);
+    j->refs++; /* the queue's / worker's reference */
+    pthread_mutex_unlock(&j->mu);
+    j->next = NULL;
+    if (S->qtail) S->qtail->next = j;
+    else S->qhead = j;
+    S->qtail = j;
+    S->qlen++;
+    pthread_cond_signal(&S->qcv);
+    pthread_mutex_unlock(&S->qmu);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- generation */
+
+static void ev_begin_chunk(srv_worker *w, jbuf *b) {
+    srv_job *j = w->job;
+    int chat = j->req.endpoint == SRV_EP_CHAT;
+    jb_raw(b, "data: {\"id\":");
+    jb_cstr(b, j->id);
+    jb_raw(b, chat ? ",\"object\":\"chat.completion.chunk\",\"created\":" : ",\"object\":\"text_completion\",\"created\":");
+    jb_int(b, j->created);
+    jb_raw(b, ",\"model\":");
+    jb_cstr(b, w->srv->opt.model_id);
+    jb_raw(b, ",\"choices\":[");
+}
+
+static void ev_end_chunk(srv_worker *w, jbuf *b) {
+    jb_raw(b, "]");
+    if (w->job->req.include_usage) jb_raw(b, ",\"usage\":null");
+    jb_raw(b, "}\n\n");
+}
+
+/* One streamed piece: a delta of content (kind 0) or reasoning (kind 1), or completion text. */
+static void ev_text(srv_worker *w, int kind, const char *text, size_t len) {
+    jbuf b = {w->ev, w->ev_len, w->ev_cap};
+    ev_begin_chunk(w, &b);
+    if (w->job->req.endpoint == SRV_EP_CHAT) {
+        jb_raw(&b, kind ? "{\"index\":0,\"delta\":{\"reasoning_content\":" : "{\"index\":0,\"delta\":{\"content\":");
+        jb_str(&b, text, len);
+        jb_raw(&b, "},\"logprobs\":null,\"finish_reason\":null}");
+    } else {
+        jb_raw(&b, "{\"text\":");
+        jb_str(&b, text, len);
+        jb_raw(&b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":null}");
+    }
+    ev_end_chunk(w, &b);
+    w->ev = b.p, w->ev_len = b.n, w->ev_cap = b.cap;
+}
+
+static void acc_add(srv_worker *w, int kind, const char *text, size_t len) {
+    if (w->acc_len[kind] + len + 1 > w->acc_cap[kind]) {
+        w->acc_cap[kind] = (w->acc_len[kind] + len + 1) * 2;
+        w->acc[kind] = xrealloc(w->acc[kind], w->acc_cap[kind]);
+    }
+    memcpy(w->acc[kind] + w->acc_len[kind], text, len);
+    w->acc_len[kind] += len;
+    w->acc[kind][w->acc_len[kind]] = 0;
+}
+
+/* Text for the client: kind 0 content (or completion text), 1 reasoning. */
+static void emit_text(srv_worker *w, int kind, const char *text, size_t len) {
+    if (!len) return;
+    if (w->job->req.stream) ev_text(w, kind, text, len);
+    else acc_add(w, kind, text, len);
+}
+
+static void on_think(void *ud, int is_reasoning, const char *text, size_t len) {
+    emit_text(ud, is_reasoning ? 1 : 0, text, len);
+}
+
+/* Pushes the events of this step to the connection. */
+static void flush_events(srv_worker *w, int done) {
+    if (w->job->req.stream && (w->ev_len || done)) job_stream(w->job, w->ev, w->ev_len, done);
+    w->ev_len = 0;
+}
+
+static int on_token(void *ud, int32_t token, const char *text, size_t len) {
+    srv_worker *w = ud;
+    if (token >= 0) w->n_tok++;
+    if (len) {
+        if (w->think) sala_think_push(w->think, text, len);
+        else emit_text(w, 0, text, len);
+    }
+    flush_events(w, 0);
+    return job_should_stop(w->job);
+}
+
+static int on_progress(void *ud, int64_t done, int64_t total) {
+    srv_worker *w = ud;
+    return w->job ? job_should_stop(w->job) : 0;
+}
+
+static void usage_json(jbuf *b, int64_t np, int64_t ng) {
+    jb_raw(b, "{\"prompt_tokens\":");
+    jb_int(b, np);
+    jb_raw(b, ",\"completion_tokens\":");
+    jb_int(b, ng);
+    jb_raw(b, ",\"total_tokens\":");
+    jb_int(b, np + ng);
+    jb_raw(b, "}");
+}
+
+static const char *finish_reason(sala_stop_reason r) {
+    switch (r) {
+    case SALA_STOP_EOS:
+    case SALA_STOP_STRING: return "stop";
+    case SALA_STOP_MAX_TOKENS:
+    case SALA_STOP_CONTEXT: return "length";
+    default: return "stop";
+    }
+}
+
+/* Renders / tokenizes the prompt. Returns 0 with *ids (malloc'd), or -1 with *e. */
+static int job_prompt(srv_worker *w, srv_job *j, int32_t **ids, int64_t *n, int *starts_in_think, srv_error *e) {
+    srv_server *S = w->srv;
+    const srv_request *r = &j->req;
+    *ids = NULL;
+    *n = 0;
+    *starts_in_think = 0;
+    if (r->endpoint == SRV_EP_COMPLETION && r->prompt_ids) {
+        for (int64_t i = 0; i < r->n_prompt_ids; i++)
+            if (r->prompt_ids[i] >= S->info.vocab) {
+                srv_error_set(e, 400, "invalid_request_error", "prompt", "invalid_value",
+                              "Invalid 'prompt': token id %d is outside the vocabulary (%d ids).",
+                              (int)r->prompt_ids[i], S->info.vocab);
+                return -1;
+            }
+        *ids = xmalloc((size_t)r->n_prompt_ids * sizeof **ids);
+        memcpy(*ids, r->prompt_ids, (size_t)r->n_prompt_ids * sizeof **ids);
+        *n = r->n_prompt_ids;
+    } else {
+        char *text = NULL;
+        int add_bos = 0;
+        if (r->endpoint == SRV_EP_CHAT) {
+            sala_chat_message *m = xmalloc((size_t)r->n_msgs * sizeof *m);
+            for (int i = 0; i < r->n_msgs; i++) m[i] = (sala_chat_message){r->msgs[i].role, r->msgs[i].content};
+            sala_status st = sala_chat_render(S->tpl, m, r->n_msgs, SALA_CHAT_ADD_GENERATION_PROMPT, &text);
+            free(m);
+            if (st != SALA_OK) {
+                srv_error_set(e, 400, "invalid_request_error", "messages", NULL, "Cannot format the messages: %s",
+                              sala_last_error());
+                return -1;
+            }
+            size_t tl = strlen(text);
+            while (tl && (text[tl - 1] == '\n' || text[tl - 1] == ' ')) tl--;
+            *starts_in_think = tl >= 7 && memcmp(text + tl - 7, "<think>", 7) == 0;
+        } else {
+            text = xstrdup(r->prompt);
+            add_bos = 1;
+        }
+        size_t tl = strlen(text);
+        /* every token covers at most max_piece_bytes bytes: longer texts cannot fit, skip tokenizing them */
+        if (S->max_piece_bytes && tl / S->max_piece_bytes > (size_t)S->n_ctx) {
+            free(text);
+            srv_error_set(e, 400, "invalid_request_error", r->endpoint == SRV_EP_CHAT ? "messages" : "prompt",
+                          "context_length_exceeded",
+                          "This model's maximum context length is %" PRId64 " tokens; the prompt (%zu bytes) is far "
+                          "longer. Please reduce the length of the %s.",
+                          S->n_ctx, tl, r->endpoint == SRV_EP_CHAT ? "messages" : "prompt");
+            return -1;
+        }
+        sala_status st = sala_tokenizer_encode(S->tok, text, tl, add_bos, ids, n);
+        free(text);
+        if (st != SALA_OK) {
+            free(*ids);
+            *ids = NULL;
+            srv_error_set(e, 500, "server_error", NULL, NULL, "Tokenization failed: %s", sala_last_error());
+            return -1;
+        }
+    }
+    if (*n == 0) {
+        srv_error_set(e, 400, "invalid_request_error", "prompt", "invalid_value", "The prompt is empty.");
+        return -1;
+    }
+    if (*n >= S->n_ctx) {
+        srv_error_set(e, 400, "invalid_request_error", r->endpoint == SRV_EP_CHAT ? "messages" : "prompt",
+                      "context_length_exceeded",
+                      "This model's maximum context length is %" PRId64 " tokens. However, your %s resulted in %" PRId64
+                      " tokens, leaving no room for the completion. Please reduce the length of the %s.",
+                      S->n_ctx, r->endpoint == SRV_EP_CHAT ? "messages" : "prompt", *n,
+                      r->endpoint == SRV_EP_CHAT ? "messages" : "prompt");
+        return -1;
+    }
+    return 0;
+}
+
+static void job_run(srv_worker *w, srv_job *j) {
+    srv_server *S = w->srv;
+    const srv_request *r = &j->req;
+    srv_error e;
+    if (job_should_stop(j)) {
+        job_drop(j);
+        return;
+    }
+    pthread_mutex_lock(&j->mu);
+    j->state = JOB_RUNNING;
+    pthread_mutex_unlock(&j->mu);
+
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    int in_think = 0;
+    if (job_prompt(w, j, &ids, &n, &in_think, &e)) {
+        srv_job_fail(j, &e);
+        return;
+    }
+    sala_sampler_params sp = sala_sampler_default_params();
+    sp.temperature = (float)r->temperature;
+    sp.top_p = (float)r->top_p;
+    sp.top_k = r->top_k;
+    sp.min_p = (float)r->min_p;
+    sp.repeat_penalty = (float)r->repeat_penalty;
+    sp.presence_penalty = (float)r->presence_penalty;
+    sp.frequency_penalty = (float)r->frequency_penalty;
+    sp.seed = r->has_seed ? r->seed : SALA_SEED_RANDOM;
+    sala_sampler *smp = NULL;
+    if (sala_sampler_new(&sp, &smp) != SALA_OK) {
+        srv_error_set(&e, 400, "invalid_request_error", NULL, "invalid_value", "Invalid sampling parameters: %s",
+                      sala_last_error());
+        free(ids);
+        srv_job_fail(j, &e);
+        return;
+    }
+
+    w->n_tok = 0;
+    w->acc_len[0] = w->acc_len[1] = 0;
+    w->ev_len = 0;
+    w->think = r->endpoint == SRV_EP_CHAT ? sala_think_new(in_think, on_think, w) : NULL;
+    sala_session_reset(w->sess);
+
+    if (r->stream) {
+        /* headers and the opening chunk go out now; the prefill follows */
+        jbuf b = {w->ev, w->ev_len, w->ev_cap};
+        if (r->endpoint == SRV_EP_CHAT) {
+            ev_begin_chunk(w, &b);
+            jb_raw(&b, "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,"
+                       "\"finish_reason\":null}");
+            ev_end_chunk(w, &b);
+        }
+        w->ev = b.p, w->ev_len = b.n, w->ev_cap = b.cap;
+        flush_events(w, 0);
+        /* job_stream only appends when there is something: make sure the stream is marked started */
+        job_stream(j, NULL, 0, 0);
+    }
+    if (r->echo) {
+        if (r->prompt) emit_text(w, 0, r->prompt, strlen(r->prompt));
+        else {
+            char *t = sala_tokenizer_decode(S->tok, ids, n, 0);
+            if (t) emit_text(w, 0, t, strlen(t));
+            free(t);
+        }
+    }
+
+    sala_generate_params gp = sala_generate_default_params();
+    gp.model = S->model;
+    gp.tokenizer = S->tok;
+    gp.sampler = smp;
+    gp.max_tokens = r->max_tokens;
+    gp.eos_ids = S->eos;
+    gp.n_eos = S->n_eos;
+    gp.stop = (const char *const *)r->stop;
+    gp.n_stop = r->n_stop;
+    gp.on_token = on_token;
+    gp.ud = w;
+    sala_generate_result res;
+    memset(&res, 0, sizeof res);
+    sala_status st = sala_generate(w->sess, ids, n, &gp, &res);
+    free(ids);
+    sala_sampler_free(smp);
+    if (w->think) {
+        sala_think_flush(w->think);
+        sala_think_free(w->think);
+        w->think = NULL;
+    }
+    j->n_prompt = n;
+    j->n_gen = res.n_gen;
+
+    if (res.stop == SALA_STOP_CALLBACK || st == SALA_ERR_INTERRUPTED || job_should_stop(j)) {
+        job_drop(j);
+        return;
+    }
+    if (st != SALA_OK) {
+        int ctx = st == SALA_ERR_CONTEXT;
+        srv_error_set(&e, ctx ? 400 : 500, ctx ? "invalid_request_error" : "server_error", NULL,
+                      ctx ? "context_length_exceeded" : NULL, "%s: %s", ctx ? "Prompt too long" : "Generation failed",
+                      sala_last_error());
+        if (!r->stream) {
+            srv_job_fail(j, &e);
+            return;
+        }
+        char *ej = srv_error_json(&e);
+        jbuf b = {w->ev, w->ev_len, w->ev_cap};
+        jb_raw(&b, "data: ");
+        jb_raw(&b, ej);
+        jb_raw(&b, "\n\ndata: [DONE]\n\n");
+        free(ej);
+        w->ev = b.p, w->ev_len = b.n, w->ev_cap = b.cap;
+        j->finish = "error";
+        flush_events(w, 1);
+        return;
+    }
+    const char *fin = finish_reason(res.stop);
+    j->finish = fin;
+    int64_t ng = res.n_gen;
+    if (r->stream) {
+        jbuf b = {w->ev, w->ev_len, w->ev_cap};
+        ev_begin_chunk(w, &b);
+        jb_raw(&b, r->endpoint == SRV_EP_CHAT ? "{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":"
+                                               : "{\"text\":\"\",\"index\":0,\"logprobs\":null,\"finish_reason\":");
+        jb_cstr(&b, fin);
+        jb_raw(&b, "}");
+        ev_end_chunk(w, &b);
+        if (r->include_usage) {
+            ev_begin_chunk(w, &b);
+            jb_raw(&b, "],\"usage\":");
+            usage_json(&b, n, ng);
+            jb_raw(&b, "}\n\n");
+        }
+        jb_raw(&b, "data: [DONE]\n\n");
+        w->ev = b.p, w->ev_len = b.n, w->ev_cap = b.cap;
+        flush_events(w, 1);
+        return;
+    }
+    jbuf b = {0};
+    jb_raw(&b, "{\"id\":");
+    jb_cstr(&b, j->id);
+    if (r->endpoint == SRV_EP_CHAT) {
+        jb_raw(&b, ",\"object\":\"chat.completion\",\"created\":");
+        jb_int(&b, j->created);
+        jb_raw(&b, ",\"model\":");
+        jb_cstr(&b, S->opt.model_id);
+        jb_raw(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+        jb_str(&b, w->acc[0] ? w->acc[0] : "", w->acc_len[0]);
+        if (w->acc_len[1]) {
+            jb_raw(&b, ",\"reasoning_content\":");
+            jb_str(&b, w->acc[1], w->acc_len[1]);
+        }
+        jb_raw(&b, "},\"logprobs\":null,\"finish_reason\":");
+    } else {
+        jb_raw(&b, ",\"object\":\"text_completion\",\"created\":");
+        jb_int(&b, j->created);
+        jb_raw(&b, ",\"model\":");
+        jb_cstr(&b, S->opt.model_id);
+        jb_raw(&b, ",\"choices\":[{\"text\":");
+        jb_str(&b, w->acc[0] ? w->acc[0] : "", w->acc_len[0]);
+        jb_raw(&b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":");
+    }
+    jb_cstr(&b, fin);
+    jb_raw(&b, "}],\"usage\":");
+    usage_json(&b, n, ng);
+    jb_raw(&b, "}");
+    job_answer(j, b.p, b.n);
+}
+
+static void *worker_main(void *arg) {
+    srv_worker *w = arg;
+    srv_server *S = w->srv;
+    for (;;) {
+        pthread_mutex_lock(&S->qmu);
+        while (!S->stopping && !S->qhead) pthread_cond_wait(&S->qcv, &S->qmu);
+        if (S->stopping) {
+            pthread_mutex_unlock(&S->qmu);
+            break;
+        }
+        srv_job *j = S->qhead;
+        S->qhead = j->next;
+        if (!S->qhead) S->qtail = NULL;
+        S->qlen--;
+        S->busy++;
+        w->job = j;
+        pthread_mutex_unlock(&S->qmu);
+
+        job_run(w, j);
+
+        pthread_mutex_lock(&S->qmu);
+        w->job = NULL;
+        S->busy--;
+        pthread_mutex_unlock(&S->qmu);
+        srv_job_unref(j);
+    }
+    return NULL;
+}
+
+sala_status srv_workers_start(struct srv_server *S) {
+    S->workers = xcalloc((size_t)S->opt.parallel, sizeof *S->workers);
+    for (int i = 0; i < S->opt.parallel; i++) {
+        srv_worker *w = &S->workers[i];
+        w->srv = S;
+        w->index = i;
+        sala_session_params sp = sala_session_default_params();
+        sp.n_ctx = S->opt.n_ctx;
+        sp.chunk = S->opt.chunk;
+        sp.progress = on_progress;
+        sp.progress_ud = w;
+        sala_status st = sala_session_new(S->model, &sp, &w->sess);
+        if (st != SALA_OK) {
+            srv_workers_stop(S);
+            return st;
+        }
+        S->n_ctx = sala_session_n_ctx(w->sess);
+        if (pthread_create(&w->th, NULL, worker_main, w) != 0) {
+            sala_session_free(w->sess);
+            w->sess = NULL;
+            srv_workers_stop(S);
+            return sala_set_error(SALA_ERR_NOMEM, "cannot start worker thread %d", i);
+        }
+        S->n_workers = i + 1;
+    }
+    return SALA_OK;
+}
+
+void srv_workers_stop(struct srv_server *S) {
+    pthread_mutex_lock(&S->qmu);
+    S->stopping = 1;
+    srv_job *q = S->qhead;
+    S->qhead = S->qtail = NULL;
+    S->qlen = 0;
+    for (int i = 0; i < S->n_workers; i++) {
+        srv_job *j = S->workers[i].job;
+        if (!j) continue;
+        pthread_mutex_lock(&j->mu);
+        j->cancelled = 1;
+        pthread_mutex_unlock(&j->mu);
+    }
+    pthread_cond_broadcast(&S->qcv);
+    pthread_mutex_unlock(&S->qmu);
+    srv_error e;
+    srv_error_set(&e, 503, "server_error", NULL, "server_shutting_down", "The server is shutting down.");
+    while (q) {
+        srv_job *next = q->next;
+        srv_job_fail(q, &e);
+        srv_job_unref(q);
+        q = next;
+    }
+    for (int i = 0; i < S->n_workers; i++) pthread_join(S->workers[i].th, NULL);
+    if (S->workers)
+        for (int i = 0; i < S->opt.parallel; i++) {
+            srv_worker *w = &S->workers[i];
+            if (w->sess) sala_session_free(w->sess);
+            free(w->acc[0]);
+            free(w->acc[1]);
+            free(w->ev);
+        }
+    free(S->workers);
+    S->workers = NULL;
+    S->n_workers = 0;
+}
