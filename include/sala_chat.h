@@ -21,7 +21,10 @@
  *     bos_token of tokenizer_config.json (a string or {"content": ...}; "<s>" when absent);
  *   - default system prompt: a literal "<|im_start|>system\n...<|im_end|>" inside the template (the
  *     Qwen-style "if the first message is not a system message" block) is used when the conversation
- *     does not start with a system message.
+ *     does not start with a system message;
+ *   - a generation prompt that continues with a literal "<think>\n" (sala_chat_template_opens_think).
+ * Message text is inserted as is: special-token strings inside content (e.g. "<|im_end|>") become special
+ * tokens when encoded, exactly as with Hugging Face's apply_chat_template.
  * Not supported (ignored, rendered as plain messages): tool definitions and tool-call formatting,
  * multimodal content parts, per-message "reasoning_content" handling, enable_thinking switches. Roles are
  * written as given (system, user, assistant, tool, ...).
@@ -66,6 +69,10 @@ const char *sala_chat_template_describe(const sala_chat_template *t);
 /* The bos text the template writes ("" when none) and the default system prompt (NULL when none). */
 const char *sala_chat_template_bos(const sala_chat_template *t);
 const char *sala_chat_template_default_system(const sala_chat_template *t);
+/* 1 when the template's generation prompt is "<|im_start|>assistant\n<think>\n" (a literal <think> after
+ * the assistant header, without an enable_thinking switch): the output then starts inside the reasoning
+ * block (sala_think_new(1, ...)). The built-in MiniCPM-SALA template does not (the model writes <think>). */
+int sala_chat_template_opens_think(const sala_chat_template *t);
 
 enum {
     SALA_CHAT_ADD_GENERATION_PROMPT = 1, /* end with "<|im_start|>assistant\n" */
