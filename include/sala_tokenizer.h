@@ -10,8 +10,9 @@
  *
  * Encoding: text is split on added tokens (longest match first); each segment between them gets `▁`
  * prepended and every ' ' replaced by `▁`, then is merged as one BPE word; characters without a piece
- * become <0xXX> byte pieces. Bytes that are not valid UTF-8 are treated as one character each and go
- * through byte fallback as that raw byte (<0xXX>), so decode(encode(x)) gives back the same bytes.
+ * become <0xXX> byte pieces. Bytes that are not well-formed UTF-8 are first replaced by U+FFFD, one per
+ * maximal ill-formed subpart (as Python's bytes.decode("utf-8", "replace")), so encode(x) equals what the
+ * reference tokenizer gives for that decoded string and decode(encode(x)) == that string.
  *
  * Thread safety: a loaded tokenizer is read-only; encode/decode may be called from several threads. */
 #ifndef SALA_TOKENIZER_H
@@ -39,8 +40,13 @@ void sala_tokenizer_free(sala_tokenizer *t);
 const char *sala_tokenizer_source(const sala_tokenizer *t); /* "tokenizer.json" or "tokenizer.model" */
 int sala_tokenizer_n_vocab(const sala_tokenizer *t);        /* 1 + the largest id (pieces + added tokens) */
 int sala_tokenizer_bos(const sala_tokenizer *t);            /* -1 if none */
+/* eos: eos_token of tokenizer_config.json / special_tokens_map.json when present (MiniCPM: <|im_end|> 73440),
+ * else the model's </s>; a checkpoint's generation_config.json may list more stop ids (MiniCPM-SALA: 2, 73440). */
 int sala_tokenizer_eos(const sala_tokenizer *t);            /* -1 if none */
 int sala_tokenizer_unk(const sala_tokenizer *t);            /* -1 if none */
+/* 1 if the tokenizer puts BOS in front by default (tokenizer.json post-processor, or add_bos_token of
+ * tokenizer_config.json for tokenizer.model); callers choose with encode's add_bos. */
+int sala_tokenizer_add_bos_default(const sala_tokenizer *t);
 
 /* ids malloc'd, caller frees (also when *n == 0). add_bos: put the BOS id in front (the post-processor's
  * rule; no EOS). Never fails on arbitrary bytes; fails only on bad arguments or a tokenizer that cannot
