@@ -117,6 +117,17 @@ sala_status sala_session_snapshot(const sala_session *s, sala_snapshot **out);
 sala_status sala_session_restore(sala_session *s, const sala_snapshot *snap);
 void sala_snapshot_free(sala_snapshot *snap);
 
+/* A ready progress callback for sala_session_params.progress: on stderr, at most every 0.5 s and at the
+ * end, "<label> 123456/1048576 tokens (11.8%), 45678 tok/s, 21s left". ud points to a zero-initialised
+ * sala_progress_state (label optional; quiet = 1 prints nothing for calls under min_tokens). */
+typedef struct {
+    const char *label;
+    int64_t min_tokens;      /* calls shorter than this print nothing (0 = 2048) */
+    double t0, last;
+    int64_t total;
+} sala_progress_state;
+int sala_progress_stderr(void *ud, int64_t done, int64_t total);
+
 /* ---- synthetic checkpoints ---- */
 
 /* Write a checkpoint folder (config.json, sharded safetensors + index) with random bf16 weights.

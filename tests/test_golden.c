@@ -184,9 +184,10 @@ static void test_golden_reference(void) {
         int ok = sala_model_load(dir, &mp, &m) == SALA_OK;
         CHECK(ok, "load %s: %s", dir, sala_last_error());
         if (!ok) continue;
-        /* the plain path is slow: one prefill and one decode case per config */
-        check_case(m, configs[ci], cases[ci][0], "reference", 1 << 20, 1e-3, 1e-4, 1);
-        check_case(m, configs[ci], cases[ci][1], "reference", 1 << 20, 1e-3, 1e-4, 1);
+        /* the plain path is slow (double accumulations, quadratic dense attention): the prefill case of each
+         * config and the decode cases of the two small ones */
+        check_case(m, configs[ci], cases[ci][0], "reference", 4096, 1e-3, 1e-4, 1);
+        if (ci < 2) check_case(m, configs[ci], cases[ci][1], "reference", 4096, 1e-3, 1e-4, 1);
         sala_model_free(m);
     }
 }
