@@ -18,7 +18,7 @@ static int test_passed_, test_failed_, test_cur_failed_;
         if (!(cond)) {                                                                   \
             test_cur_failed_++;                                                          \
             fprintf(stderr, "  FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);            \
-            fprintf(stderr, "" __VA_ARGS__);                                             \
+            fprintf(stderr, " " __VA_ARGS__);                                            \
             fputc('\n', stderr);                                                         \
         }                                                                                \
     } while (0)
