@@ -25,16 +25,27 @@ struct sala_detok {
     int n_held, need;
 };
 
+/* output buffer; `local` (when set) is caller-provided storage used until it is outgrown */
 typedef struct {
     char *buf;
     size_t len, cap;
+    char *local;
 } sink;
 
 static void sink_put(sink *k, const char *s, size_t n) {
+    if (!k->buf && k->local) {
+        k->buf = k->local;
+    }
     if (k->len + n + 1 > k->cap) {
-        size_t cap = k->cap ? k->cap : 64;
+        size_t cap = k->cap ? k->cap * 2 : 64;
         while (k->len + n + 1 > cap) cap *= 2;
-        k->buf = xrealloc(k->buf, cap);
+        if (k->buf && k->buf == k->local) {
+            char *p = xmalloc(cap);
+            memcpy(p, k->buf, k->len);
+            k->buf = p;
+        } else {
+            k->buf = xrealloc(k->buf, cap);
+        }
         k->cap = cap;
     }
     memcpy(k->buf + k->len, s, n);
@@ -94,6 +105,22 @@ static void emit_piece(sala_detok *d, sink *k, const char *s, size_t n) {
     const sala_tokenizer *t = d->t;
     if (t->n_dec_replace == 0) {
         emit(d, k, s, n);
+        return;
+    }
+    if (t->n_dec_replace == 1) { /* the usual case (`▁` → ' '): straight into the output */
+        const tok_replace *rp = &t->dec_replace[0];
+        size_t i = 0, lit = 0;
+        while (i < n) {
+            if (s[i] == rp->pattern[0] && i + rp->plen <= n && memcmp(s + i, rp->pattern, rp->plen) == 0) {
+                if (i > lit) emit(d, k, s + lit, i - lit);
+                emit(d, k, rp->content, rp->clen);
+                i += rp->plen;
+                lit = i;
+            } else {
+                i++;
+            }
+        }
+        if (n > lit) emit(d, k, s + lit, n - lit);
         return;
     }
     /* the Replace steps, in order (a piece is short: a few temporary copies are fine) */
@@ -162,21 +189,27 @@ static size_t append_out(const sink *k, char **out, size_t *out_len) {
     return k->len;
 }
 
+static void sink_done(sink *k) {
+    if (k->buf != k->local) free(k->buf);
+}
+
 size_t sala_detok_push(sala_detok *d, int32_t id, char **out, size_t *out_len) {
     if (!d) return 0;
-    sink k = {0};
+    char local[256];
+    sink k = {.local = local, .cap = sizeof local};
     detok_step(d, &k, id);
     size_t n = k.len ? append_out(&k, out, out_len) : 0;
-    free(k.buf);
+    sink_done(&k);
     return n;
 }
 
 size_t sala_detok_flush(sala_detok *d, char **out, size_t *out_len) {
     if (!d) return 0;
-    sink k = {0};
+    char local[16];
+    sink k = {.local = local, .cap = sizeof local};
     flush_held(d, &k);
     size_t n = k.len ? append_out(&k, out, out_len) : 0;
-    free(k.buf);
+    sink_done(&k);
     return n;
 }
 

@@ -111,9 +111,11 @@ struct sala_tokenizer {
     uint8_t *flags;      /* [n_vocab] TOK_F_* */
     int16_t *byte_val;   /* [n_vocab] byte of a <0xXX> piece for the decoder's byte fallback, else -1 */
 
-    /* string storage: a list of malloc'd blocks freed at the end */
+    /* string storage: arena blocks freed at the end */
     char **blocks;
     int n_blocks, cap_blocks;
+    char *arena;
+    size_t arena_left;
 
     /* model vocab (HF) or the pieces SentencePiece merges into (NORMAL/USER_DEFINED/UNUSED) */
     tok_strmap vocab;
@@ -135,9 +137,10 @@ struct sala_tokenizer {
     float *score;          /* [n_vocab] */
     uint8_t *sp_type;      /* [n_vocab] */
     int spm_dummy_prefix, spm_remove_ws, spm_escape_ws, spm_byte_fallback;
-    tok_strmap spm_user;   /* user-defined pieces, matched atomically */
-    uint8_t spm_user_first[256];
-    uint32_t spm_user_maxlen;
+    /* user-defined pieces, matched atomically (longest): a byte trie stored in a pair map,
+     * (node, byte) → child node in new_id, and in rank the id + 1 of the piece ending there (0 = none) */
+    tok_pairmap spm_user;
+    int32_t spm_user_nodes;
 
     /* added tokens, sorted by content length (longest first) */
     tok_added *added;

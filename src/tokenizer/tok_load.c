@@ -27,15 +27,32 @@
 
 /* ---- storage and tables ---- */
 
+#define TOK_ARENA_BLOCK (256 * 1024)
+
+/* strings live in 256 KiB arena blocks (a longer string gets a block of its own) */
 char *tok_store(sala_tokenizer *t, const char *s, size_t len) {
-    char *p = xmalloc(len + 1);
+    if (len + 1 > t->arena_left) {
+        size_t size = len + 1 > TOK_ARENA_BLOCK / 4 ? len + 1 : TOK_ARENA_BLOCK;
+        if (t->n_blocks == t->cap_blocks) {
+            t->cap_blocks = t->cap_blocks ? t->cap_blocks * 2 : 64;
+            t->blocks = xrealloc(t->blocks, (size_t)t->cap_blocks * sizeof *t->blocks);
+        }
+        char *b = xmalloc(size);
+        t->blocks[t->n_blocks++] = b;
+        if (size == TOK_ARENA_BLOCK) {
+            t->arena = b;
+            t->arena_left = size;
+        } else {
+            memcpy(b, s, len);
+            b[len] = 0;
+            return b;
+        }
+    }
+    char *p = t->arena;
     memcpy(p, s, len);
     p[len] = 0;
-    if (t->n_blocks == t->cap_blocks) {
-        t->cap_blocks = t->cap_blocks ? t->cap_blocks * 2 : 1024;
-        t->blocks = xrealloc(t->blocks, (size_t)t->cap_blocks * sizeof *t->blocks);
-    }
-    t->blocks[t->n_blocks++] = p;
+    t->arena += len + 1;
+    t->arena_left -= len + 1;
     return p;
 }
 
@@ -642,7 +659,7 @@ void sala_tokenizer_free(sala_tokenizer *t) {
     free(t->sp_type);
     free(t->added);
     tok_strmap_free(&t->vocab);
-    tok_strmap_free(&t->spm_user);
+    tok_pairmap_free(&t->spm_user);
     tok_pairmap_free(&t->merges);
     for (int i = 0; i < t->n_norm; i++) {
         free(t->norm[i].r.pattern);

@@ -98,6 +98,31 @@ static int64_t pb_int32(uint64_t v) { return (int64_t)(int32_t)(uint32_t)v; }
 
 /* ---- loading ---- */
 
+static void user_trie_add(sala_tokenizer *t, const char *s, size_t len, int32_t id) {
+    int32_t node = 0; /* root */
+    for (size_t i = 0; i < len; i++) {
+        const tok_pair_entry *e = tok_pairmap_get(&t->spm_user, node, (uint8_t)s[i]);
+        int32_t child = e ? e->new_id : ++t->spm_user_nodes;
+        uint32_t term = e ? e->rank : 0;
+        if (i + 1 == len) term = (uint32_t)id + 1;
+        tok_pairmap_put(&t->spm_user, node, (uint8_t)s[i], term, child);
+        node = child;
+    }
+}
+
+/* length of the longest user-defined piece at s, 0 if none */
+static uint32_t user_trie_match(const sala_tokenizer *t, const char *s, size_t n) {
+    int32_t node = 0;
+    uint32_t best = 0;
+    for (size_t i = 0; i < n; i++) {
+        const tok_pair_entry *e = tok_pairmap_get(&t->spm_user, node, (uint8_t)s[i]);
+        if (!e) break;
+        if (e->rank) best = (uint32_t)i + 1;
+        node = e->new_id;
+    }
+    return best;
+}
+
 sala_status tok_load_spm(sala_tokenizer *t, const uint8_t *buf, size_t len, const char *path) {
     t->kind = TOK_KIND_SPM;
     snprintf(t->source, sizeof t->source, "tokenizer.model");
@@ -145,11 +170,7 @@ sala_status tok_load_spm(sala_tokenizer *t, const uint8_t *buf, size_t len, cons
                     return sala_set_error(SALA_ERR_FORMAT, "%s: piece %d ('%s') is empty or duplicated", path, n, s);
                 tok_strmap_put(&t->vocab, s, (uint32_t)plen, n);
             }
-            if (type == SPM_USER_DEFINED) {
-                tok_strmap_put(&t->spm_user, s, (uint32_t)plen, n);
-                t->spm_user_first[(uint8_t)s[0]] = 1;
-                if (plen > t->spm_user_maxlen) t->spm_user_maxlen = (uint32_t)plen;
-            }
+            if (type == SPM_USER_DEFINED) user_trie_add(t, s, plen, n);
             if (type == SPM_BYTE) {
                 unsigned v;
                 char tail;
@@ -384,18 +405,8 @@ sala_status tok_spm_encode_segment(const sala_tokenizer *t, const char *seg, siz
     int32_t ns = 0, nn = 0;
     const uint8_t *u = (const uint8_t *)s;
     for (size_t i = 0; i < n;) {
-        uint32_t len = 0;
-        int frozen = 0;
-        if (t->spm_user_first[u[i]]) {
-            uint32_t maxl = t->spm_user_maxlen < n - i ? t->spm_user_maxlen : (uint32_t)(n - i);
-            for (uint32_t l = maxl; l > 0; l--) {
-                if (tok_strmap_get(&t->spm_user, s + i, l) >= 0) {
-                    len = l;
-                    frozen = 1;
-                    break;
-                }
-            }
-        }
+        uint32_t len = t->spm_user.n ? user_trie_match(t, s + i, n - i) : 0;
+        int frozen = len > 0;
         if (!len) {
             int bad, k = tok_utf8_char(u + i, n - i, &bad);
             len = (uint32_t)(k ? k : bad);
