@@ -105,6 +105,9 @@ static sala_status get_tensor(loader *ld, const char *name, int64_t rows, int64_
     const st_tensor *t = find_tensor(ld, name, &fi, &ti);
     if (!t)
         return sala_set_error(SALA_ERR_FORMAT, "tensor %s is missing from the checkpoint in %s", name, ld->m->dir);
+    if (t->dtype != DT_BF16 && t->dtype != DT_F16 && t->dtype != DT_F32)
+        return sala_set_error(SALA_ERR_UNSUPPORTED, "tensor %s is %s; weights must be BF16, F16 or F32", name,
+                              dtype_name(t->dtype));
     int want_ndim = cols ? 2 : 1;
     if (t->ndim != want_ndim || t->shape[0] != rows || (cols && t->shape[1] != cols)) {
         char got[128] = "", want[64];
@@ -116,9 +119,6 @@ static sala_status get_tensor(loader *ld, const char *name, int64_t rows, int64_
             snprintf(want, sizeof want, "%lld", (long long)rows);
         return sala_set_error(SALA_ERR_CONFIG, "tensor %s has shape [%s]; config.json implies [%s]", name, got, want);
     }
-    if (t->dtype != DT_BF16 && t->dtype != DT_F16 && t->dtype != DT_F32)
-        return sala_set_error(SALA_ERR_UNSUPPORTED, "tensor %s is %s; weights must be BF16, F16 or F32", name,
-                              dtype_name(t->dtype));
     ld->used[fi][ti] = 1;
     ld->m->n_params += rows * (cols ? cols : 1);
     *out = t;
