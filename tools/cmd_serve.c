@@ -174,7 +174,7 @@ int cmd_serve(int argc, char **argv) {
     }
 
     /* the model id: --alias, else the folder's last component */
-    char name[256];
+    char name[1024];
     if (alias) snprintf(name, sizeof name, "%s", alias);
     else {
         char tmp[1024];

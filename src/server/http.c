@@ -382,7 +382,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         static const char *why[] = {"", " (error)", " (timeout)", " (shutdown)", " (read error)", " (client gone)"};
         char tok[96] = "";
         if (rc->job) snprintf(tok, sizeof tok, " prompt %" PRId64 " + %" PRId64 " tokens, %s,", np, ng, fin);
-        fprintf(stderr, "serve: %s %s -> %d%s %.3f s%s\n", rc->method, rc->path, rc->status, tok,
+        char st[16] = "(no answer)";
+        if (rc->status) snprintf(st, sizeof st, "%d", rc->status);
+        fprintf(stderr, "serve: %s %s -> %s%s %.3f s%s\n", rc->method, rc->path, st, tok,
                 sala_time() - rc->t0, (unsigned)toe < 6 ? why[toe] : "");
     }
     free(rc->body);
@@ -486,10 +488,10 @@ sala_status srv_start(sala_model *model, const sala_tokenizer *tok, const sala_c
     if (st == SALA_OK) {
         unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
         if (v6) flags |= MHD_USE_IPv6;
-        S->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, S, MHD_OPTION_LISTEN_SOCKET, fd,
-                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, S, MHD_OPTION_CONNECTION_TIMEOUT,
-                                (unsigned)(opt->timeout_s > 0 ? opt->timeout_s : 0), MHD_OPTION_CONNECTION_LIMIT,
-                                (unsigned)1000, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, S, MHD_OPTION_END);
+        S->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, S, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, S,
+                                MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, S,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(opt->timeout_s > 0 ? opt->timeout_s : 0),
+                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_END);
         if (!S->d) {
             close(fd);
             st = sala_set_error(SALA_ERR_IO, "cannot start the HTTP daemon on %s:%d", opt->host, S->port);

@@ -227,9 +227,45 @@ static int job_should_stop(srv_job *j) {
 
 /* ---------------------------------------------------------------- queue */
 
+/* Removes queued jobs whose client is gone (checked only when the queue is full: a worker checks each
+ * job anyway when it takes it). Called with S->qmu held; the removed jobs are returned as a list. */
+static srv_job *queue_sweep(struct srv_server *S) {
+    srv_job *gone = NULL, **pp = &S->qhead;
+    S->qtail = NULL;
+    while (*pp) {
+        srv_job *j = *pp;
+        if (job_should_stop(j)) {
+            *pp = j->next;
+            S->qlen--;
+            j->next = gone;
+            gone = j;
+        } else {
+            S->qtail = j;
+            pp = &j->next;
+        }
+    }
+    return gone;
+}
+
+/* Full when the jobs that will have to wait (beyond the idle slots) reach --max-queue. */
+static int queue_full(struct srv_server *S) {
+    return S->qlen - (S->n_workers - S->busy) >= S->opt.max_queue;
+}
+
 int srv_queue_submit(struct srv_server *S, srv_job *j) {
     pthread_mutex_lock(&S->qmu);
-    if (S->stopping || S->qlen >= S->opt.max_queue) {
+    if (!S->stopping && queue_full(S) && S->qlen > 0) {
+        srv_job *gone = queue_sweep(S);
+        pthread_mutex_unlock(&S->qmu);
+        while (gone) {
+            srv_job *next = gone->next;
+            job_drop(gone);
+            srv_job_unref(gone);
+            gone = next;
+        }
+        pthread_mutex_lock(&S->qmu);
+    }
+    if (S->stopping || queue_full(S)) {
         pthread_mutex_unlock(&S->qmu);
         return -1;
     }
@@ -381,12 +417,12 @@ static int job_prompt(srv_worker *w, srv_job *j, int32_t **ids, int64_t *n, int 
                               sala_last_error());
                 return -1;
             }
-            size_t tl = strlen(text);
-            while (tl && (text[tl - 1] == '\n' || text[tl - 1] == ' ')) tl--;
-            *starts_in_think = tl >= 7 && memcmp(text + tl - 7, "<think>", 7) == 0;
+            *starts_in_think = sala_chat_template_opens_think(S->tpl);
         } else {
+            /* as `sala run` does: the tokenizer's BOS in front of a plain prompt (the chat template writes
+               its own) */
             text = xstrdup(r->prompt);
-            add_bos = 1;
+            add_bos = sala_tokenizer_bos(S->tok) >= 0;
         }
         size_t tl = strlen(text);
         /* every token covers at most max_piece_bytes bytes: longer texts cannot fit, skip tokenizing them */
@@ -429,6 +465,7 @@ static void job_run(srv_worker *w, srv_job *j) {
     const srv_request *r = &j->req;
     srv_error e;
     if (job_should_stop(j)) {
+        if (S->opt.log) fprintf(stderr, "serve: %s cancelled before it started (client gone)\n", j->id);
         job_drop(j);
         return;
     }
@@ -515,6 +552,9 @@ static void job_run(srv_worker *w, srv_job *j) {
     j->n_gen = res.n_gen;
 
     if (res.stop == SALA_STOP_CALLBACK || st == SALA_ERR_INTERRUPTED || job_should_stop(j)) {
+        if (S->opt.log)
+            fprintf(stderr, "serve: %s cancelled after %" PRId64 " + %" PRId64 " tokens (client gone), slot %d free\n",
+                    j->id, n, res.n_gen, w->index);
         job_drop(j);
         return;
     }
@@ -594,6 +634,8 @@ static void job_run(srv_worker *w, srv_job *j) {
 static void *worker_main(void *arg) {
     srv_worker *w = arg;
     srv_server *S = w->srv;
+    /* omp_set_num_threads() is per thread: give this thread the model's thread count too */
+    sala_set_threads(sala_get_threads());
     for (;;) {
         pthread_mutex_lock(&S->qmu);
         while (!S->stopping && !S->qhead) pthread_cond_wait(&S->qcv, &S->qmu);
