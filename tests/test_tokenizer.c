@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sala_tokenizer.h"
@@ -478,6 +479,13 @@ static void test_naive_bpe_long(void) {
 
 /* ---- speed ---- */
 
+/* this thread's CPU seconds: the rate without the noise of a busy machine */
+static double cpu_time(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 static void test_encode_speed(void) {
     /* ~4 MB: every random text (many scripts) repeated, as one long segment with no added tokens */
     char *piece = join_random_texts(0, 1300, " ");
@@ -490,12 +498,12 @@ static void test_encode_speed(void) {
     text[len] = 0;
     int32_t *ids;
     int64_t n;
-    double t0 = sala_time();
+    double t0 = sala_time(), c0 = cpu_time();
     sala_status st = sala_tokenizer_encode(g_tok, text, len, 1, &ids, &n);
-    double dt = sala_time() - t0;
+    double dt = sala_time() - t0, ct = cpu_time() - c0;
     CHECK(st == SALA_OK, "%s", "");
-    printf("  encode: %.2f MB in %.2f s = %.2f MB/s, %lld tokens = %.0f tokens/s\n", len / 1e6, dt, len / 1e6 / dt,
-           (long long)n, n / dt);
+    printf("  encode: %.2f MB, %lld tokens in %.2f s (cpu %.2f s) = %.2f MB/s, %.0f tokens/s (by cpu time)\n",
+           len / 1e6, (long long)n, dt, ct, len / 1e6 / ct, n / ct);
     CHECK(dt < 60, "encoding %.1f MB took %.1f s", len / 1e6, dt);
     t0 = sala_time();
     char *back = sala_tokenizer_decode(g_tok, ids + 1, n - 1, 0);
@@ -505,11 +513,12 @@ static void test_encode_speed(void) {
     /* the same text with a special token every ~2 KB (many short segments) */
     for (size_t i = 2000; i + 20 < len; i += 2000) memcpy(text + i, "<|im_end|>", 10);
     free(ids);
-    t0 = sala_time();
+    c0 = cpu_time();
     st = sala_tokenizer_encode(g_tok, text, len, 0, &ids, &n);
-    dt = sala_time() - t0;
+    ct = cpu_time() - c0;
     CHECK(st == SALA_OK, "%s", "");
-    printf("  encode with specials: %.2f MB/s, %.0f tokens/s\n", len / 1e6 / dt, n / dt);
+    printf("  encode with a special token every 2 KB: %.2f MB/s, %.0f tokens/s (by cpu time)\n", len / 1e6 / ct,
+           n / ct);
     free(ids);
     free(back);
     free(text);
@@ -619,6 +628,64 @@ static void test_spm_fallback(void) {
     rm_dir(dir);
     free(dir);
     free(model);
+}
+
+/* ---- added tokens are data: an upload that names 73442-73444 differently ---- */
+
+static char *replace_all(const char *s, const char *from, const char *to) {
+    size_t n = 0, lf = strlen(from), lt = strlen(to);
+    for (const char *p = s; (p = strstr(p, from)); p += lf) n++;
+    char *out = malloc(strlen(s) + n * (lt > lf ? lt - lf : 0) + 1), *o = out;
+    for (const char *p = s, *q; ; p = q + lf) {
+        q = strstr(p, from);
+        if (!q) {
+            strcpy(o, p);
+            break;
+        }
+        memcpy(o, p, (size_t)(q - p));
+        o += q - p;
+        memcpy(o, to, lt);
+        o += lt;
+    }
+    return out;
+}
+
+static void test_renamed_added_tokens(void) {
+    const char *files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"};
+    char *dir = make_tmpdir();
+    for (int i = 0; i < 4; i++) {
+        char rel[128], *buf;
+        size_t len;
+        snprintf(rel, sizeof rel, "tokenizer/minicpm/%s", files[i]);
+        CHECK(sala_read_file(test_path(rel), &buf, &len) == SALA_OK, "%s", rel);
+        char *a = replace_all(buf, "<|tool_call|>", "<tool_call>");
+        char *b = replace_all(a, "<|execute_start|>", "</tool_call>");
+        char *c = replace_all(b, "<|execute_end|>", "<|im_sep|>");
+        CHECK(write_file(dir, files[i], c, strlen(c)), "%s", files[i]);
+        free(buf);
+        free(a);
+        free(b);
+        free(c);
+    }
+    sala_tokenizer *t = NULL;
+    CHECK(sala_tokenizer_load(dir, &t) == SALA_OK, "%s", sala_last_error());
+    if (t) {
+        CHECK(sala_tokenizer_find(t, "<tool_call>") == 73442 && sala_tokenizer_find(t, "</tool_call>") == 73443 &&
+                  sala_tokenizer_find(t, "<|im_sep|>") == 73444 && sala_tokenizer_find(t, "<|tool_call|>") == -1,
+              "%s", "");
+        const char *s = "x<tool_call>{}</tool_call><|im_sep|>";
+        int32_t *ids;
+        int64_t n;
+        CHECK(sala_tokenizer_encode(t, s, strlen(s), 0, &ids, &n) == SALA_OK, "%s", "");
+        CHECK(n == 5 && ids[1] == 73442 && ids[3] == 73443 && ids[4] == 73444, "n=%lld", (long long)n);
+        char *back = sala_tokenizer_decode(t, ids, n, 0);
+        CHECK(back && !strcmp(back, "x<tool_call> {}</tool_call><|im_sep|>"), "%s", back ? back : "");
+        free(back);
+        free(ids);
+        sala_tokenizer_free(t);
+    }
+    rm_dir(dir);
+    free(dir);
 }
 
 /* ---- bad inputs ---- */
@@ -733,7 +800,6 @@ static void test_errors(void) {
     CHECK(sala_tokenizer_encode(g_tok, NULL, 5, 0, &ids, &n) == SALA_ERR_ARG, "%s", "");
     CHECK(sala_tokenizer_encode(g_tok, NULL, 0, 0, &ids, &n) == SALA_OK && n == 0, "%s", "");
     free(ids);
-    CHECK(sala_tokenizer_decode(g_tok, NULL, 0, 0) != NULL, "%s", "");
     char *e = sala_tokenizer_decode(g_tok, NULL, 0, 0);
     CHECK(e && !*e, "%s", "");
     free(e);
@@ -750,6 +816,7 @@ int main(void) {
     TEST_RUN(test_naive_bpe_long);
     TEST_RUN(test_encode_speed);
     TEST_RUN(test_spm_fallback);
+    TEST_RUN(test_renamed_added_tokens);
     TEST_RUN(test_errors);
     sala_tokenizer_free(g_tok);
     TEST_END();

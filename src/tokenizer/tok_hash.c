@@ -180,7 +180,7 @@ int tok_utf8_char(const uint8_t *s, size_t n, int *bad) {
     return need;
 }
 
-char *tok_utf8_sanitize(const char *text, size_t len, size_t *out_len) {
+char *tok_utf8_sanitize(const char *text, size_t len, size_t *out_len, int *oom) {
     const uint8_t *s = (const uint8_t *)text;
     size_t i = 0;
     int bad;
@@ -195,8 +195,18 @@ char *tok_utf8_sanitize(const char *text, size_t len, size_t *out_len) {
         i += (size_t)k;
     }
     if (i == len) return NULL;
-    /* worst case every byte becomes 3 */
-    char *out = xmalloc(len * 3 + 1);
+    /* size first: the text may be large */
+    size_t need = i;
+    for (size_t j = i; j < len;) {
+        int k = tok_utf8_char(s + j, len - j, &bad);
+        need += k ? (size_t)k : 3;
+        j += k ? (size_t)k : (size_t)bad;
+    }
+    char *out = malloc(need + 1);
+    if (!out) {
+        *oom = 1;
+        return NULL;
+    }
     memcpy(out, text, i);
     size_t o = i;
     while (i < len) {

@@ -67,9 +67,9 @@ int tok_utf8_char(const uint8_t *s, size_t n, int *bad);
  * and whether b may follow lead at position i (1..3) of the character. */
 int tok_utf8_lead_len(uint8_t lead);
 int tok_utf8_cont_ok(uint8_t lead, int i, uint8_t b);
-/* Copy of text with every maximal ill-formed subpart replaced by U+FFFD; NULL (no copy needed) when text is
- * already valid UTF-8. */
-char *tok_utf8_sanitize(const char *text, size_t len, size_t *out_len);
+/* Copy of text with every maximal ill-formed subpart replaced by U+FFFD; NULL when text is already valid
+ * UTF-8 (no copy needed) or, with *oom set, when the copy cannot be allocated. */
+char *tok_utf8_sanitize(const char *text, size_t len, size_t *out_len, int *oom);
 
 /* ---- the tokenizer ---- */
 
@@ -170,13 +170,18 @@ sala_status tok_read_side_files(sala_tokenizer *t, const char *dir);
 /* sort added tokens, fill byte tables; call after everything is read */
 sala_status tok_finish(sala_tokenizer *t);
 
+/* tok_encode.c: a growing list of ids; a failed allocation sets oom and later pushes do nothing (the
+ * encoder then reports SALA_ERR_NOMEM: the list grows with the input, so no abort) */
+typedef struct {
+    int32_t *v;
+    int64_t n, cap;
+    int oom;
+} tok_ids;
+void tok_ids_push(tok_ids *a, int32_t id);
+
 /* tok_spm.c */
 sala_status tok_load_spm(sala_tokenizer *t, const uint8_t *buf, size_t len, const char *path);
 /* SentencePiece encoding of one segment (between added tokens) */
-sala_status tok_spm_encode_segment(const sala_tokenizer *t, const char *s, size_t n, int32_t **ids, int64_t *nids,
-                                   int64_t *cap);
-
-/* tok_encode.c */
-void tok_push_id(int32_t **ids, int64_t *n, int64_t *cap, int32_t id);
+sala_status tok_spm_encode_segment(const sala_tokenizer *t, const char *s, size_t n, tok_ids *out);
 
 #endif

@@ -542,7 +542,7 @@ static int hexval(char c) {
 
 sala_status tok_finish(sala_tokenizer *t) {
     if (t->n_vocab <= 0) return sala_set_error(SALA_ERR_FORMAT, "tokenizer has no pieces");
-    qsort(t->added, (size_t)t->n_added, sizeof *t->added, cmp_added);
+    if (t->n_added) qsort(t->added, (size_t)t->n_added, sizeof *t->added, cmp_added);
     memset(t->added_first, 0, sizeof t->added_first);
     for (int i = 0; i < t->n_added; i++) t->added_first[(uint8_t)t->added[i].s[0]] = 1;
 

@@ -274,6 +274,7 @@ typedef struct {
 typedef struct {
     spm_pair *a;
     size_t n, cap;
+    int oom;
 } spm_heap;
 
 /* a before b: higher score, then smaller left */
@@ -283,9 +284,16 @@ static inline int pair_before(const spm_pair *a, const spm_pair *b) {
 }
 
 static void spm_push(spm_heap *h, spm_pair x) {
+    if (h->oom) return;
     if (h->n == h->cap) {
-        h->cap = h->cap ? h->cap * 2 : 256;
-        h->a = xrealloc(h->a, h->cap * sizeof *h->a);
+        size_t cap = h->cap ? h->cap * 2 : 256;
+        spm_pair *a = realloc(h->a, cap * sizeof *a);
+        if (!a) {
+            h->oom = 1;
+            return;
+        }
+        h->a = a;
+        h->cap = cap;
     }
     size_t i = h->n++;
     while (i > 0) {
@@ -328,34 +336,35 @@ static void maybe_add_pair(spm_ctx *c, int32_t left, int32_t right) {
     spm_push(&c->heap, (spm_pair){c->t->score[id], left, right, a->len + b->len});
 }
 
-static void emit_node(spm_ctx *c, int32_t nd, int32_t **ids, int64_t *nids, int64_t *cap, int *unk_run) {
+static void emit_node(spm_ctx *c, int32_t nd, tok_ids *out, int *unk_run) {
     const sala_tokenizer *t = c->t;
     const spm_node *x = &c->nodes[nd];
     int32_t id = tok_strmap_get(&t->vocab, c->s + x->start, x->len);
     if (id >= 0 && t->sp_type[id] != SPM_UNUSED) {
-        tok_push_id(ids, nids, cap, id);
+        tok_ids_push(out, id);
         *unk_run = 0;
         return;
     }
     if (x->l >= 0) {
-        emit_node(c, x->l, ids, nids, cap, unk_run);
-        emit_node(c, x->r, ids, nids, cap, unk_run);
+        emit_node(c, x->l, out, unk_run);
+        emit_node(c, x->r, out, unk_run);
         return;
     }
     const uint8_t *p = (const uint8_t *)c->s + x->start;
     int all = t->spm_byte_fallback;
     for (uint32_t j = 0; all && j < x->len; j++) all = t->byte_id[p[j]] >= 0;
     if (all) {
-        for (uint32_t j = 0; j < x->len; j++) tok_push_id(ids, nids, cap, t->byte_id[p[j]]);
+        for (uint32_t j = 0; j < x->len; j++) tok_ids_push(out, t->byte_id[p[j]]);
         *unk_run = 0;
     } else if (!*unk_run) { /* consecutive unknown characters make one <unk> */
-        tok_push_id(ids, nids, cap, t->unk);
+        tok_ids_push(out, t->unk);
         *unk_run = 1;
     }
 }
 
 static char *spm_normalize(const sala_tokenizer *t, const char *s, size_t n, size_t *out_n) {
-    char *o = xmalloc(n * 3 + 4);
+    char *o = malloc(n * 3 + 4);
+    if (!o) return NULL;
     size_t j = 0, i = 0, end = n;
     if (t->spm_remove_ws) {
         while (i < end && s[i] == ' ') i++;
@@ -385,10 +394,10 @@ static char *spm_normalize(const sala_tokenizer *t, const char *s, size_t n, siz
     return o;
 }
 
-sala_status tok_spm_encode_segment(const sala_tokenizer *t, const char *seg, size_t seg_n, int32_t **ids,
-                                   int64_t *nids, int64_t *cap) {
+sala_status tok_spm_encode_segment(const sala_tokenizer *t, const char *seg, size_t seg_n, tok_ids *out) {
     size_t n;
     char *s = spm_normalize(t, seg, seg_n, &n);
+    if (!s) return sala_set_error(SALA_ERR_NOMEM, "tokenizer: out of memory for a %zu-byte segment", seg_n);
     if (n == 0) {
         free(s);
         return SALA_OK;
@@ -434,13 +443,13 @@ sala_status tok_spm_encode_segment(const sala_tokenizer *t, const char *seg, siz
     }
     int unk_run = 0;
     sala_status st = SALA_OK;
-    for (int32_t i = 0; i >= 0; i = c.sym[i].next) {
-        int64_t before = *nids;
-        emit_node(&c, c.sym[i].node, ids, nids, cap, &unk_run);
-        if (*nids > before && (*ids)[*nids - 1] < 0) {
+    if (c.heap.oom) st = sala_set_error(SALA_ERR_NOMEM, "tokenizer: out of memory for a %zu-byte segment", seg_n);
+    for (int32_t i = 0; i >= 0 && !st; i = c.sym[i].next) {
+        int64_t before = out->n;
+        emit_node(&c, c.sym[i].node, out, &unk_run);
+        if (out->n > before && out->v[out->n - 1] < 0) {
             st = sala_set_error(SALA_ERR_UNSUPPORTED,
                                 "tokenizer: a character has no piece, no byte fallback and the model has no <unk>");
-            break;
         }
     }
     free(c.heap.a);
