@@ -51,6 +51,21 @@ if srv_node_ready; then
 fi
 srv_stop
 
+# ---- reasoning: a template whose generation prompt opens <think>
+THINK_TOK=$TMP/think-tokenizer
+mkdir -p "$THINK_TOK" && cp tests/data/tokenizer/minicpm/* "$THINK_TOK"/
+printf '%s' "{% for message in messages %}{{'<|im_start|>' + message['role'] + '
+' + message['content'] + '<|im_end|>' + '
+'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant
+<think>
+' }}{% endif %}" >"$THINK_TOK/chat_template.jinja"
+srv_start think -m "$MODEL_DIR" --tokenizer "$THINK_TOK" --alias sala-tiny -c 256 -t 1 || srv_finish
+grep -q "opens <think>" "$SRV_LOG" && ok "think template recognised" || bad "think template: $(head -2 "$SRV_LOG")"
+if srv_node_ready; then
+  SALA_MODEL=sala-tiny SALA_MODEL_DIR=$MODEL_DIR SALA_TOKENIZER_DIR=$THINK_TOK srv_node think.mjs
+fi
+srv_stop
+
 # ---- shutdown with a stream in flight and requests queued
 srv_start stop -m "$MODEL_DIR" -c 8192 -t 1 --parallel 1 || srv_finish
 curl -sN --max-time 60 "$SRV_URL/v1/completions" -H 'Content-Type: application/json' \

@@ -35,7 +35,7 @@ static void serve_usage(FILE *f) {
             "  -np, --parallel N      slots: requests generated at the same time, one session each (default 1)\n"
             "      --max-queue N      requests waiting for a slot before new ones get 503 (default 256)\n"
             "      --max-body SIZE    largest request body, e.g. 16M, 512K (default 16M); larger -> 413\n"
-            "      --timeout S        idle connection timeout in seconds (default 600; 0 = none)\n"
+            "      --timeout S        idle connection timeout in seconds (default 120; 0 = none)\n"
             "  -t, --threads N        CPU threads (default: all cores)\n"
             "      --device DEV       cpu or cuda[:N] (default cpu)\n"
             "      --chunk N          prefill chunk size in tokens (default: the engine's)\n"

@@ -54,7 +54,7 @@ srv_options srv_default_options(void) {
     o.parallel = 1;
     o.max_queue = 256;
     o.max_body = (size_t)16 << 20;
-    o.timeout_s = 600;
+    o.timeout_s = 120;
     o.log = 1;
     return o;
 }

@@ -444,6 +444,10 @@ static int job_prompt(srv_worker *w, srv_job *j, int32_t **ids, int64_t *n, int 
             return -1;
         }
     }
+    if (*n == 0 || *n >= S->n_ctx) {
+        free(*ids);
+        *ids = NULL;
+    }
     if (*n == 0) {
         srv_error_set(e, 400, "invalid_request_error", "prompt", "invalid_value", "The prompt is empty.");
         return -1;

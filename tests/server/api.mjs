@@ -184,7 +184,7 @@ await test('greedy output equals `sala run --chat --temp 0`', async () => {
   assert(bin && dir, 'SALA and SALA_MODEL_DIR must be set');
   const prompts = ['Hello', 'What is the capital of France?'];
   for (const p of prompts) {
-    const out = execFileSync(bin, ['run', '-m', dir, '-p', p, '--chat', '--temp', '0', '-n', '24'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = execFileSync(bin, ['run', '-m', dir, '-p', p, '--chat', '--temp', '0', '-n', '24', '-t', '1'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     const r = await client.chat.completions.create({ model: MODEL, messages: user(p), max_tokens: 24, temperature: 0 });
     const m = r.choices[0].message;
     const served = m.reasoning_content ? `<think>${m.reasoning_content}</think>${m.content}` : m.content;
@@ -199,7 +199,7 @@ await test('greedy output equals `sala run --chat --temp 0`', async () => {
 
 await test('completions greedy output equals `sala run --temp 0`', async () => {
   const bin = process.env.SALA, dir = process.env.SALA_MODEL_DIR;
-  const out = execFileSync(bin, ['run', '-m', dir, '-p', 'Once upon a time', '--temp', '0', '-n', '20'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const out = execFileSync(bin, ['run', '-m', dir, '-p', 'Once upon a time', '--temp', '0', '-n', '20', '-t', '1'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   eq(compl.choices[0].text, out.replace(/\n$/, ''));
 });
 

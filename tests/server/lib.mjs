@@ -11,10 +11,12 @@ const base = new URL(BASE);
 let passed = 0, failed = 0;
 
 export async function test(name, fn) {
+  const t0 = Date.now();
   try {
     await fn();
     passed++;
-    console.log(`ok ${name}`);
+    const ms = Date.now() - t0;
+    console.log(ms >= 500 ? `ok ${name} (${(ms / 1000).toFixed(1)} s)` : `ok ${name}`);
   } catch (e) {
     failed++;
     console.log(`FAIL ${name}: ${e && e.stack ? e.stack.split('\n').slice(0, 3).join(' | ') : e}`);
