@@ -1,0 +1,88 @@
+/* backend_internal.cuh — the CUDA backend's model and session structures, shared by model.cu (weights)
+ * and session.cu (caches and the forward pass). Host C++ only. */
+#ifndef SALA_CUDA_BACKEND_INTERNAL_CUH
+#define SALA_CUDA_BACKEND_INTERNAL_CUH
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "cuda/backend.h"
+#include "cuda/cuda_extra.h"
+#include "cuda/kernels.h"
+#include "model/config.h"
+#include "util.h"
+}
+
+/* One layer's weights on the GPU. The mixer's input projections are fused into one matrix so a chunk
+ * needs one GEMM for them: rows q | k | v | gate (gate = z_proj or o_gate, when present). */
+typedef struct {
+    int sparse;
+    int n_in;              /* rows of w_in */
+    int has_gate;
+    int qd, kvd;           /* query width, key/value width */
+    float *ln1, *ln2;      /* [H] */
+    uint16_t *w_in;        /* [n_in, H] bf16 */
+    uint16_t *w_o;         /* [H, qd] */
+    uint16_t *w_gu;        /* [2I, H]: gate rows then up rows */
+    uint16_t *w_down;      /* [H, I] */
+    float *q_norm, *k_norm;/* [lin_hd] (lightning, qk_norm) */
+    float *o_norm;         /* [qd] (lightning, use_output_norm) */
+} cu_layer;
+
+struct cuda_model {
+    sala_config cfg;
+    sala_precision precision;
+    cu_dtype act;          /* GEMM operands, KV cache: CU_F32 (exact) or CU_BF16 */
+    int verbose;
+    void *pool;            /* every weight, carved */
+    int64_t pool_bytes;
+    uint16_t *embed;       /* [V, H] */
+    uint16_t *lm_head;     /* [V, H] (= embed when tied) */
+    float *final_norm;     /* [H] */
+    cu_layer *layers;      /* [L] host array of device pointers */
+    double *lambda;        /* [lin_nh] device: Lightning decay */
+    float *inv_freq_l;     /* [lin_hd/2] device: RoPE of linear layers */
+    float *inv_freq_s;     /* [hd/2] device: RoPE of sparse layers (attn_use_rope) */
+    int n_sparse, n_linear;
+    int max_nin, qd_max;
+    cu_gemm *gemm;
+    cudaStream_t stream;
+};
+
+struct cuda_session {
+    cuda_model *cm;
+    int64_t n_ctx;
+    int chunk;
+    void *pool;
+    int64_t pool_bytes;
+    cuda_mem_plan plan;
+    /* caches */
+    void **K, **V;         /* [L] -> [n_ctx, nkv, hd] (act dtype), sparse layers */
+    float **C1, **C2;      /* [L] -> [n1cap, nkv, hd], [n2cap, nkv, hd] */
+    float **state;         /* [L] -> [lin_nh, lin_hd, lin_hd], linear layers */
+    int64_t n1cap, n2cap, comp_n1, comp_n2; /* compressed keys computed so far (all sparse layers) */
+    /* activations for one chunk of C rows */
+    int32_t *ids;          /* [chunk] */
+    float *x;              /* [chunk, H] residual stream */
+    void *a;               /* [chunk, max(H, qd, I)] GEMM operand (act dtype) */
+    float *mix;            /* [chunk, max(n_in, 2I)] projection / FFN GEMM outputs */
+    float *o;              /* [chunk, qd_max] mixer output */
+    float *lse;            /* [chunk, nh] */
+    float *pooled;         /* [chunk, nkv, nblk_cap] */
+    float *halo;           /* [chunk, nkv, ntile_cap] */
+    int32_t *blocks;       /* [chunk, nkv, budget] */
+    int32_t *nsel;         /* [chunk, nkv] */
+    int64_t nblk_cap, ntile_cap;
+    float *scratch;        /* split-KV partials */
+    int64_t scratch_floats;
+    int logit_rows;        /* rows of logits computed per GEMM */
+    void *fnorm;           /* [logit_rows, H] act dtype */
+    float *logits;         /* [logit_rows, V] */
+    int32_t *next;         /* [1] argmax */
+};
+
+/* device failure -> SALA_ERR_DEVICE with the CUDA message */
+sala_status cu_fail(int err, const char *what);
+
+#endif

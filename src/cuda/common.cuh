@@ -1,0 +1,69 @@
+/* common.cuh — helpers shared by every CUDA source of the backend (device code only, C++).
+ *
+ * Activations that feed a GEMM are either fp32 or bf16 (the two precisions); everything else is fp32.
+ * `act_store` / `act_load` hide the difference so one kernel template serves both. Launchers return a
+ * cudaError_t as int (0 = fine) so the host engine can turn failures into SALA_ERR_DEVICE. */
+#ifndef SALA_CUDA_COMMON_CUH
+#define SALA_CUDA_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cuda/kernels.h"
+
+typedef __nv_bfloat16 bf16;
+
+#define LAUNCH_CHECK() ((int)cudaGetLastError())
+
+static __device__ __forceinline__ float to_f32(float x) { return x; }
+static __device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
+template <class T> static __device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat16_rn(x); }
+
+static __device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+static __device__ __forceinline__ double warp_sum_d(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+static __device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result. */
+static __device__ double block_sum_d(double v) {
+    __shared__ double part[32];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum_d(v);
+    __syncthreads(); /* part[] may still be read by a previous call */
+    if (lane == 0) part[w] = v;
+    __syncthreads();
+    double t = lane < nw ? part[lane] : 0.0;
+    return warp_sum_d(t);
+}
+
+/* Python-style floor division for the InfLLM-v2 visibility rule (operands may be negative). */
+static __device__ __host__ __forceinline__ int64_t floordiv64(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    if ((a % b != 0) && ((a < 0) != (b < 0))) q--;
+    return q;
+}
+static __device__ __host__ __forceinline__ int64_t nwin64(int64_t N, int l, int s) { return N < l ? 0 : (N - l) / s + 1; }
+
+/* Visible level-1 / level-2 compressed keys of row r (MODEL.md §4, the official kernel's rule, quirk
+ * included); every key in a decode step. Mirrors infllm_visible() in src/cpu/ops_ref.c. */
+static __device__ __host__ __forceinline__ int64_t infllm_vis(int64_t r, int64_t kv_len, int decode, int l, int s) {
+    int64_t n = nwin64(kv_len, l, s);
+    if (decode) return n;
+    int64_t v = floordiv64(r + 1, s) - 1 + n - floordiv64(kv_len - (s - 1), s);
+    return v < 0 ? 0 : v > n ? n : v;
+}
+
+#endif

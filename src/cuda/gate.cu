@@ -1,0 +1,38 @@
+/* gate.cu — the mixers' output gates: y = RMSNorm(o; w) ⊙ sigmoid(z).
+ *
+ * Lightning layers normalise their attention output over all nh·hd channels at once (one norm, not
+ * per head) and gate it with sigmoid(z_proj(a)); sparse layers only gate, with sigmoid(o_gate(a)) (w =
+ * NULL). z is read in place from the fused projection output (row stride ldz). y feeds the o_proj GEMM. */
+#include "cuda/common.cuh"
+
+template <class YT>
+__global__ void k_norm_gate(YT *y, int64_t ldy, const float *o, int64_t ldo, const float *z, int64_t ldz,
+                            const float *w, int D, float eps) {
+    int64_t r = blockIdx.x;
+    const float *orow = o + r * ldo; /* [D] */
+    float inv = 1.0f;
+    if (w) {
+        double ss = 0;
+        for (int i = threadIdx.x; i < D; i += blockDim.x) ss += (double)orow[i] * orow[i];
+        ss = block_sum_d(ss);
+        inv = (float)(1.0 / sqrt(ss / D + eps));
+    }
+    YT *yr = y + r * ldy;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        float v = orow[i];
+        if (w) v = v * inv * w[i];
+        if (z) v *= 1.0f / (1.0f + expf(-z[r * ldz + i]));
+        yr[i] = from_f32<YT>(v);
+    }
+}
+
+extern "C" int cu_norm_gate(void *st, void *y, cu_dtype yt, int64_t ldy, const float *o, int64_t ldo, const float *z,
+                            int64_t ldz, const float *w, int64_t rows, int D, float eps) {
+    if (rows <= 0) return 0;
+    int threads = D >= 1024 ? 512 : D >= 256 ? 256 : 64;
+    if (yt == CU_BF16)
+        k_norm_gate<bf16><<<(unsigned)rows, threads, 0, (cudaStream_t)st>>>((bf16 *)y, ldy, o, ldo, z, ldz, w, D, eps);
+    else
+        k_norm_gate<float><<<(unsigned)rows, threads, 0, (cudaStream_t)st>>>((float *)y, ldy, o, ldo, z, ldz, w, D, eps);
+    return LAUNCH_CHECK();
+}

@@ -1,0 +1,112 @@
+/* infllm_lse.cu — InfLLM-v2 stage 1, first half: the coarse log-sum-exp of every query head over the
+ * visible level-2 compressed keys,  LSE_h(r) = log Σ_{j < v2(r)} exp(scale · q_h(r)·C2[j])  (MODEL.md §4
+ * step 2); −inf when nothing is visible. It normalises the level-1 scores in infllm_score.cu.
+ * Same tiling as dense attention without the value pass (attn_core.cuh); decode splits the keys. */
+#include "cuda/attn_core.cuh"
+#include "cuda/attn_internal.cuh"
+
+template <int HD, int RM>
+__global__ void __launch_bounds__(256) k_infllm_lse(float *lse, const float *q, int64_t ldq, const float *C2,
+                                                    int64_t n2_avail, int64_t T, int64_t pos0, int64_t kv_len,
+                                                    int decode, int nh, int nkv, int l2, int s2, float scale,
+                                                    int nsplit, float *part) {
+    typedef att_shape<HD, RM> S;
+    extern __shared__ float4 smem_f4[];
+    float *Qs = (float *)smem_f4, *KVs = Qs + S::M * S::QP;
+    const int g = blockIdx.y, split = blockIdx.z, G = nh / nkv;
+    const int tm = threadIdx.x / 16, tn = threadIdx.x % 16;
+    const int64_t npairs = T * G, p0 = (int64_t)blockIdx.x * S::M;
+    const int64_t t_last = (p0 + S::M - 1) / G < T - 1 ? (p0 + S::M - 1) / G : T - 1;
+    for (int e = threadIdx.x; e < S::M * HD; e += 256) {
+        int m = e / HD, d = e % HD;
+        int64_t p = p0 + m;
+        Qs[m * S::QP + d] = p < npairs ? q[(p / G) * ldq + (int64_t)(g * G + p % G) * HD + d] : 0.f;
+    }
+    int64_t vis[RM];
+#pragma unroll
+    for (int i = 0; i < RM; i++) {
+        int64_t p = p0 + tm * RM + i;
+        vis[i] = p < npairs ? infllm_vis(pos0 + p / G, kv_len, decode, l2, s2) : 0;
+        if (vis[i] > n2_avail) vis[i] = n2_avail;
+    }
+    int64_t vmax = infllm_vis(pos0 + t_last, kv_len, decode, l2, s2); /* v2 grows with the row */
+    if (vmax > n2_avail) vmax = n2_avail;
+    const int64_t ntiles = (vmax + ATT_BK - 1) / ATT_BK;
+    const int64_t tps = (ntiles + nsplit - 1) / nsplit;
+    const int64_t kt0 = split * tps, kt1 = kt0 + tps < ntiles ? kt0 + tps : ntiles;
+    att_state<HD, RM> st;
+    st.init();
+    for (int64_t kt = kt0; kt < kt1; kt++) {
+        const int64_t k0 = kt * ATT_BK;
+        __syncthreads();
+        att_load_rows<HD>(KVs, C2 + (int64_t)g * HD, (int64_t)nkv * HD, k0, vmax);
+        __syncthreads();
+        float sc[RM][4];
+        att_dots<HD, RM>(Qs, KVs, sc);
+#pragma unroll
+        for (int i = 0; i < RM; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) sc[i][j] = (k0 + tn + 16 * j < vis[i]) ? sc[i][j] * scale : -INFINITY;
+        st.softmax_step(sc, NULL, false);
+    }
+    if (tn != 0) return;
+#pragma unroll
+    for (int i = 0; i < RM; i++) {
+        int64_t p = p0 + tm * RM + i;
+        if (p >= npairs) continue;
+        int64_t t = p / G, h = g * G + p % G;
+        if (nsplit == 1) {
+            lse[t * nh + h] = st.l[i] > 0.f ? st.m[i] + logf(st.l[i]) : -INFINITY;
+        } else {
+            float *rec = part + ((int64_t)split * T * nh + t * nh + h) * 2;
+            rec[0] = st.m[i];
+            rec[1] = st.l[i];
+        }
+    }
+}
+
+template <int HD, int RM>
+static int launch_lse(cudaStream_t st, float *lse, const float *q, int64_t ldq, const float *C2, int64_t n2_avail,
+                      int64_t T, int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch,
+                      int64_t scratch_floats) {
+    typedef att_shape<HD, RM> S;
+    size_t smem = sizeof(float) * (S::M * S::QP + ATT_BK * S::QP);
+    static bool attr = false;
+    if (!attr) {
+        cudaFuncSetAttribute(k_infllm_lse<HD, RM>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        attr = true;
+    }
+    int G = d->nh / d->nkv;
+    int64_t nblk = (T * G + S::M - 1) / S::M;
+    int64_t ntiles = (nwin64(kv_len, d->l2, d->s2) + ATT_BK - 1) / ATT_BK;
+    int nsplit = attn_pick_split(nblk * d->nkv, ntiles, T * d->nh, 0, scratch_floats);
+    dim3 grid((unsigned)nblk, d->nkv, nsplit);
+    k_infllm_lse<HD, RM><<<grid, 256, smem, st>>>(lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d->nh, d->nkv,
+                                                   d->l2, d->s2, d->scale, nsplit, scratch);
+    int e = LAUNCH_CHECK();
+    if (e || nsplit == 1) return e;
+    return attn_combine(st, lse, d->nh, scratch, nsplit, T * d->nh, d->nh, 0);
+}
+
+template <int HD>
+static int lse_rm(cudaStream_t st, float *lse, const float *q, int64_t ldq, const float *C2, int64_t n2_avail, int64_t T,
+                  int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch, int64_t sf) {
+    if (T * (d->nh / d->nkv) <= 64)
+        return launch_lse<HD, 1>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
+    return launch_lse<HD, 4>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
+}
+
+extern "C" int cu_infllm_lse(void *stream, float *lse, const float *q, int64_t ldq, const float *C2, int64_t n2_avail,
+                             int64_t T, int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d,
+                             float *scratch, int64_t scratch_floats) {
+    cudaStream_t st = (cudaStream_t)stream;
+    if (T <= 0) return 0;
+    if (d->nkv <= 0 || d->nh % d->nkv) return (int)cudaErrorInvalidValue;
+    switch (d->hd) {
+    case 16: return lse_rm<16>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, scratch_floats);
+    case 32: return lse_rm<32>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, scratch_floats);
+    case 64: return lse_rm<64>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, scratch_floats);
+    case 128: return lse_rm<128>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, scratch_floats);
+    default: return (int)cudaErrorInvalidValue;
+    }
+}

@@ -1,0 +1,148 @@
+/* infllm_score.cu — InfLLM-v2 stage 1 with the fused group sum and the max-pool (MODEL.md §4 steps 2–3).
+ *
+ * For row r and KV group g, each visible level-1 compressed key j < v1(r) scores
+ *     score_g(r, j) = Σ_{h ∈ g} exp(scale · q_h(r)·C1[j] − LSE_h(r))
+ * an existing but invisible key scores 0, a key past n1 does not exist (−inf). Blocks pool the scores of
+ * keys [P·b − 1, P·b + P − 1] (P = B/s1 = 4) by max.
+ *
+ * A thread block takes the (row, head) pairs of a few whole rows (16·RM pairs, a multiple of G) and one
+ * tile of 64 keys: the exps of its pairs are summed per row in shared memory, then pooled into the
+ * 64/P blocks that start in the tile. The key 64·tile − 1 of the block starting the tile lies in the
+ * previous tile; that tile stores it as halo[tile], and the top-k kernel folds it in. Tiles with no
+ * block at or before the rows' own block are skipped (the top-k never reads them); tiles past every
+ * row's visible keys only write 0 / −inf. Scores stay fp32 (allowed in the bf16 mode too). */
+#include "cuda/attn_core.cuh"
+
+template <int HD, int RM>
+__global__ void __launch_bounds__(256) k_infllm_score(float *pooled, float *halo, const float *q, int64_t ldq,
+                                                      const float *lse, const float *C1, int64_t n1_avail, int64_t T,
+                                                      int64_t pos0, int64_t kv_len, int decode, int nh, int nkv,
+                                                      int l1, int s1, int block, float scale, int64_t nblk_cap,
+                                                      int64_t ntile_cap) {
+    typedef att_shape<HD, RM> S;
+    extern __shared__ float4 smem_f4[];
+    float *Qs = (float *)smem_f4, *Ks = Qs + S::M * S::QP, *Es = Ks + ATT_BK * S::QP; /* Es [M][65] */
+    __shared__ float Ls[S::M];
+    __shared__ float Rs[64][ATT_BK + 1]; /* per-row sums [rows][64] */
+    const int g = blockIdx.z, G = nh / nkv, P = block / s1, NBT = ATT_BK / P;
+    const int tm = threadIdx.x / 16, tn = threadIdx.x % 16;
+    const int64_t npairs = T * G, p0 = (int64_t)blockIdx.x * S::M, jt = blockIdx.y, j0 = jt * ATT_BK;
+    const int64_t t_first = p0 / G;
+    const int64_t t_last = (p0 + S::M - 1) / G < T - 1 ? (p0 + S::M - 1) / G : T - 1;
+    const int R = (int)(t_last - t_first + 1);
+    if (jt * NBT > (pos0 + t_last) / block) return; /* no row needs these blocks */
+    const int64_t n1_call = nwin64(kv_len, l1, s1);
+    int64_t vmax = infllm_vis(pos0 + t_last, kv_len, decode, l1, s1);
+    if (vmax > n1_avail) vmax = n1_avail;
+    float e[RM][4];
+#pragma unroll
+    for (int i = 0; i < RM; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) e[i][j] = 0.f;
+    if (j0 < vmax) {
+        for (int x = threadIdx.x; x < S::M * HD; x += 256) {
+            int m = x / HD, d = x % HD;
+            int64_t p = p0 + m;
+            Qs[m * S::QP + d] = p < npairs ? q[(p / G) * ldq + (int64_t)(g * G + p % G) * HD + d] : 0.f;
+        }
+        for (int m = threadIdx.x; m < S::M; m += 256) {
+            int64_t p = p0 + m;
+            Ls[m] = p < npairs ? lse[(p / G) * nh + g * G + p % G] : 0.f;
+        }
+        att_load_rows<HD>(Ks, C1 + (int64_t)g * HD, (int64_t)nkv * HD, j0, vmax);
+        __syncthreads();
+        float dot[RM][4];
+        att_dots<HD, RM>(Qs, Ks, dot);
+#pragma unroll
+        for (int i = 0; i < RM; i++) {
+            int64_t p = p0 + tm * RM + i;
+            if (p >= npairs) continue;
+            int64_t v1 = infllm_vis(pos0 + p / G, kv_len, decode, l1, s1);
+            if (v1 > vmax) v1 = vmax;
+            float L = Ls[tm * RM + i];
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                if (j0 + tn + 16 * j < v1) e[i][j] = expf(dot[i][j] * scale - L);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < RM; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) Es[(tm * RM + i) * (ATT_BK + 1) + tn + 16 * j] = e[i][j];
+    __syncthreads();
+    /* group sum per row, heads in order (pairs of a row are consecutive: p = t·G + hh) */
+    for (int x = threadIdx.x; x < R * ATT_BK; x += 256) {
+        int r = x / ATT_BK, n = x % ATT_BK;
+        int64_t pbase = (t_first + r) * G - p0; /* index of head 0 of row r in this block */
+        float sum = 0.f;
+        for (int hh = 0; hh < G; hh++) sum += Es[(pbase + hh) * (ATT_BK + 1) + n];
+        Rs[r][n] = j0 + n < n1_call ? sum : -INFINITY;
+    }
+    __syncthreads();
+    for (int x = threadIdx.x; x < R * NBT; x += 256) {
+        int r = x / NBT, bl = x % NBT;
+        int64_t t = t_first + r;
+        float v = -INFINITY;
+        for (int jj = bl * P - 1; jj <= bl * P + P - 1; jj++)
+            if (jj >= 0) v = fmaxf(v, Rs[r][jj]);
+        pooled[(t * nkv + g) * nblk_cap + jt * NBT + bl] = v;
+    }
+    for (int r = threadIdx.x; r < R; r += 256) {
+        int64_t t = t_first + r;
+        if (jt + 1 < ntile_cap) halo[(t * nkv + g) * ntile_cap + jt + 1] = Rs[r][ATT_BK - 1];
+    }
+}
+
+template <int HD, int RM>
+static int launch_score(cudaStream_t st, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
+                        const float *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
+                        const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
+    typedef att_shape<HD, RM> S;
+    size_t smem = sizeof(float) * S::SMEM_FLOATS;
+    static bool attr = false;
+    if (!attr) {
+        cudaFuncSetAttribute(k_infllm_score<HD, RM>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        attr = true;
+    }
+    int G = d->nh / d->nkv;
+    int64_t nblk = (T * G + S::M - 1) / S::M;
+    int P = d->block / d->s1;
+    int64_t qb_max = (pos0 + T - 1) / d->block;
+    int64_t ntiles = (qb_max + 1) * P / ATT_BK + 1; /* tiles holding the starts of blocks 0..qb_max */
+    if (ntiles * (int64_t)(ATT_BK / P) > nblk_cap || ntiles + 1 > ntile_cap) return (int)cudaErrorInvalidValue;
+    dim3 grid((unsigned)nblk, (unsigned)ntiles, d->nkv);
+    k_infllm_score<HD, RM><<<grid, 256, smem, st>>>(pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode,
+                                                     d->nh, d->nkv, d->l1, d->s1, d->block, d->scale, nblk_cap,
+                                                     ntile_cap);
+    return LAUNCH_CHECK();
+}
+
+template <int HD>
+static int score_rm(cudaStream_t st, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
+                    const float *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
+                    const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
+    int G = d->nh / d->nkv;
+    if (G <= 16 && T * G <= 16)
+        return launch_score<HD, 1>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d, nblk_cap,
+                                   ntile_cap);
+    return launch_score<HD, 4>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d, nblk_cap,
+                               ntile_cap);
+}
+
+extern "C" int cu_infllm_score(void *stream, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
+                               const float *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
+                               const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
+    cudaStream_t st = (cudaStream_t)stream;
+    if (T <= 0) return 0;
+    int G = d->nkv > 0 ? d->nh / d->nkv : 0;
+    /* whole rows per block: G must divide 64; pooling windows must tile 64 keys */
+    if (G <= 0 || d->nh % d->nkv || 64 % G || d->block % d->s1 || ATT_BK % (d->block / d->s1))
+        return (int)cudaErrorInvalidValue;
+    switch (d->hd) {
+    case 16: return score_rm<16>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d, nblk_cap, ntile_cap);
+    case 32: return score_rm<32>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d, nblk_cap, ntile_cap);
+    case 64: return score_rm<64>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d, nblk_cap, ntile_cap);
+    case 128: return score_rm<128>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d, nblk_cap, ntile_cap);
+    default: return (int)cudaErrorInvalidValue;
+    }
+}

@@ -1,0 +1,129 @@
+/* kernels.h — the CUDA backend's kernels as plain-C launchers (one op per src/cuda/<op>.cu file).
+ *
+ * Every launcher enqueues its work on `stream` (a cudaStream_t, NULL = default stream) and returns 0 or a
+ * cudaError_t code (cu_error_str() names it). Pointers are device pointers unless a comment says
+ * otherwise. Layouts are row-major; `ld*` arguments are row strides in elements, so a kernel can read a
+ * column section of a wider buffer (the fused projection output holds q | k | v | gate side by side).
+ * All lengths and offsets are 64-bit: at a 1M-token context T·H·D passes 2^31.
+ *
+ * Dimension letters as in include/sala.h: T rows of a call, N tokens in the cache, H hidden, I
+ * intermediate, nh query heads, nkv KV heads, hd head dim, G = nh/nkv heads per KV group. */
+#ifndef SALA_CUDA_KERNELS_H
+#define SALA_CUDA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { CU_F32 = 0, CU_BF16 = 1 } cu_dtype;
+
+/* ---- device memory and errors (util.cu); also what the C tests use instead of the CUDA runtime ---- */
+int cu_device_count(void);
+const char *cu_error_str(int err);
+const char *cu_device_name(int dev);
+void *cu_malloc(size_t bytes);                 /* NULL on failure */
+void cu_free(void *p);
+int cu_h2d(void *dst, const void *src, size_t bytes);
+int cu_d2h(void *dst, const void *src, size_t bytes);
+int cu_memset(void *p, int byte, size_t bytes);
+int cu_sync(void);
+int cu_mem_info(int64_t *free_bytes, int64_t *total_bytes);
+int cu_sm_count(void);
+/* fills for synthetic weights: w[n] = scale · uniform(-1, 1) from a counter hash of (seed, i) */
+int cu_fill_uniform_bf16(void *stream, uint16_t *w, int64_t n, uint64_t seed, float scale);
+int cu_fill_f32(void *stream, float *p, int64_t n, float value);
+/* y[n] = bf16(x[n]) and back, on the device */
+int cu_f32_to_bf16(void *stream, uint16_t *y, const float *x, int64_t n);
+
+/* ---- GEMM (gemm.cu): cuBLASLt, fp32 accumulation ----
+ * y[T, N] (fp32, row stride ldy) = alpha · x[T, K] · W[N, K]ᵀ + beta · y
+ * x is bf16 (tensor cores, bf16 operands) or fp32 (exact mode: W is widened to fp32 in slices of the
+ * handle's scratch and multiplied by cuBLASLt's fp32 SGEMM path, no TF32). beta = 1 with alpha = r
+ * fuses the residual update x += r · (a · Wᵀ). */
+typedef struct cu_gemm cu_gemm;
+int cu_gemm_new(cu_gemm **out, size_t f32_scratch_bytes);
+void cu_gemm_free(cu_gemm *g);
+int cu_gemm_run(cu_gemm *g, void *stream, float *y, int64_t ldy, const void *x, cu_dtype xt, int64_t ldx,
+            const uint16_t *W, int64_t T, int64_t N, int64_t K, float alpha, float beta);
+
+/* ---- elementwise and norms ---- */
+/* x[T, H] = E[ids] · scale (embed.cu); E: [V, H] bf16 */
+int cu_embed(void *stream, float *x, const uint16_t *E, const int32_t *ids, int64_t T, int H, float scale);
+/* y[rows, D] = x / sqrt(mean(x²) + eps) ⊙ w / div   (rmsnorm.cu); y fp32 or bf16 */
+int cu_rmsnorm(void *stream, void *y, cu_dtype yt, int64_t ldy, const float *x, int64_t ldx, const float *w,
+               int64_t rows, int D, float eps, float div);
+/* y[rows, D] = RMSNorm(o; w) ⊙ sigmoid(z)   (gate.cu): the Lightning output norm + gate when w != NULL,
+ * the sparse layer's plain sigmoid gate when w == NULL; z == NULL skips the gate. */
+int cu_norm_gate(void *stream, void *y, cu_dtype yt, int64_t ldy, const float *o, int64_t ldo, const float *z,
+                 int64_t ldz, const float *w, int64_t rows, int D, float eps);
+/* h[rows, I] = silu(gu[:, :I]) ⊙ gu[:, I:]   (swiglu.cu); gu: [rows, 2I] fp32 */
+int cu_swiglu(void *stream, void *h, cu_dtype ht, const float *gu, int64_t rows, int I);
+/* In place on qk[T, nheads, hd] (row stride ld): per-head RMSNorm (weight qw for heads < nq, kw for the
+ * rest) when do_norm, then RoPE at positions pos0.. when do_rope (qknorm_rope.cu). inv_freq: [hd/2]. */
+int cu_qknorm_rope(void *stream, float *qk, int64_t ld, int64_t T, int nheads, int nq, int hd, const float *qw,
+                   const float *kw, float eps, int do_norm, const float *inv_freq, int64_t pos0, int do_rope);
+/* K[pos0 + t], V[pos0 + t] = k[t], v[t]: append T rows of width kvd to a cache [N, kvd] (kv_append.cu) */
+int cu_kv_append(void *stream, void *K, void *V, cu_dtype kvt, const float *k, const float *v, int64_t ld,
+                 int64_t T, int64_t pos0, int kvd);
+/* idx[r] = argmax_i x[r, i], ties to the lower index (argmax.cu) */
+int cu_argmax(void *stream, int32_t *idx, const float *x, int64_t rows, int64_t n);
+
+/* ---- Lightning attention (lightning_prefill.cu, lightning_decode.cu) ----
+ * q, k, v: [T, nh, hd] with row stride ld; state [nh, hd, hd] fp32 updated in place (S ← λS + kᵀv,
+ * o = s·q·S); o [T, nh·hd] with row stride ldo; lambda [nh] (double, device). Prefill: the chunked form
+ * (64-token chunks, the state kept on chip across chunks); decode: the recurrence. Equal results. */
+int cu_lightning_prefill(void *stream, float *o, int64_t ldo, const float *q, const float *k, const float *v,
+                         int64_t ld, float *state, const double *lambda, float s, int64_t T, int nh, int hd);
+int cu_lightning_decode(void *stream, float *o, int64_t ldo, const float *q, const float *k, const float *v,
+                        int64_t ld, float *state, const double *lambda, float s, int64_t T, int nh, int hd);
+
+/* ---- attention (attn_dense.cu, attn_sparse.cu) ----
+ * q: [T, nh, hd] fp32 (row stride ldq) at positions pos0..pos0+T-1; K, V: [N, nkv, hd] cache (fp32 or
+ * bf16); o: [T, nh·hd] fp32 (row stride ldo). scratch: device floats for split-KV partial results
+ * (used when there are too few query tiles to fill the GPU); NULL/0 disables splitting. */
+int cu_attn_dense(void *stream, float *o, int64_t ldo, const float *q, int64_t ldq, const void *K, const void *V,
+                  cu_dtype kvt, int64_t T, int64_t pos0, int nh, int nkv, int hd, float scale, float *scratch,
+                  int64_t scratch_floats);
+
+/* InfLLM-v2 constants (MODEL.md §4) */
+typedef struct {
+    int nh, nkv, hd;
+    int l1, s1, l2, s2;      /* compressed keys: kernel size / stride, level 1 and 2 */
+    int block;               /* B (64) */
+    int init_blocks, local_blocks;
+    int budget;              /* topk + local_blocks */
+    float scale;             /* 1/sqrt(hd) */
+} cu_infllm_dims;
+
+/* C[j, nkv, hd] = mean(K[s·j .. s·j+l-1]) for j in [j0, j1), fp32, summed in key order (infllm_compress.cu) */
+int cu_infllm_compress(void *stream, float *C, const void *K, cu_dtype kvt, int64_t j0, int64_t j1, int l, int s,
+                       int nkv, int hd);
+/* lse[T, nh] = log Σ_{j < v2(r)} exp(scale · q_h(r)·C2[j]) for rows r = pos0 + t of a call with kv_len
+ * (infllm_lse.cu). n2_avail: compressed keys present in C2 (every visible one is). */
+int cu_infllm_lse(void *stream, float *lse, const float *q, int64_t ldq, const float *C2, int64_t n2_avail,
+                  int64_t T, int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch,
+                  int64_t scratch_floats);
+/* Stage 1 + max-pool (infllm_score.cu): for each row and KV group, the pooled block scores
+ * pooled[t, g, b] (row stride nblk_cap per (t, g)) of the blocks whose pooling windows start in the
+ * 64-key tiles of C1, and halo[t, g, tile] = the score of key 64·tile − 1 (which pools into the first
+ * block of that tile). n1_avail: level-1 keys present in C1. */
+int cu_infllm_score(void *stream, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
+                    const float *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
+                    const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap);
+/* Forced + top-K blocks per row and group, ties to the lower block index, ascending (infllm_topk.cu):
+ * blocks[t, g, budget], nsel[t, g]. Overwrites pooled with sort keys. */
+int cu_infllm_topk(void *stream, int32_t *blocks, int32_t *nsel, float *pooled, const float *halo, int64_t T,
+                   int64_t pos0, const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap);
+/* Stage 2 (attn_sparse.cu): attention of each query head over the selected blocks of its group, keys
+ * at or before the row. Block size must be 64. */
+int cu_attn_sparse(void *stream, float *o, int64_t ldo, const float *q, int64_t ldq, const void *K, const void *V,
+                   cu_dtype kvt, const int32_t *blocks, const int32_t *nsel, int64_t T, int64_t pos0,
+                   const cu_infllm_dims *d, float *scratch, int64_t scratch_floats);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

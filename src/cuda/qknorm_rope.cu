@@ -1,0 +1,56 @@
+/* qknorm_rope.cu — Lightning layers' q/k preparation, in place: per-head RMSNorm (q_norm / k_norm) and
+ * then rotate-half RoPE at absolute positions (MODEL.md §3; angles as the official code: the fp32 product
+ * pos · inv_freq_i, cos/sin of it in double). One block per row: the row's hd/2 cos/sin pairs are
+ * computed once in shared memory and shared by all its q and k heads; one warp per head. */
+#include "cuda/common.cuh"
+
+__global__ void k_qknorm_rope(float *qk, int64_t ld, int nheads, int nq, int hd, const float *qw, const float *kw,
+                              float eps, int do_norm, const float *inv_freq, int64_t pos0, int do_rope) {
+    extern __shared__ double cs[]; /* [hd/2][2] cos, sin */
+    int64_t t = blockIdx.x;
+    int half = hd / 2, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    if (do_rope)
+        for (int i = threadIdx.x; i < half; i += blockDim.x) {
+            float p = (float)(pos0 + t);
+            float ang = p * inv_freq[i];
+            cs[2 * i] = cos((double)ang);
+            cs[2 * i + 1] = sin((double)ang);
+        }
+    __syncthreads();
+    for (int h = warp; h < nheads; h += nw) {
+        float *v = qk + t * ld + (int64_t)h * hd; /* [hd] */
+        const float *w = h < nq ? qw : kw;
+        float inv = 1.0f;
+        if (do_norm) {
+            double ss = 0;
+            for (int i = lane; i < hd; i += 32) ss += (double)v[i] * v[i];
+            ss = warp_sum_d(ss);
+            inv = (float)(1.0 / sqrt(ss / hd + eps));
+        }
+        for (int i = lane; i < half; i += 32) {
+            float a = v[i], b = v[i + half];
+            if (do_norm) {
+                a = a * inv * w[i];
+                b = b * inv * w[i + half];
+            }
+            if (do_rope) {
+                double c = cs[2 * i], s = cs[2 * i + 1];
+                v[i] = (float)((double)a * c - (double)b * s);
+                v[i + half] = (float)((double)b * c + (double)a * s);
+            } else {
+                v[i] = a;
+                v[i + half] = b;
+            }
+        }
+    }
+}
+
+extern "C" int cu_qknorm_rope(void *st, float *qk, int64_t ld, int64_t T, int nheads, int nq, int hd, const float *qw,
+                              const float *kw, float eps, int do_norm, const float *inv_freq, int64_t pos0,
+                              int do_rope) {
+    if (T <= 0 || (!do_norm && !do_rope)) return 0;
+    size_t smem = sizeof(double) * (size_t)hd;
+    k_qknorm_rope<<<(unsigned)T, 256, smem, (cudaStream_t)st>>>(qk, ld, nheads, nq, hd, qw, kw, eps, do_norm, inv_freq,
+                                                                 pos0, do_rope);
+    return LAUNCH_CHECK();
+}

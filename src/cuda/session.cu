@@ -1,0 +1,408 @@
+/* session.cu — a sequence on the GPU: caches allocated up front for n_ctx tokens, and the forward pass
+ * (MODEL.md §3–4) run chunk by chunk, mirroring src/session.c.
+ *
+ * Memory: one pool per session holds the sparse layers' K/V (act dtype) and compressed keys (fp32),
+ * the Lightning states (fp32), and activations sized by the prefill chunk; nothing is allocated while
+ * tokens run. The plan is printed at start-up (verbose) and a session that does not fit the card or
+ * mem_limit is refused with SALA_ERR_NOMEM and the plan in the message.
+ *
+ * A call (cuda_session_eval) is one forward of the reference over n tokens: kv_len = pos + n decides
+ * dense vs InfLLM-v2 for every row and InfLLM-v2's visibility counts, whatever the chunking; a
+ * single-token call after a prefix is a decode step. Compressed keys are computed from the key cache
+ * when a sparse-regime chunk needs them (the windows complete so far), which equals growing them one
+ * window at a time.
+ *
+ * Per layer and chunk: RMSNorm → one fused GEMM for q|k|v|gate → mixer → gate (and Lightning's output
+ * norm) → o_proj GEMM adding r·y into the residual (beta = 1) → RMSNorm → fused gate|up GEMM → SwiGLU →
+ * down GEMM adding into the residual. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/backend_internal.cuh"
+#include "cuda/common.cuh"
+
+#define SPLIT_SCRATCH_FLOATS (4ll << 20) /* 16 MiB of split-KV partials */
+#define LOGIT_ROWS 64
+
+static int64_t act_size(cu_dtype t) { return t == CU_BF16 ? 2 : 4; }
+
+static cu_infllm_dims make_dims(const sala_config *c) {
+    cu_infllm_dims d;
+    d.nh = c->nh;
+    d.nkv = c->nkv;
+    d.hd = c->hd;
+    d.l1 = c->kernel_size;
+    d.s1 = c->kernel_stride;
+    d.l2 = 4 * c->kernel_size;
+    d.s2 = 4 * c->kernel_stride;
+    d.block = c->block_size;
+    d.init_blocks = c->init_blocks;
+    d.local_blocks = c->window_size / c->block_size;
+    d.budget = c->topk + d.local_blocks;
+    d.scale = (float)(1.0 / sqrt((double)c->hd));
+    return d;
+}
+
+typedef struct {
+    char *base;
+    int64_t off;
+} carver;
+
+static void *carve(carver *cv, int64_t bytes) {
+    int64_t o = (cv->off + 255) & ~(int64_t)255;
+    cv->off = o + bytes;
+    return cv->base ? cv->base + o : NULL;
+}
+
+/* Lays the session out (or measures it when cv->base is NULL); fills the plan's parts. */
+static void session_layout(cuda_session *s, carver *cv, cuda_mem_plan *plan) {
+    const cuda_model *cm = s->cm;
+    const sala_config *c = &cm->cfg;
+    const int64_t C = s->chunk, H = c->hidden, I = c->inter, V = c->vocab, kvrow = (int64_t)c->nkv * c->hd;
+    const int64_t es = act_size(cm->act);
+    cu_infllm_dims d = make_dims(c);
+    s->n1cap = nwin64(s->n_ctx, d.l1, d.s1) + 1;
+    s->n2cap = nwin64(s->n_ctx, d.l2, d.s2) + 1;
+    int P = d.block / d.s1;
+    s->nblk_cap = (s->n_ctx + d.block - 1) / d.block + 64 / P + 2;
+    s->ntile_cap = s->nblk_cap / (64 / P) + 3;
+    int64_t off0 = cv->off;
+    for (int l = 0; l < c->n_layers; l++) {
+        if (!c->sparse[l]) continue;
+        s->K[l] = carve(cv, s->n_ctx * kvrow * es);
+        s->V[l] = carve(cv, s->n_ctx * kvrow * es);
+    }
+    plan->kv = cv->off - off0;
+    off0 = cv->off;
+    for (int l = 0; l < c->n_layers; l++) {
+        if (!c->sparse[l]) continue;
+        s->C1[l] = (float *)carve(cv, s->n1cap * kvrow * 4);
+        s->C2[l] = (float *)carve(cv, s->n2cap * kvrow * 4);
+    }
+    plan->comp = cv->off - off0;
+    off0 = cv->off;
+    for (int l = 0; l < c->n_layers; l++)
+        if (!c->sparse[l]) s->state[l] = (float *)carve(cv, (int64_t)c->lin_nh * c->lin_hd * c->lin_hd * 4);
+    plan->state = cv->off - off0;
+    off0 = cv->off;
+    int64_t awidth = H > cm->qd_max ? H : cm->qd_max;
+    if (I > awidth) awidth = I;
+    int64_t mwidth = cm->max_nin > 2 * I ? cm->max_nin : 2 * I;
+    s->ids = (int32_t *)carve(cv, C * 4);
+    s->x = (float *)carve(cv, C * H * 4);
+    s->a = carve(cv, C * awidth * es);
+    s->mix = (float *)carve(cv, C * mwidth * 4);
+    s->o = (float *)carve(cv, C * cm->qd_max * 4);
+    if (cm->n_sparse) {
+        s->lse = (float *)carve(cv, C * c->nh * 4);
+        s->pooled = (float *)carve(cv, C * c->nkv * s->nblk_cap * 4);
+        s->halo = (float *)carve(cv, C * c->nkv * s->ntile_cap * 4);
+        s->blocks = (int32_t *)carve(cv, C * c->nkv * d.budget * 4);
+        s->nsel = (int32_t *)carve(cv, C * c->nkv * 4);
+    }
+    s->scratch_floats = SPLIT_SCRATCH_FLOATS;
+    s->scratch = (float *)carve(cv, s->scratch_floats * 4);
+    s->logit_rows = LOGIT_ROWS;
+    s->fnorm = carve(cv, (int64_t)s->logit_rows * H * es);
+    s->logits = (float *)carve(cv, (int64_t)s->logit_rows * V * 4);
+    s->next = (int32_t *)carve(cv, 256);
+    plan->act = cv->off - off0;
+    plan->weights = cm->pool_bytes;
+    plan->total = plan->weights + cv->off;
+}
+
+static void session_arrays(cuda_session *s, int L) {
+    s->K = (void **)xcalloc((size_t)L, sizeof(void *));
+    s->V = (void **)xcalloc((size_t)L, sizeof(void *));
+    s->C1 = (float **)xcalloc((size_t)L, sizeof(float *));
+    s->C2 = (float **)xcalloc((size_t)L, sizeof(float *));
+    s->state = (float **)xcalloc((size_t)L, sizeof(float *));
+}
+
+static void session_arrays_free(cuda_session *s) {
+    free(s->K);
+    free(s->V);
+    free(s->C1);
+    free(s->C2);
+    free(s->state);
+}
+
+extern "C" cuda_mem_plan cuda_model_plan(const cuda_model *cm, int64_t n_ctx, int chunk) {
+    cuda_session tmp;
+    memset(&tmp, 0, sizeof tmp);
+    tmp.cm = (cuda_model *)cm;
+    tmp.n_ctx = n_ctx;
+    tmp.chunk = chunk > 0 ? chunk : 512;
+    session_arrays(&tmp, cm->cfg.n_layers);
+    carver cv = {NULL, 0};
+    cuda_mem_plan plan;
+    memset(&plan, 0, sizeof plan);
+    session_layout(&tmp, &cv, &plan);
+    session_arrays_free(&tmp);
+    return plan;
+}
+
+static const char *plan_text(const cuda_mem_plan *p, char *buf, size_t cap) {
+    char a[6][64];
+    snprintf(buf, cap, "weights %s + KV %s + compressed keys %s + Lightning states %s + activations %s = %s",
+             sala_fmt_bytes(p->weights, a[0], 64), sala_fmt_bytes(p->kv, a[1], 64), sala_fmt_bytes(p->comp, a[2], 64),
+             sala_fmt_bytes(p->state, a[3], 64), sala_fmt_bytes(p->act, a[4], 64), sala_fmt_bytes(p->total, a[5], 64));
+    return buf;
+}
+
+extern "C" sala_status cuda_session_new(cuda_model *cm, int64_t n_ctx, int chunk, int64_t mem_limit,
+                                        cuda_session **out) {
+    *out = NULL;
+    if (n_ctx <= 0) return sala_set_error(SALA_ERR_ARG, "context length must be positive");
+    cuda_session *s = (cuda_session *)xcalloc(1, sizeof *s);
+    s->cm = cm;
+    s->n_ctx = n_ctx;
+    s->chunk = chunk > 0 ? chunk : 512;
+    if (s->chunk > n_ctx) s->chunk = (int)n_ctx;
+    session_arrays(s, cm->cfg.n_layers);
+    carver cv = {NULL, 0};
+    session_layout(s, &cv, &s->plan);
+    s->pool_bytes = cv.off;
+    char pt[512];
+    plan_text(&s->plan, pt, sizeof pt);
+    int64_t fr = 0, tot = 0;
+    cu_mem_info(&fr, &tot);
+    if (cm->verbose)
+        fprintf(stderr, "sala: GPU session of %lld tokens (chunk %d): %s; %.2f GiB free of %.2f GiB\n",
+                (long long)n_ctx, s->chunk, pt, fr / 1073741824.0, tot / 1073741824.0);
+    sala_status st = SALA_OK;
+    if (mem_limit > 0 && s->plan.total > mem_limit) {
+        char b[64];
+        st = sala_set_error(SALA_ERR_NOMEM, "a GPU session of %lld tokens needs %s, over the limit of %s. HINT: "
+                            "lower the context (-c) or the chunk", (long long)n_ctx, pt,
+                            sala_fmt_bytes(mem_limit, b, sizeof b));
+    } else if (s->pool_bytes + (64ll << 20) > fr) {
+        char b[64];
+        st = sala_set_error(SALA_ERR_NOMEM, "a GPU session of %lld tokens does not fit: it needs %s, and only %s is "
+                            "free on the GPU beside the weights. HINT: lower the context (-c) or the chunk",
+                            (long long)n_ctx, pt, sala_fmt_bytes(fr, b, sizeof b));
+    }
+    if (!st) {
+        s->pool = cu_malloc((size_t)s->pool_bytes);
+        if (!s->pool)
+            st = sala_set_error(SALA_ERR_NOMEM, "cudaMalloc of the session pool failed (%s)", pt);
+    }
+    if (st) {
+        session_arrays_free(s);
+        free(s);
+        return st;
+    }
+    cv.base = (char *)s->pool;
+    cv.off = 0;
+    session_layout(s, &cv, &s->plan);
+    cuda_session_reset(s);
+    int e = cu_sync();
+    if (e) {
+        cuda_session_free(s);
+        return cu_fail(e, "session setup");
+    }
+    *out = s;
+    return SALA_OK;
+}
+
+extern "C" void cuda_session_free(cuda_session *s) {
+    if (!s) return;
+    cu_free(s->pool);
+    session_arrays_free(s);
+    free(s);
+}
+
+extern "C" void cuda_session_reset(cuda_session *s) {
+    const sala_config *c = &s->cm->cfg;
+    s->comp_n1 = s->comp_n2 = 0;
+    for (int l = 0; l < c->n_layers; l++)
+        if (s->state[l])
+            cudaMemsetAsync(s->state[l], 0, sizeof(float) * (size_t)c->lin_nh * c->lin_hd * c->lin_hd, s->cm->stream);
+}
+
+/* ---- the forward pass ---- */
+
+typedef struct {
+    int64_t p0, C;      /* first position and rows of the chunk */
+    int64_t kv_len;     /* last position of the whole call + 1 */
+    int decode;
+    int sparse_regime;  /* kv_len >= dense_len */
+    int64_t n1h, n2h;   /* compressed keys complete in the cache after this chunk */
+} chunk_ctx;
+
+#define TRY(expr, what)                      \
+    do {                                     \
+        int e_ = (expr);                     \
+        if (e_) return cu_fail(e_, what);    \
+    } while (0)
+
+static sala_status mixer_sparse(cuda_session *s, int l, const chunk_ctx *cx) {
+    cuda_model *cm = s->cm;
+    const sala_config *c = &cm->cfg;
+    const cu_layer *L = &cm->layers[l];
+    cudaStream_t st = cm->stream;
+    const int64_t ld = L->n_in, C = cx->C;
+    float *q = s->mix, *k = s->mix + L->qd, *v = s->mix + L->qd + L->kvd, *gate = s->mix + L->qd + 2 * L->kvd;
+    cu_infllm_dims d = make_dims(c);
+    if (c->attn_use_rope)
+        TRY(cu_qknorm_rope(st, s->mix, ld, C, c->nh + c->nkv, c->nh, c->hd, NULL, NULL, (float)c->eps, 0, cm->inv_freq_s,
+                           cx->p0, 1), "rope");
+    TRY(cu_kv_append(st, s->K[l], s->V[l], cm->act, k, v, ld, C, cx->p0, L->kvd), "kv append");
+    if (!cx->sparse_regime) {
+        TRY(cu_attn_dense(st, s->o, L->qd, q, ld, s->K[l], s->V[l], cm->act, C, cx->p0, c->nh, c->nkv, c->hd, d.scale,
+                          s->scratch, s->scratch_floats), "dense attention");
+    } else {
+        if (cx->n1h > s->comp_n1)
+            TRY(cu_infllm_compress(st, s->C1[l], s->K[l], cm->act, s->comp_n1, cx->n1h, d.l1, d.s1, c->nkv, c->hd),
+                "compress keys");
+        if (cx->n2h > s->comp_n2)
+            TRY(cu_infllm_compress(st, s->C2[l], s->K[l], cm->act, s->comp_n2, cx->n2h, d.l2, d.s2, c->nkv, c->hd),
+                "compress keys");
+        TRY(cu_infllm_lse(st, s->lse, q, ld, s->C2[l], cx->n2h, C, cx->p0, cx->kv_len, cx->decode, &d, s->scratch,
+                          s->scratch_floats), "infllm lse");
+        TRY(cu_infllm_score(st, s->pooled, s->halo, q, ld, s->lse, s->C1[l], cx->n1h, C, cx->p0, cx->kv_len, cx->decode,
+                            &d, s->nblk_cap, s->ntile_cap), "infllm stage 1");
+        TRY(cu_infllm_topk(st, s->blocks, s->nsel, s->pooled, s->halo, C, cx->p0, &d, s->nblk_cap, s->ntile_cap),
+            "infllm top-k");
+        TRY(cu_attn_sparse(st, s->o, L->qd, q, ld, s->K[l], s->V[l], cm->act, s->blocks, s->nsel, C, cx->p0, &d,
+                           s->scratch, s->scratch_floats), "sparse attention");
+    }
+    TRY(cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? gate : NULL, ld, NULL, C, L->qd,
+                     (float)c->eps), "gate");
+    return SALA_OK;
+}
+
+static sala_status mixer_lightning(cuda_session *s, int l, const chunk_ctx *cx) {
+    cuda_model *cm = s->cm;
+    const sala_config *c = &cm->cfg;
+    const cu_layer *L = &cm->layers[l];
+    cudaStream_t st = cm->stream;
+    const int64_t ld = L->n_in, C = cx->C;
+    const int nh = c->lin_nh, hd = c->lin_hd;
+    float *q = s->mix, *k = s->mix + L->qd, *v = s->mix + 2 * L->qd, *z = s->mix + 3 * L->qd;
+    TRY(cu_qknorm_rope(st, s->mix, ld, C, 2 * nh, nh, hd, L->q_norm, L->k_norm, (float)c->eps, c->qk_norm,
+                       cm->inv_freq_l, cx->p0, c->lightning_use_rope), "qk norm + rope");
+    float scale = c->lightning_scale == LSCALE_INV_SQRT_D ? (float)(1.0 / sqrt((double)hd))
+                  : c->lightning_scale == LSCALE_INV_D    ? (float)(1.0 / hd)
+                                                          : 1.0f;
+    if (C <= 4)
+        TRY(cu_lightning_decode(st, s->o, L->qd, q, k, v, ld, s->state[l], cm->lambda, scale, C, nh, hd), "lightning");
+    else
+        TRY(cu_lightning_prefill(st, s->o, L->qd, q, k, v, ld, s->state[l], cm->lambda, scale, C, nh, hd), "lightning");
+    TRY(cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? z : NULL, ld,
+                     c->use_output_norm ? L->o_norm : NULL, C, L->qd, (float)c->eps), "output norm + gate");
+    return SALA_OK;
+}
+
+static sala_status forward_chunk(cuda_session *s, const chunk_ctx *cx) {
+    cuda_model *cm = s->cm;
+    const sala_config *c = &cm->cfg;
+    cudaStream_t st = cm->stream;
+    const int64_t C = cx->C, H = c->hidden, I = c->inter;
+    const float eps = (float)c->eps, r = (float)(c->scale_depth / sqrt((double)c->n_layers));
+    TRY(cu_embed(st, s->x, cm->embed, s->ids, C, (int)H, (float)c->scale_emb), "embedding");
+    for (int l = 0; l < c->n_layers; l++) {
+        const cu_layer *L = &cm->layers[l];
+        TRY(cu_rmsnorm(st, s->a, cm->act, H, s->x, H, L->ln1, C, (int)H, eps, 1.0f), "rmsnorm");
+        TRY(cu_gemm_run(cm->gemm, st, s->mix, L->n_in, s->a, cm->act, H, L->w_in, C, L->n_in, H, 1.0f, 0.0f),
+            "projection GEMM");
+        sala_status ss = L->sparse ? mixer_sparse(s, l, cx) : mixer_lightning(s, l, cx);
+        if (ss) return ss;
+        TRY(cu_gemm_run(cm->gemm, st, s->x, H, s->a, cm->act, L->qd, L->w_o, C, H, L->qd, r, 1.0f), "o_proj GEMM");
+        TRY(cu_rmsnorm(st, s->a, cm->act, H, s->x, H, L->ln2, C, (int)H, eps, 1.0f), "rmsnorm");
+        TRY(cu_gemm_run(cm->gemm, st, s->mix, 2 * I, s->a, cm->act, H, L->w_gu, C, 2 * I, H, 1.0f, 0.0f), "gate/up GEMM");
+        TRY(cu_swiglu(st, s->a, cm->act, s->mix, C, (int)I), "swiglu");
+        TRY(cu_gemm_run(cm->gemm, st, s->x, H, s->a, cm->act, I, L->w_down, C, H, I, r, 1.0f), "down GEMM");
+    }
+    return SALA_OK;
+}
+
+/* logits of rows [r0, r0 + n) of the chunk into s->logits [n, V] */
+static sala_status chunk_logits(cuda_session *s, int64_t r0, int64_t n) {
+    cuda_model *cm = s->cm;
+    const sala_config *c = &cm->cfg;
+    const int64_t H = c->hidden;
+    float div = (float)(c->hidden / c->dim_model_base);
+    TRY(cu_rmsnorm(cm->stream, s->fnorm, cm->act, H, s->x + r0 * H, H, cm->final_norm, n, (int)H, (float)c->eps, div),
+        "final norm");
+    TRY(cu_gemm_run(cm->gemm, cm->stream, s->logits, c->vocab, s->fnorm, cm->act, H, cm->lm_head, n, c->vocab, H, 1.0f,
+                    0.0f), "lm_head GEMM");
+    return SALA_OK;
+}
+
+/* which: SALA_LOGITS_*; or 3 = argmax of the last row into *next */
+static sala_status session_eval(cuda_session *s, int64_t pos, const int32_t *ids, int64_t n, int which, float *logits,
+                                int32_t *next, int (*progress)(void *, int64_t, int64_t), void *ud) {
+    cuda_model *cm = s->cm;
+    const sala_config *c = &cm->cfg;
+    if (n <= 0) return sala_set_error(SALA_ERR_ARG, "cuda_session_eval: no tokens");
+    if (pos < 0 || pos + n > s->n_ctx)
+        return sala_set_error(SALA_ERR_CONTEXT, "%lld tokens at position %lld do not fit the GPU session's context of "
+                              "%lld tokens", (long long)n, (long long)pos, (long long)s->n_ctx);
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab)
+            return sala_set_error(SALA_ERR_ARG, "token id %d at index %lld is outside the vocabulary (0..%d)", ids[i],
+                                  (long long)i, c->vocab - 1);
+    cu_infllm_dims d = make_dims(c);
+    chunk_ctx cx;
+    memset(&cx, 0, sizeof cx);
+    cx.kv_len = pos + n;
+    cx.decode = n == 1 && pos > 0;
+    cx.sparse_regime = cm->n_sparse > 0 && cx.kv_len >= c->dense_len;
+    cudaStream_t st = cm->stream;
+    for (int64_t done = 0; done < n;) {
+        cx.p0 = pos + done;
+        cx.C = n - done < s->chunk ? n - done : s->chunk;
+        cx.n1h = nwin64(cx.p0 + cx.C, d.l1, d.s1);
+        cx.n2h = nwin64(cx.p0 + cx.C, d.l2, d.s2);
+        TRY((int)cudaMemcpyAsync(s->ids, ids + done, sizeof(int32_t) * (size_t)cx.C, cudaMemcpyHostToDevice, st),
+            "token upload");
+        sala_status ss = forward_chunk(s, &cx);
+        if (ss) return ss;
+        if (cx.sparse_regime) {
+            if (cx.n1h > s->comp_n1) s->comp_n1 = cx.n1h;
+            if (cx.n2h > s->comp_n2) s->comp_n2 = cx.n2h;
+        }
+        int last = done + cx.C == n;
+        if (which == SALA_LOGITS_ALL) {
+            for (int64_t r0 = 0; r0 < cx.C; r0 += s->logit_rows) {
+                int64_t rows = cx.C - r0 < s->logit_rows ? cx.C - r0 : s->logit_rows;
+                ss = chunk_logits(s, r0, rows);
+                if (ss) return ss;
+                TRY((int)cudaMemcpyAsync(logits + (done + r0) * c->vocab, s->logits,
+                                         sizeof(float) * (size_t)(rows * c->vocab), cudaMemcpyDeviceToHost, st),
+                    "logits download");
+            }
+        } else if (last && (which == SALA_LOGITS_LAST || which == 3)) {
+            ss = chunk_logits(s, cx.C - 1, 1);
+            if (ss) return ss;
+            if (which == 3) {
+                TRY(cu_argmax(st, s->next, s->logits, 1, c->vocab), "argmax");
+                TRY((int)cudaMemcpyAsync(next, s->next, sizeof(int32_t), cudaMemcpyDeviceToHost, st), "download");
+            } else {
+                TRY((int)cudaMemcpyAsync(logits, s->logits, sizeof(float) * (size_t)c->vocab, cudaMemcpyDeviceToHost,
+                                         st), "logits download");
+            }
+        }
+        /* the host ids buffer must stay valid until the upload ran; sync per chunk also bounds the queue */
+        TRY((int)cudaStreamSynchronize(st), "forward pass");
+        done += cx.C;
+        if (progress && progress(ud, done, n) && done < n)
+            return sala_set_error(SALA_ERR_INTERRUPTED, "stopped after %lld of %lld tokens (the session holds them)",
+                                  (long long)done, (long long)n);
+    }
+    return SALA_OK;
+}
+
+extern "C" sala_status cuda_session_eval(cuda_session *s, int64_t pos, const int32_t *ids, int64_t n, int which,
+                                         float *logits, int (*progress)(void *, int64_t, int64_t), void *ud) {
+    if (which != SALA_LOGITS_NONE && !logits) return sala_set_error(SALA_ERR_ARG, "cuda_session_eval: logits is NULL");
+    return session_eval(s, pos, ids, n, which, logits, NULL, progress, ud);
+}
+
+extern "C" sala_status cuda_session_eval_argmax(cuda_session *s, int64_t pos, const int32_t *ids, int64_t n,
+                                                int32_t *next, int (*progress)(void *, int64_t, int64_t), void *ud) {
+    return session_eval(s, pos, ids, n, 3, NULL, next, progress, ud);
+}
