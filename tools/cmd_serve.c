@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_common.h"
 #include "cmds.h"
 #include "sala.h"
 #include "sala_chat.h"
@@ -31,7 +32,7 @@ static void serve_usage(FILE *f) {
             "                         (default: $SALA_API_KEY when set)\n"
             "      --alias NAME       model id served in /v1/models and accepted in \"model\"\n"
             "                         (default: the checkpoint folder's name)\n"
-            "  -c, --ctx N            context length of each slot in tokens (default: the model's)\n"
+            "  -c, --ctx N            context length of each slot in tokens, k suffix ok (default: the model's)\n"
             "  -np, --parallel N      slots: requests generated at the same time, one session each (default 1)\n"
             "      --max-queue N      requests waiting for a slot before new ones get 503 (default 256)\n"
             "      --max-body SIZE    largest request body, e.g. 16M, 512K (default 16M); larger -> 413\n"
@@ -117,7 +118,9 @@ int cmd_serve(int argc, char **argv) {
             alias = v;
         } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx") || !strcmp(a, "--ctx-size")) {
             NEED_VALUE();
-            if (parse_int(v, 0, 1L << 40, &ctx)) BAD_VALUE("a token count >= 0");
+            int64_t c = cli_parse_count(v);
+            if (c < 0 || c > ((int64_t)1 << 40)) BAD_VALUE("a token count >= 0, e.g. 4096 or 32k");
+            ctx = (long)c;
         } else if (!strcmp(a, "-np") || !strcmp(a, "--parallel")) {
             NEED_VALUE();
             if (parse_int(v, 1, 256, &n)) BAD_VALUE("1..256");
@@ -141,7 +144,9 @@ int cmd_serve(int argc, char **argv) {
             device = v;
         } else if (!strcmp(a, "--chunk")) {
             NEED_VALUE();
-            if (parse_int(v, 0, 1 << 24, &chunk)) BAD_VALUE("a token count");
+            int64_t c = cli_parse_count(v);
+            if (c < 0 || c > (1 << 24)) BAD_VALUE("a token count");
+            chunk = (long)c;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             o.log = 0;
         } else {
@@ -226,6 +231,11 @@ int cmd_serve(int argc, char **argv) {
     {
         const char *h = o.host;
         int v6 = strchr(h, ':') != NULL;
+        int loopback = !strcmp(h, "localhost") || !strncmp(h, "127.", 4) || !strcmp(h, "::1");
+        if (!loopback && !o.api_key)
+            fprintf(stderr, "sala serve: WARNING: listening on %s without --api-key: anyone who can reach this "
+                            "address can use the server\n",
+                    h);
         fprintf(stderr,
                 "sala serve: model '%s', %d slot%s, chat template: %s\n"
                 "sala serve: listening on http://%s%s%s:%d%s\n",

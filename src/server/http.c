@@ -38,6 +38,7 @@ typedef struct {
     char *body;
     size_t len, cap;
     int too_big;
+    int overloaded;      /* the body did not fit the server-wide budget: 503 */
     srv_job *job;
     double t0;
     int status;
@@ -57,6 +58,20 @@ srv_options srv_default_options(void) {
     o.timeout_s = 120;
     o.log = 1;
     return o;
+}
+
+/* Request bodies are buffered whole; all of them together may hold at most body_budget() bytes, so a flood
+ * of large uploads gets 503 instead of exhausting memory. */
+static size_t body_budget(const srv_server *S) {
+    size_t b = S->opt.max_body * 8;
+    return b < ((size_t)64 << 20) ? (size_t)64 << 20 : b;
+}
+
+static void body_release(srv_server *S, srv_conn *rc) {
+    free(rc->body);
+    rc->body = NULL;
+    atomic_fetch_sub(&S->body_bytes, (long long)rc->cap);
+    rc->cap = 0;
 }
 
 /* ---------------------------------------------------------------- answers */
@@ -239,9 +254,13 @@ static enum MHD_Result answer_post(srv_server *S, struct MHD_Connection *c, srv_
         return respond_error(c, rc, &e, NULL);
     }
     srv_endpoint ep = rc->route == R_CHAT ? SRV_EP_CHAT : SRV_EP_COMPLETION;
+    if (rc->overloaded) {
+        srv_error_set(&e, 503, "server_error", NULL, "server_overloaded",
+                      "The server is overloaded: too many large requests are being uploaded. Please retry later.");
+        return respond_error(c, rc, &e, NULL);
+    }
     int bad = srv_request_parse(rc->body ? rc->body : "", rc->len, ep, &req, &e);
-    free(rc->body);
-    rc->body = NULL;
+    body_release(S, rc);
     if (bad) return respond_error(c, rc, &e, NULL);
     if (req.model && strcmp(req.model, S->opt.model_id) != 0) {
         srv_error_set(&e, 404, "invalid_request_error", "model", "model_not_found",
@@ -319,7 +338,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         size_t n = *upload_size;
         *upload_size = 0;
         if (rc->answered) return MHD_YES;
-        if (rc->has_err || rc->too_big || rc->route == R_HEALTH || rc->route == R_MODELS || rc->route == R_MODEL_ONE) {
+        if (rc->has_err || rc->too_big || rc->overloaded || rc->route == R_HEALTH || rc->route == R_MODELS || rc->route == R_MODEL_ONE) {
             /* drained, not kept; bounded so a body without Content-Length cannot run forever */
             rc->len += n;
             if (rc->len / SRV_DRAIN_FACTOR > S->opt.max_body) return MHD_NO;
@@ -328,8 +347,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         if (rc->len + n > S->opt.max_body) {
             rc->too_big = 1;
-            free(rc->body);
-            rc->body = NULL;
+            body_release(S, rc);
             rc->len += n;
             return MHD_YES;
         }
@@ -337,11 +355,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             size_t cap = rc->cap ? rc->cap : 4096;
             while (cap < rc->len + n + 1) cap *= 2;
             if (cap > S->opt.max_body + 1) cap = S->opt.max_body + 1;
-            char *p = realloc(rc->body, cap);
+            long long grow = (long long)(cap - rc->cap);
+            char *p = NULL;
+            if (atomic_fetch_add(&S->body_bytes, grow) + grow <= (long long)body_budget(S)) p = realloc(rc->body, cap);
             if (!p) {
-                rc->too_big = 1;
-                free(rc->body);
-                rc->body = NULL;
+                atomic_fetch_sub(&S->body_bytes, grow);
+                rc->overloaded = 1;
+                body_release(S, rc);
+                rc->len += n;
                 return MHD_YES;
             }
             rc->body = p;
@@ -387,7 +408,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         fprintf(stderr, "serve: %s %s -> %s%s %.3f s%s\n", rc->method, rc->path, st, tok,
                 sala_time() - rc->t0, (unsigned)toe < 6 ? why[toe] : "");
     }
-    free(rc->body);
+    body_release(S, rc);
     free(rc);
 }
 

@@ -114,6 +114,7 @@ struct srv_server {
     srv_worker *workers;
     int n_workers;
     atomic_int n_suspended;
+    atomic_llong body_bytes;     /* request bodies buffered right now (http.c) */
     atomic_ullong id_counter;
     uint64_t id_salt;
     int64_t started;

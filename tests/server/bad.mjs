@@ -108,6 +108,34 @@ await test('announced huge body with Expect: 100-continue -> 413 at once', async
   assert(/^HTTP\/1\.1 413/.test(r), `got ${r.slice(0, 80)}`);
   assert(!/100 Continue/.test(r), 'server asked for the body');
 });
+await test('many large uploads at once: the body budget answers 503, nothing breaks', async () => {
+  // the server buffers at most max(64 MiB, 8 x --max-body) of request bodies at a time
+  const budget = Math.max(64 << 20, 8 * MAX_BODY);
+  const each = Math.min(MAX_BODY - 4096, 4 << 20);
+  const count = Math.ceil(budget / each) + 4;
+  const pad = 'y'.repeat(each - 200);
+  const body = JSON.stringify({ model: 'no-such-model', messages: [{ role: 'user', content: pad }] });
+  const port = Number(new URL(BASE).port), host = new URL(BASE).hostname;
+  const socks = [];
+  // send all but the last byte of every body, so they are all buffered at the same time
+  for (let i = 0; i < count; i++) {
+    const s = net.connect(port, host);
+    s.buf = '';
+    s.on('data', (d) => { s.buf += d; });
+    s.on('error', () => {});
+    s.done = new Promise((r) => s.on("close", r));
+    s.write(`POST ${CHAT} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`);
+    s.write(body.slice(0, -1));
+    socks.push(s);
+  }
+  await new Promise((r) => setTimeout(r, 1500));
+  for (const s of socks) s.end(body.slice(-1));
+  await Promise.all(socks.map((s) => Promise.race([s.done, new Promise((r) => setTimeout(r, 20000))])));
+  const codes = socks.map((s) => (s.buf.match(/^HTTP\/1\.1 (\d+)/) || [])[1] || 'none');
+  const n503 = codes.filter((c) => c === '503').length, n404 = codes.filter((c) => c === '404').length;
+  assert(n503 >= 1, `no 503 among ${count} uploads: ${codes.join(',')}`);
+  eq(n503 + n404, count, `statuses ${codes.join(',')}`);
+});
 await test('prompt past the context -> 400 context_length_exceeded', async () => {
   const long = 'hello world '.repeat(CTX * 2);
   expectError(await chat({ messages: [{ role: 'user', content: long }] }), 400, { code: 'context_length_exceeded' });
