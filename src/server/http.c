@@ -31,14 +31,14 @@ enum { R_NONE = 0, R_HEALTH, R_MODELS, R_MODEL_ONE, R_CHAT, R_COMPL };
 
 typedef struct {
     int route;
-    int answered;        /* a response is queued */
-    int has_err;         /* an error answer decided before the body was read */
+    int answered; /* a response is queued */
+    int has_err;  /* an error answer decided before the body was read */
     srv_error err;
-    const char *allow;   /* Allow header for 405 */
+    const char *allow; /* Allow header for 405 */
     char *body;
     size_t len, cap;
     int too_big;
-    int overloaded;      /* the body did not fit the server-wide budget: 503 */
+    int overloaded; /* the body did not fit the server-wide budget: 503 */
     srv_job *job;
     double t0;
     int status;
@@ -84,8 +84,10 @@ static enum MHD_Result respond_buf(struct MHD_Connection *c, srv_conn *rc, int s
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    if (allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
-    if (status == 401) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (allow)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    if (status == 401)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     enum MHD_Result r = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
     rc->status = status;
@@ -116,10 +118,12 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     }
     if (j->out_len > j->out_off) {
         size_t n = j->out_len - j->out_off;
-        if (n > max) n = max;
+        if (n > max)
+            n = max;
         memcpy(buf, j->out + j->out_off, n);
         j->out_off += n;
-        if (j->out_off == j->out_len) j->out_off = j->out_len = 0;
+        if (j->out_off == j->out_len)
+            j->out_off = j->out_len = 0;
         pthread_mutex_unlock(&j->mu);
         return (ssize_t)n;
     }
@@ -135,7 +139,9 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     return 0;
 }
 
-static void sse_free(void *cls) { srv_job_unref(cls); }
+static void sse_free(void *cls) {
+    srv_job_unref(cls);
+}
 
 /* Called again after the worker resumed the connection (before any response was queued). */
 static enum MHD_Result on_resumed(struct MHD_Connection *c, srv_conn *rc) {
@@ -144,7 +150,8 @@ static enum MHD_Result on_resumed(struct MHD_Connection *c, srv_conn *rc) {
     if (j->sse && !j->cancelled) {
         j->refs++; /* the response's reference, dropped by sse_free */
         pthread_mutex_unlock(&j->mu);
-        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 << 10, sse_read, j, sse_free);
+        struct MHD_Response *resp =
+            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 << 10, sse_read, j, sse_free);
         if (!resp) {
             srv_job_unref(j);
             return MHD_NO;
@@ -182,27 +189,36 @@ static enum MHD_Result on_resumed(struct MHD_Connection *c, srv_conn *rc) {
 
 static int route_of(const char *url, const char **arg) {
     *arg = NULL;
-    if (strncmp(url, "/v1/", 4) == 0) url += 3;
-    if (strcmp(url, "/health") == 0) return R_HEALTH;
-    if (strcmp(url, "/models") == 0) return R_MODELS;
+    if (strncmp(url, "/v1/", 4) == 0)
+        url += 3;
+    if (strcmp(url, "/health") == 0)
+        return R_HEALTH;
+    if (strcmp(url, "/models") == 0)
+        return R_MODELS;
     if (strncmp(url, "/models/", 8) == 0 && url[8]) {
         *arg = url + 8;
         return R_MODEL_ONE;
     }
-    if (strcmp(url, "/chat/completions") == 0) return R_CHAT;
-    if (strcmp(url, "/completions") == 0) return R_COMPL;
+    if (strcmp(url, "/chat/completions") == 0)
+        return R_CHAT;
+    if (strcmp(url, "/completions") == 0)
+        return R_COMPL;
     return R_NONE;
 }
 
 static int auth_ok(srv_server *S, struct MHD_Connection *c) {
-    if (!S->opt.api_key) return 1;
+    if (!S->opt.api_key)
+        return 1;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return 0;
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return 0;
     h += 7;
-    while (*h == ' ') h++;
+    while (*h == ' ')
+        h++;
     size_t a = strlen(h), b = strlen(S->opt.api_key);
     unsigned diff = (unsigned)(a != b);
-    for (size_t i = 0; i < a; i++) diff |= (unsigned char)h[i] ^ (unsigned char)S->opt.api_key[i % (b ? b : 1)];
+    for (size_t i = 0; i < a; i++)
+        diff |= (unsigned char)h[i] ^ (unsigned char)S->opt.api_key[i % (b ? b : 1)];
     return diff == 0;
 }
 
@@ -237,7 +253,8 @@ static enum MHD_Result answer_get(srv_server *S, struct MHD_Connection *c, srv_c
         return respond_json(c, rc, 200, o);
     }
     /* R_MODEL_ONE */
-    if (strcmp(arg, S->opt.model_id) == 0) return respond_json(c, rc, 200, model_object(S));
+    if (strcmp(arg, S->opt.model_id) == 0)
+        return respond_json(c, rc, 200, model_object(S));
     srv_error e;
     srv_error_set(&e, 404, "invalid_request_error", "model", "model_not_found",
                   "The model '%.200s' does not exist. This server serves '%s'.", arg, S->opt.model_id);
@@ -261,7 +278,8 @@ static enum MHD_Result answer_post(srv_server *S, struct MHD_Connection *c, srv_
     }
     int bad = srv_request_parse(rc->body ? rc->body : "", rc->len, ep, &req, &e);
     body_release(S, rc);
-    if (bad) return respond_error(c, rc, &e, NULL);
+    if (bad)
+        return respond_error(c, rc, &e, NULL);
     if (req.model && strcmp(req.model, S->opt.model_id) != 0) {
         srv_error_set(&e, 404, "invalid_request_error", "model", "model_not_found",
                       "The model '%.200s' does not exist. This server serves '%s'.", req.model, S->opt.model_id);
@@ -274,7 +292,8 @@ static enum MHD_Result answer_post(srv_server *S, struct MHD_Connection *c, srv_
         pthread_mutex_lock(&S->qmu);
         int stopping = S->stopping;
         pthread_mutex_unlock(&S->qmu);
-        if (stopping) srv_error_set(&e, 503, "server_error", NULL, "server_shutting_down", "The server is shutting down.");
+        if (stopping)
+            srv_error_set(&e, 503, "server_error", NULL, "server_shutting_down", "The server is shutting down.");
         else
             srv_error_set(&e, 503, "server_error", NULL, "server_overloaded",
                           "The server is overloaded: %d requests are already waiting. Please retry later.",
@@ -337,12 +356,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (rc->answered) return MHD_YES;
-        if (rc->has_err || rc->too_big || rc->overloaded || rc->route == R_HEALTH || rc->route == R_MODELS || rc->route == R_MODEL_ONE) {
+        if (rc->answered)
+            return MHD_YES;
+        if (rc->has_err || rc->too_big || rc->overloaded || rc->route == R_HEALTH || rc->route == R_MODELS ||
+            rc->route == R_MODEL_ONE) {
             /* drained, not kept; bounded so a body without Content-Length cannot run forever */
             rc->len += n;
-            if (rc->len / SRV_DRAIN_FACTOR > S->opt.max_body) return MHD_NO;
-            if (rc->len > S->opt.max_body) rc->too_big = 1;
+            if (rc->len / SRV_DRAIN_FACTOR > S->opt.max_body)
+                return MHD_NO;
+            if (rc->len > S->opt.max_body)
+                rc->too_big = 1;
             return MHD_YES;
         }
         if (rc->len + n > S->opt.max_body) {
@@ -353,11 +376,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         if (rc->len + n + 1 > rc->cap) {
             size_t cap = rc->cap ? rc->cap : 4096;
-            while (cap < rc->len + n + 1) cap *= 2;
-            if (cap > S->opt.max_body + 1) cap = S->opt.max_body + 1;
+            while (cap < rc->len + n + 1)
+                cap *= 2;
+            if (cap > S->opt.max_body + 1)
+                cap = S->opt.max_body + 1;
             long long grow = (long long)(cap - rc->cap);
             char *p = NULL;
-            if (atomic_fetch_add(&S->body_bytes, grow) + grow <= (long long)body_budget(S)) p = realloc(rc->body, cap);
+            if (atomic_fetch_add(&S->body_bytes, grow) + grow <= (long long)body_budget(S))
+                p = realloc(rc->body, cap);
             if (!p) {
                 atomic_fetch_sub(&S->body_bytes, grow);
                 rc->overloaded = 1;
@@ -374,10 +400,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     /* the request is complete (or we were resumed) */
-    if (rc->answered) return MHD_YES;
-    if (rc->job) return on_resumed(c, rc);
-    if (rc->has_err) return respond_error(c, rc, &rc->err, rc->allow);
-    if (rc->route == R_CHAT || rc->route == R_COMPL) return answer_post(S, c, rc);
+    if (rc->answered)
+        return MHD_YES;
+    if (rc->job)
+        return on_resumed(c, rc);
+    if (rc->has_err)
+        return respond_error(c, rc, &rc->err, rc->allow);
+    if (rc->route == R_CHAT || rc->route == R_COMPL)
+        return answer_post(S, c, rc);
     const char *arg;
     route_of(url, &arg);
     return answer_get(S, c, rc, arg);
@@ -386,14 +416,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
     srv_server *S = cls;
     srv_conn *rc = *con_cls;
-    if (!rc) return;
+    if (!rc)
+        return;
     *con_cls = NULL;
     int64_t np = 0, ng = 0;
     const char *fin = "";
     if (rc->job) {
         srv_job *j = rc->job;
         pthread_mutex_lock(&j->mu);
-        if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK || j->state != JOB_DONE) j->cancelled = 1;
+        if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK || j->state != JOB_DONE)
+            j->cancelled = 1;
         j->conn = NULL;
         np = j->n_prompt, ng = j->n_gen, fin = j->finish;
         pthread_mutex_unlock(&j->mu);
@@ -402,11 +434,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     if (S->opt.log) {
         static const char *why[] = {"", " (error)", " (timeout)", " (shutdown)", " (read error)", " (client gone)"};
         char tok[96] = "";
-        if (rc->job) snprintf(tok, sizeof tok, " prompt %" PRId64 " + %" PRId64 " tokens, %s,", np, ng, fin);
+        if (rc->job)
+            snprintf(tok, sizeof tok, " prompt %" PRId64 " + %" PRId64 " tokens, %s,", np, ng, fin);
         char st[16] = "(no answer)";
-        if (rc->status) snprintf(st, sizeof st, "%d", rc->status);
-        fprintf(stderr, "serve: %s %s -> %s%s %.3f s%s\n", rc->method, rc->path, st, tok,
-                sala_time() - rc->t0, (unsigned)toe < 6 ? why[toe] : "");
+        if (rc->status)
+            snprintf(st, sizeof st, "%d", rc->status);
+        fprintf(stderr, "serve: %s %s -> %s%s %.3f s%s\n", rc->method, rc->path, st, tok, sala_time() - rc->t0,
+                (unsigned)toe < 6 ? why[toe] : "");
     }
     body_release(S, rc);
     free(rc);
@@ -414,11 +448,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
     srv_server *S = cls;
-    if (!S->opt.log) return;
+    if (!S->opt.log)
+        return;
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
-    while (n && msg[n - 1] == '\n') msg[--n] = 0;
+    while (n && msg[n - 1] == '\n')
+        msg[--n] = 0;
     fprintf(stderr, "serve: http: %s\n", msg);
 }
 
@@ -433,7 +469,8 @@ static sala_status open_listener(const srv_options *o, int *fd_out, int *port_ou
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     int rc = getaddrinfo(o->host, port, &hints, &res);
-    if (rc != 0) return sala_set_error(SALA_ERR_ARG, "cannot resolve host '%s': %s", o->host, gai_strerror(rc));
+    if (rc != 0)
+        return sala_set_error(SALA_ERR_ARG, "cannot resolve host '%s': %s", o->host, gai_strerror(rc));
     int fd = -1, err = 0;
     for (struct addrinfo *a = res; a; a = a->ai_next) {
         fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
@@ -471,8 +508,10 @@ sala_status srv_start(sala_model *model, const sala_tokenizer *tok, const sala_c
         return sala_set_error(SALA_ERR_ARG, "srv_start: model, tokenizer, chat template and model id are required");
     if (opt->parallel < 1 || opt->parallel > 256)
         return sala_set_error(SALA_ERR_ARG, "--parallel must be between 1 and 256 (got %d)", opt->parallel);
-    if (opt->max_queue < 0) return sala_set_error(SALA_ERR_ARG, "--max-queue must be >= 0");
-    if (opt->max_body < 64) return sala_set_error(SALA_ERR_ARG, "--max-body must be at least 64 bytes");
+    if (opt->max_queue < 0)
+        return sala_set_error(SALA_ERR_ARG, "--max-queue must be >= 0");
+    if (opt->max_body < 64)
+        return sala_set_error(SALA_ERR_ARG, "--max-body must be at least 64 bytes");
     srv_server *S = xcalloc(1, sizeof *S);
     S->opt = *opt;
     S->model = model;
@@ -487,14 +526,16 @@ sala_status srv_start(sala_model *model, const sala_tokenizer *tok, const sala_c
     S->id_salt = ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 16);
     int32_t eos[64];
     int ne = sala_generate_eos_ids(model, tok, eos, 64);
-    if (ne > 16) ne = 16;
+    if (ne > 16)
+        ne = 16;
     memcpy(S->eos, eos, (size_t)ne * sizeof *eos);
     S->n_eos = ne;
     int nv = sala_tokenizer_n_vocab(tok);
     for (int i = 0; i < nv; i++) {
         const char *p = sala_tokenizer_piece(tok, i);
         size_t l = p ? strlen(p) : 0;
-        if (l > S->max_piece_bytes) S->max_piece_bytes = l;
+        if (l > S->max_piece_bytes)
+            S->max_piece_bytes = l;
     }
 
     sala_status st = srv_workers_start(S);
@@ -508,7 +549,8 @@ sala_status srv_start(sala_model *model, const sala_tokenizer *tok, const sala_c
     st = open_listener(opt, &fd, &S->port, &v6);
     if (st == SALA_OK) {
         unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-        if (v6) flags |= MHD_USE_IPv6;
+        if (v6)
+            flags |= MHD_USE_IPv6;
         S->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, S, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, S,
                                 MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, S,
                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(opt->timeout_s > 0 ? opt->timeout_s : 0),
@@ -529,18 +571,23 @@ sala_status srv_start(sala_model *model, const sala_tokenizer *tok, const sala_c
     return SALA_OK;
 }
 
-int srv_port(const srv_server *s) { return s ? s->port : 0; }
+int srv_port(const srv_server *s) {
+    return s ? s->port : 0;
+}
 
 void srv_stop(srv_server *S) {
-    if (!S) return;
+    if (!S)
+        return;
     MHD_socket lfd = MHD_quiesce_daemon(S->d);
     srv_workers_stop(S);
     /* stopping the daemon with suspended connections is not allowed: every job has been woken by now;
        give MHD a moment to pick the resumed ones up */
-    for (int i = 0; i < 500 && atomic_load(&S->n_suspended) > 0; i++) usleep(10000);
+    for (int i = 0; i < 500 && atomic_load(&S->n_suspended) > 0; i++)
+        usleep(10000);
     usleep(20000);
     MHD_stop_daemon(S->d);
-    if (lfd != MHD_INVALID_SOCKET) close(lfd);
+    if (lfd != MHD_INVALID_SOCKET)
+        close(lfd);
     pthread_mutex_destroy(&S->qmu);
     pthread_cond_destroy(&S->qcv);
     free(S);

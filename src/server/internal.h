@@ -67,17 +67,17 @@ struct srv_job {
     int suspended;
     int cancelled;
     srv_job_state state;
-    int sse;                     /* answer is an event stream (job->out) */
-    int status;                  /* answer when !sse and DONE: status + body (NULL = none: just close) */
+    int sse;    /* answer is an event stream (job->out) */
+    int status; /* answer when !sse and DONE: status + body (NULL = none: just close) */
     char *body;
     size_t body_len;
-    char *out;                   /* SSE bytes not yet handed to MHD: [out_off, out_len) */
+    char *out; /* SSE bytes not yet handed to MHD: [out_off, out_len) */
     size_t out_len, out_off, out_cap;
     char id[40];
     int64_t created;
-    int64_t n_prompt, n_gen;     /* for the log */
+    int64_t n_prompt, n_gen; /* for the log */
     const char *finish;
-    srv_job *next;               /* queue link */
+    srv_job *next; /* queue link */
 };
 
 typedef struct srv_worker {
@@ -85,12 +85,12 @@ typedef struct srv_worker {
     int index;
     pthread_t th;
     sala_session *sess;
-    srv_job *job;                /* current job (guarded by the queue mutex for readers other than us) */
+    srv_job *job; /* current job (guarded by the queue mutex for readers other than us) */
     /* per-request generation state */
     sala_think *think;
-    char *acc[2];                /* non-streaming: accumulated content [0] and reasoning [1] */
+    char *acc[2]; /* non-streaming: accumulated content [0] and reasoning [1] */
     size_t acc_len[2], acc_cap[2];
-    char *ev;                    /* streaming: events produced by the current token */
+    char *ev; /* streaming: events produced by the current token */
     size_t ev_len, ev_cap;
     int64_t n_tok;
 } srv_worker;
@@ -102,7 +102,7 @@ struct srv_server {
     const sala_chat_template *tpl;
     sala_model_info info;
     int64_t n_ctx;
-    size_t max_piece_bytes;      /* longest token piece: bounds the tokens of a text from below */
+    size_t max_piece_bytes; /* longest token piece: bounds the tokens of a text from below */
     int32_t eos[16];
     int n_eos;
     struct MHD_Daemon *d;
@@ -114,7 +114,7 @@ struct srv_server {
     srv_worker *workers;
     int n_workers;
     atomic_int n_suspended;
-    atomic_llong body_bytes;     /* request bodies buffered right now (http.c) */
+    atomic_llong body_bytes; /* request bodies buffered right now (http.c) */
     atomic_ullong id_counter;
     uint64_t id_salt;
     int64_t started;

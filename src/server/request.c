@@ -13,8 +13,8 @@
 
 #define IRE "invalid_request_error"
 
-void srv_error_set(srv_error *e, int status, const char *type, const char *param, const char *code,
-                   const char *fmt, ...) {
+void srv_error_set(srv_error *e, int status, const char *type, const char *param, const char *code, const char *fmt,
+                   ...) {
     e->status = status;
     e->type = type;
     e->code = code;
@@ -29,10 +29,14 @@ char *srv_error_json(const srv_error *e) {
     cJSON *root = cJSON_CreateObject(), *o = cJSON_AddObjectToObject(root, "error");
     cJSON_AddStringToObject(o, "message", e->message);
     cJSON_AddStringToObject(o, "type", e->type ? e->type : IRE);
-    if (e->param[0]) cJSON_AddStringToObject(o, "param", e->param);
-    else cJSON_AddNullToObject(o, "param");
-    if (e->code) cJSON_AddStringToObject(o, "code", e->code);
-    else cJSON_AddNullToObject(o, "code");
+    if (e->param[0])
+        cJSON_AddStringToObject(o, "param", e->param);
+    else
+        cJSON_AddNullToObject(o, "param");
+    if (e->code)
+        cJSON_AddStringToObject(o, "code", e->code);
+    else
+        cJSON_AddNullToObject(o, "code");
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     SALA_CHECK(s != NULL);
@@ -43,19 +47,35 @@ int srv_utf8_valid(const char *buf, size_t len) {
     const unsigned char *p = (const unsigned char *)buf, *end = p + len;
     while (p < end) {
         unsigned c = *p;
-        if (c < 0x80) { p++; continue; }
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
         size_t n;
         unsigned cp, min;
-        if ((c & 0xE0) == 0xC0) { n = 2; cp = c & 0x1F; min = 0x80; }
-        else if ((c & 0xF0) == 0xE0) { n = 3; cp = c & 0x0F; min = 0x800; }
-        else if ((c & 0xF8) == 0xF0) { n = 4; cp = c & 0x07; min = 0x10000; }
-        else return 0;
-        if ((size_t)(end - p) < n) return 0;
+        if ((c & 0xE0) == 0xC0) {
+            n = 2;
+            cp = c & 0x1F;
+            min = 0x80;
+        } else if ((c & 0xF0) == 0xE0) {
+            n = 3;
+            cp = c & 0x0F;
+            min = 0x800;
+        } else if ((c & 0xF8) == 0xF0) {
+            n = 4;
+            cp = c & 0x07;
+            min = 0x10000;
+        } else
+            return 0;
+        if ((size_t)(end - p) < n)
+            return 0;
         for (size_t i = 1; i < n; i++) {
-            if ((p[i] & 0xC0) != 0x80) return 0;
+            if ((p[i] & 0xC0) != 0x80)
+                return 0;
             cp = (cp << 6) | (p[i] & 0x3F);
         }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
         p += n;
     }
     return 1;
@@ -66,14 +86,18 @@ static int body_has_nul(const char *s, size_t len) {
     int in_str = 0;
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
-        if (c == 0) return 1;
+        if (c == 0)
+            return 1;
         if (!in_str) {
-            if (c == '"') in_str = 1;
+            if (c == '"')
+                in_str = 1;
             continue;
         }
-        if (c == '"') in_str = 0;
+        if (c == '"')
+            in_str = 0;
         else if (c == '\\' && i + 1 < len) {
-            if (s[i + 1] == 'u' && i + 5 < len && memcmp(s + i + 2, "0000", 4) == 0) return 1;
+            if (s[i + 1] == 'u' && i + 5 < len && memcmp(s + i + 2, "0000", 4) == 0)
+                return 1;
             i++; /* skip the escaped character */
         }
     }
@@ -81,18 +105,24 @@ static int body_has_nul(const char *s, size_t len) {
 }
 
 static const char *json_type_name(const cJSON *v) {
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsBool(v)) return "boolean";
-    if (cJSON_IsNumber(v)) return "number";
-    if (cJSON_IsString(v)) return "string";
-    if (cJSON_IsArray(v)) return "array";
-    if (cJSON_IsObject(v)) return "object";
+    if (cJSON_IsNull(v))
+        return "null";
+    if (cJSON_IsBool(v))
+        return "boolean";
+    if (cJSON_IsNumber(v))
+        return "number";
+    if (cJSON_IsString(v))
+        return "string";
+    if (cJSON_IsArray(v))
+        return "array";
+    if (cJSON_IsObject(v))
+        return "object";
     return "invalid";
 }
 
 static int bad_type(srv_error *e, const char *param, const char *want, const cJSON *v) {
-    srv_error_set(e, 400, IRE, param, "invalid_type", "Invalid type for '%s': expected %s, but got %s.", param,
-                  want, json_type_name(v));
+    srv_error_set(e, 400, IRE, param, "invalid_type", "Invalid type for '%s': expected %s, but got %s.", param, want,
+                  json_type_name(v));
     return -1;
 }
 
@@ -104,8 +134,10 @@ static const cJSON *field(const cJSON *obj, const char *name) {
 
 static int get_bool(const cJSON *obj, const char *name, int *out, srv_error *e) {
     const cJSON *v = field(obj, name);
-    if (!v) return 0;
-    if (!cJSON_IsBool(v)) return bad_type(e, name, "a boolean", v);
+    if (!v)
+        return 0;
+    if (!cJSON_IsBool(v))
+        return bad_type(e, name, "a boolean", v);
     *out = cJSON_IsTrue(v) ? 1 : 0;
     return 0;
 }
@@ -114,12 +146,14 @@ static int get_bool(const cJSON *obj, const char *name, int *out, srv_error *e) 
 static int get_number(const cJSON *obj, const char *name, double lo, int lo_open, double hi, double *out,
                       srv_error *e) {
     const cJSON *v = field(obj, name);
-    if (!v) return 0;
-    if (!cJSON_IsNumber(v)) return bad_type(e, name, "a number", v);
+    if (!v)
+        return 0;
+    if (!cJSON_IsNumber(v))
+        return bad_type(e, name, "a number", v);
     double d = v->valuedouble;
     if (!isfinite(d) || d > hi || d < lo || (lo_open && d == lo)) {
-        srv_error_set(e, 400, IRE, name, "invalid_value", "Invalid value for '%s': %g is not in %s%g, %g].", name,
-                      d, lo_open ? "(" : "[", lo, hi);
+        srv_error_set(e, 400, IRE, name, "invalid_value", "Invalid value for '%s': %g is not in %s%g, %g].", name, d,
+                      lo_open ? "(" : "[", lo, hi);
         return -1;
     }
     *out = d;
@@ -127,24 +161,29 @@ static int get_number(const cJSON *obj, const char *name, double lo, int lo_open
 }
 
 /* An integer-valued number within [lo, hi]; *given set to 1 when present. */
-static int get_int(const cJSON *obj, const char *name, double lo, double hi, int64_t *out, int *given,
-                   srv_error *e) {
+static int get_int(const cJSON *obj, const char *name, double lo, double hi, int64_t *out, int *given, srv_error *e) {
     const cJSON *v = field(obj, name);
-    if (!v) return 0;
-    if (!cJSON_IsNumber(v)) return bad_type(e, name, "an integer", v);
+    if (!v)
+        return 0;
+    if (!cJSON_IsNumber(v))
+        return bad_type(e, name, "an integer", v);
     double d = v->valuedouble;
-    if (!isfinite(d) || d != floor(d)) return bad_type(e, name, "an integer", v);
+    if (!isfinite(d) || d != floor(d))
+        return bad_type(e, name, "an integer", v);
     if (d < lo || d > hi) {
-        srv_error_set(e, 400, IRE, name, "invalid_value", "Invalid value for '%s': %.0f is not in [%.0f, %.0f].",
-                      name, d, lo, hi);
+        srv_error_set(e, 400, IRE, name, "invalid_value", "Invalid value for '%s': %.0f is not in [%.0f, %.0f].", name,
+                      d, lo, hi);
         return -1;
     }
     *out = (int64_t)d;
-    if (given) *given = 1;
+    if (given)
+        *given = 1;
     return 0;
 }
 
-static char *dup_str(const char *s) { return xstrdup(s ? s : ""); }
+static char *dup_str(const char *s) {
+    return xstrdup(s ? s : "");
+}
 
 /* Growable string for joining content parts. */
 typedef struct {
@@ -178,7 +217,8 @@ static int parse_content(const cJSON *v, int i, const char *role, char **out, sr
         *out = dup_str(v->valuestring);
         return 0;
     }
-    if (!cJSON_IsArray(v)) return bad_type(e, param, "a string or an array of content parts", v);
+    if (!cJSON_IsArray(v))
+        return bad_type(e, param, "a string or an array of content parts", v);
     sbuf b = {0};
     sbuf_add(&b, "", 0);
     int k = 0;
@@ -204,7 +244,8 @@ static int parse_content(const cJSON *v, int i, const char *role, char **out, sr
             snprintf(pp + strlen(pp), sizeof pp - strlen(pp), ".text");
             return bad_type(e, pp, "a string", text);
         }
-        if (k > 0) sbuf_add(&b, "\n", 1);
+        if (k > 0)
+            sbuf_add(&b, "\n", 1);
         sbuf_add(&b, text->valuestring, strlen(text->valuestring));
         k++;
     }
@@ -215,11 +256,11 @@ static int parse_content(const cJSON *v, int i, const char *role, char **out, sr
 static int parse_messages(const cJSON *root, srv_request *r, srv_error *e) {
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
     if (!msgs || cJSON_IsNull(msgs)) {
-        srv_error_set(e, 400, IRE, "messages", "missing_required_parameter",
-                      "Missing required parameter: 'messages'.");
+        srv_error_set(e, 400, IRE, "messages", "missing_required_parameter", "Missing required parameter: 'messages'.");
         return -1;
     }
-    if (!cJSON_IsArray(msgs)) return bad_type(e, "messages", "an array", msgs);
+    if (!cJSON_IsArray(msgs))
+        return bad_type(e, "messages", "an array", msgs);
     int n = cJSON_GetArraySize(msgs);
     if (n == 0) {
         srv_error_set(e, 400, IRE, "messages", "empty_array",
@@ -232,17 +273,19 @@ static int parse_messages(const cJSON *root, srv_request *r, srv_error *e) {
     cJSON_ArrayForEach(m, msgs) {
         char param[64];
         snprintf(param, sizeof param, "messages[%d]", i);
-        if (!cJSON_IsObject(m)) return bad_type(e, param, "an object", m);
+        if (!cJSON_IsObject(m))
+            return bad_type(e, param, "an object", m);
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
         snprintf(param, sizeof param, "messages[%d].role", i);
         if (!role || cJSON_IsNull(role)) {
-            srv_error_set(e, 400, IRE, param, "missing_required_parameter", "Missing required parameter: '%s'.",
-                          param);
+            srv_error_set(e, 400, IRE, param, "missing_required_parameter", "Missing required parameter: '%s'.", param);
             return -1;
         }
-        if (!cJSON_IsString(role)) return bad_type(e, param, "a string", role);
+        if (!cJSON_IsString(role))
+            return bad_type(e, param, "a string", role);
         const char *rs = role->valuestring;
-        if (strcmp(rs, "developer") == 0) rs = "system";
+        if (strcmp(rs, "developer") == 0)
+            rs = "system";
         if (strcmp(rs, "system") != 0 && strcmp(rs, "user") != 0 && strcmp(rs, "assistant") != 0 &&
             strcmp(rs, "tool") != 0) {
             srv_error_set(e, 400, IRE, param, "invalid_value",
@@ -252,7 +295,8 @@ static int parse_messages(const cJSON *root, srv_request *r, srv_error *e) {
             return -1;
         }
         char *content = NULL;
-        if (parse_content(cJSON_GetObjectItemCaseSensitive(m, "content"), i, rs, &content, e)) return -1;
+        if (parse_content(cJSON_GetObjectItemCaseSensitive(m, "content"), i, rs, &content, e))
+            return -1;
         r->msgs[i].role = dup_str(rs);
         r->msgs[i].content = content;
         r->n_msgs = ++i;
@@ -270,7 +314,8 @@ static int parse_prompt(const cJSON *root, srv_request *r, srv_error *e) {
         r->prompt = dup_str(p->valuestring);
         return 0;
     }
-    if (!cJSON_IsArray(p)) return bad_type(e, "prompt", "a string, an array of strings or of token ids", p);
+    if (!cJSON_IsArray(p))
+        return bad_type(e, "prompt", "a string, an array of strings or of token ids", p);
     int n = cJSON_GetArraySize(p);
     if (n == 0) {
         srv_error_set(e, 400, IRE, "prompt", "empty_array", "Invalid 'prompt': empty array.");
@@ -316,14 +361,18 @@ static int parse_prompt(const cJSON *root, srv_request *r, srv_error *e) {
 
 static int parse_stop(const cJSON *root, srv_request *r, srv_error *e) {
     const cJSON *s = field(root, "stop");
-    if (!s) return 0;
+    if (!s)
+        return 0;
     if (cJSON_IsString(s)) {
-        if (!s->valuestring[0]) return 0; /* "" stops nothing: treated as no stop */
-        if (strlen(s->valuestring) > SRV_MAX_STOP_LEN) goto too_long;
+        if (!s->valuestring[0])
+            return 0; /* "" stops nothing: treated as no stop */
+        if (strlen(s->valuestring) > SRV_MAX_STOP_LEN)
+            goto too_long;
         r->stop[r->n_stop++] = dup_str(s->valuestring);
         return 0;
     }
-    if (!cJSON_IsArray(s)) return bad_type(e, "stop", "a string or an array of strings", s);
+    if (!cJSON_IsArray(s))
+        return bad_type(e, "stop", "a string or an array of strings", s);
     if (cJSON_GetArraySize(s) > SRV_MAX_STOP) {
         srv_error_set(e, 400, IRE, "stop", "invalid_value", "Invalid 'stop': at most %d stop sequences are allowed.",
                       SRV_MAX_STOP);
@@ -331,9 +380,12 @@ static int parse_stop(const cJSON *root, srv_request *r, srv_error *e) {
     }
     const cJSON *t;
     cJSON_ArrayForEach(t, s) {
-        if (!cJSON_IsString(t)) return bad_type(e, "stop", "an array of strings", s);
-        if (!t->valuestring[0]) continue;
-        if (strlen(t->valuestring) > SRV_MAX_STOP_LEN) goto too_long;
+        if (!cJSON_IsString(t))
+            return bad_type(e, "stop", "an array of strings", s);
+        if (!t->valuestring[0])
+            continue;
+        if (strlen(t->valuestring) > SRV_MAX_STOP_LEN)
+            goto too_long;
         r->stop[r->n_stop++] = dup_str(t->valuestring);
     }
     return 0;
@@ -386,26 +438,32 @@ static int parse_root(const cJSON *root, srv_endpoint ep, srv_request *r, srv_er
     }
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (v && !cJSON_IsNull(v)) {
-        if (!cJSON_IsString(v)) return bad_type(e, "model", "a string", v);
+        if (!cJSON_IsString(v))
+            return bad_type(e, "model", "a string", v);
         r->model = dup_str(v->valuestring);
     }
-    if (ep == SRV_EP_CHAT ? parse_messages(root, r, e) : parse_prompt(root, r, e)) return -1;
+    if (ep == SRV_EP_CHAT ? parse_messages(root, r, e) : parse_prompt(root, r, e))
+        return -1;
 
     int64_t n = 1, mt = -1, mct = -1;
     int has_mt = 0, has_mct = 0;
-    if (get_int(root, "n", -1e300, 1e300, &n, NULL, e)) return -1;
+    if (get_int(root, "n", -1e300, 1e300, &n, NULL, e))
+        return -1;
     if (n != 1) {
         srv_error_set(e, 400, IRE, "n", "invalid_value", "Invalid value for 'n': %lld. Only n = 1 is supported.",
                       (long long)n);
         return -1;
     }
-    if (get_int(root, "best_of", -1e300, 1e300, &n, NULL, e)) return -1;
+    if (get_int(root, "best_of", -1e300, 1e300, &n, NULL, e))
+        return -1;
     if (n != 1) {
         srv_error_set(e, 400, IRE, "best_of", "invalid_value", "Invalid value for 'best_of': only 1 is supported.");
         return -1;
     }
-    if (get_int(root, "max_tokens", 1, 9.007199254740992e15, &mt, &has_mt, e)) return -1;
-    if (get_int(root, "max_completion_tokens", 1, 9.007199254740992e15, &mct, &has_mct, e)) return -1;
+    if (get_int(root, "max_tokens", 1, 9.007199254740992e15, &mt, &has_mt, e))
+        return -1;
+    if (get_int(root, "max_completion_tokens", 1, 9.007199254740992e15, &mct, &has_mct, e))
+        return -1;
     if (has_mt && has_mct && mt != mct) {
         srv_error_set(e, 400, IRE, "max_tokens", "invalid_value",
                       "'max_tokens' (%lld) and 'max_completion_tokens' (%lld) disagree; give one of them.",
@@ -416,21 +474,29 @@ static int parse_root(const cJSON *root, srv_endpoint ep, srv_request *r, srv_er
 
     r->temperature = 1.0;
     r->top_p = 1.0;
-    if (get_number(root, "temperature", 0, 0, 2, &r->temperature, e)) return -1;
-    if (get_number(root, "top_p", 0, 1, 1, &r->top_p, e)) return -1;
-    if (get_number(root, "presence_penalty", -2, 0, 2, &r->presence_penalty, e)) return -1;
-    if (get_number(root, "frequency_penalty", -2, 0, 2, &r->frequency_penalty, e)) return -1;
-    if (get_number(root, "min_p", 0, 0, 1, &r->min_p, e)) return -1;
+    if (get_number(root, "temperature", 0, 0, 2, &r->temperature, e))
+        return -1;
+    if (get_number(root, "top_p", 0, 1, 1, &r->top_p, e))
+        return -1;
+    if (get_number(root, "presence_penalty", -2, 0, 2, &r->presence_penalty, e))
+        return -1;
+    if (get_number(root, "frequency_penalty", -2, 0, 2, &r->frequency_penalty, e))
+        return -1;
+    if (get_number(root, "min_p", 0, 0, 1, &r->min_p, e))
+        return -1;
     r->repeat_penalty = 1.0;
-    if (get_number(root, "repeat_penalty", 0, 1, 10, &r->repeat_penalty, e)) return -1;
+    if (get_number(root, "repeat_penalty", 0, 1, 10, &r->repeat_penalty, e))
+        return -1;
     int64_t tk = 0;
-    if (get_int(root, "top_k", 0, 1e9, &tk, NULL, e)) return -1;
+    if (get_int(root, "top_k", 0, 1e9, &tk, NULL, e))
+        return -1;
     r->top_k = (int)tk;
 
     v = field(root, "seed");
     if (v) {
         double d = cJSON_IsNumber(v) ? v->valuedouble : 0.5;
-        if (!cJSON_IsNumber(v) || !isfinite(d) || d != floor(d)) return bad_type(e, "seed", "an integer", v);
+        if (!cJSON_IsNumber(v) || !isfinite(d) || d != floor(d))
+            return bad_type(e, "seed", "an integer", v);
         if (d < -9.223372036854775808e18 || d >= 1.8446744073709551616e19) {
             srv_error_set(e, 400, IRE, "seed", "invalid_value", "Invalid value for 'seed': out of the 64-bit range.");
             return -1;
@@ -438,16 +504,21 @@ static int parse_root(const cJSON *root, srv_endpoint ep, srv_request *r, srv_er
         r->has_seed = 1;
         r->seed = d < 0 ? (uint64_t)(int64_t)d : (uint64_t)d;
     }
-    if (parse_stop(root, r, e)) return -1;
-    if (get_bool(root, "stream", &r->stream, e)) return -1;
+    if (parse_stop(root, r, e))
+        return -1;
+    if (get_bool(root, "stream", &r->stream, e))
+        return -1;
     v = field(root, "stream_options");
     if (v) {
-        if (!cJSON_IsObject(v)) return bad_type(e, "stream_options", "an object", v);
+        if (!cJSON_IsObject(v))
+            return bad_type(e, "stream_options", "an object", v);
         const cJSON *iu = field(v, "include_usage");
-        if (iu && !cJSON_IsBool(iu)) return bad_type(e, "stream_options.include_usage", "a boolean", iu);
+        if (iu && !cJSON_IsBool(iu))
+            return bad_type(e, "stream_options.include_usage", "a boolean", iu);
         r->include_usage = cJSON_IsTrue(iu) ? 1 : 0;
     }
-    if (ep == SRV_EP_COMPLETION && get_bool(root, "echo", &r->echo, e)) return -1;
+    if (ep == SRV_EP_COMPLETION && get_bool(root, "echo", &r->echo, e))
+        return -1;
     return reject_unsupported(root, e);
 }
 
@@ -489,12 +560,14 @@ int srv_request_parse(const char *body, size_t len, srv_endpoint ep, srv_request
     }
     int rc = parse_root(root, ep, r, e);
     cJSON_Delete(root);
-    if (rc) srv_request_free(r);
+    if (rc)
+        srv_request_free(r);
     return rc;
 }
 
 void srv_request_free(srv_request *r) {
-    if (!r) return;
+    if (!r)
+        return;
     free(r->model);
     for (int i = 0; i < r->n_msgs; i++) {
         free(r->msgs[i].role);
@@ -503,7 +576,8 @@ void srv_request_free(srv_request *r) {
     free(r->msgs);
     free(r->prompt);
     free(r->prompt_ids);
-    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    for (int i = 0; i < r->n_stop; i++)
+        free(r->stop[i]);
     srv_endpoint ep = r->endpoint;
     memset(r, 0, sizeof *r);
     r->endpoint = ep;

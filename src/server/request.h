@@ -27,7 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SRV_MAX_STOP 16
+#define SRV_MAX_STOP     16
 #define SRV_MAX_STOP_LEN 1024
 
 typedef enum { SRV_EP_CHAT = 1, SRV_EP_COMPLETION = 2 } srv_endpoint;
@@ -48,17 +48,17 @@ typedef struct {
 
 typedef struct {
     srv_endpoint endpoint;
-    char *model;             /* malloc'd; NULL when the request named none */
+    char *model; /* malloc'd; NULL when the request named none */
     /* chat */
     srv_message *msgs;
     int n_msgs;
     /* completions: either a text prompt or token ids */
-    char *prompt;            /* malloc'd, or NULL when prompt_ids are given */
-    int32_t *prompt_ids;     /* malloc'd */
+    char *prompt;        /* malloc'd, or NULL when prompt_ids are given */
+    int32_t *prompt_ids; /* malloc'd */
     int64_t n_prompt_ids;
     int echo;
     /* generation */
-    int64_t max_tokens;      /* -1 = until the context is full */
+    int64_t max_tokens; /* -1 = until the context is full */
     double temperature, top_p, min_p, presence_penalty, frequency_penalty, repeat_penalty;
     int top_k;
     int has_seed;
@@ -77,8 +77,8 @@ int srv_request_parse(const char *body, size_t len, srv_endpoint ep, srv_request
 void srv_request_free(srv_request *req);
 
 /* Fills an error; param may be NULL (JSON null), code may be NULL. */
-void srv_error_set(srv_error *e, int status, const char *type, const char *param, const char *code,
-                   const char *fmt, ...)
+void srv_error_set(srv_error *e, int status, const char *type, const char *param, const char *code, const char *fmt,
+                   ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 6, 7)))
 #endif

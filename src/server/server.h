@@ -15,17 +15,17 @@
 #include "sala_tokenizer.h"
 
 typedef struct {
-    const char *host;        /* address to bind ("127.0.0.1", "::1", "0.0.0.0", a host name) */
-    int port;                /* 0 = any free port (srv_port() tells which) */
-    const char *api_key;     /* NULL = no authentication */
-    const char *model_id;    /* the name served in /v1/models and accepted in "model" */
-    int parallel;            /* slots = sessions = worker threads */
-    int max_queue;           /* requests waiting for a slot before new ones get 503 */
-    size_t max_body;         /* request bodies above this get 413 */
-    int timeout_s;           /* idle connection timeout (not counting time waiting for the engine) */
-    int64_t n_ctx;           /* context of each session (0 = the model's) */
-    int chunk;               /* prefill chunk (0 = default) */
-    int log;                 /* 1 = one line per request on stderr */
+    const char *host;     /* address to bind ("127.0.0.1", "::1", "0.0.0.0", a host name) */
+    int port;             /* 0 = any free port (srv_port() tells which) */
+    const char *api_key;  /* NULL = no authentication */
+    const char *model_id; /* the name served in /v1/models and accepted in "model" */
+    int parallel;         /* slots = sessions = worker threads */
+    int max_queue;        /* requests waiting for a slot before new ones get 503 */
+    size_t max_body;      /* request bodies above this get 413 */
+    int timeout_s;        /* idle connection timeout (not counting time waiting for the engine) */
+    int64_t n_ctx;        /* context of each session (0 = the model's) */
+    int chunk;            /* prefill chunk (0 = default) */
+    int log;              /* 1 = one line per request on stderr */
 } srv_options;
 
 srv_options srv_default_options(void);

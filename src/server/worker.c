@@ -30,7 +30,9 @@ static void jb_add(jbuf *b, const char *s, size_t n) {
     b->n += n;
     b->p[b->n] = 0;
 }
-static void jb_raw(jbuf *b, const char *s) { jb_add(b, s, strlen(s)); }
+static void jb_raw(jbuf *b, const char *s) {
+    jb_add(b, s, strlen(s));
+}
 static void jb_int(jbuf *b, int64_t v) {
     char t[32];
     jb_add(b, t, (size_t)snprintf(t, sizeof t, "%" PRId64, v));
@@ -41,17 +43,31 @@ static size_t utf8_seq(const unsigned char *p, size_t avail) {
     unsigned c = p[0];
     size_t n;
     unsigned cp, min;
-    if (c < 0x80) return 1;
-    if ((c & 0xE0) == 0xC0) { n = 2; cp = c & 0x1F; min = 0x80; }
-    else if ((c & 0xF0) == 0xE0) { n = 3; cp = c & 0x0F; min = 0x800; }
-    else if ((c & 0xF8) == 0xF0) { n = 4; cp = c & 0x07; min = 0x10000; }
-    else return 0;
-    if (avail < n) return 0;
+    if (c < 0x80)
+        return 1;
+    if ((c & 0xE0) == 0xC0) {
+        n = 2;
+        cp = c & 0x1F;
+        min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+        n = 3;
+        cp = c & 0x0F;
+        min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+        n = 4;
+        cp = c & 0x07;
+        min = 0x10000;
+    } else
+        return 0;
+    if (avail < n)
+        return 0;
     for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xC0) != 0x80) return 0;
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
         cp = (cp << 6) | (p[i] & 0x3F);
     }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
     return n;
 }
 
@@ -61,29 +77,49 @@ static void jb_str(jbuf *b, const char *s, size_t len) {
     jb_add(b, "\"", 1);
     while (p < end) {
         const unsigned char *run = p;
-        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') p++;
-        if (p > run) jb_add(b, (const char *)run, (size_t)(p - run));
-        if (p >= end) break;
+        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+            p++;
+        if (p > run)
+            jb_add(b, (const char *)run, (size_t)(p - run));
+        if (p >= end)
+            break;
         unsigned c = *p;
-        if (c == '"') { jb_add(b, "\\\"", 2); p++; }
-        else if (c == '\\') { jb_add(b, "\\\\", 2); p++; }
-        else if (c == '\n') { jb_add(b, "\\n", 2); p++; }
-        else if (c == '\r') { jb_add(b, "\\r", 2); p++; }
-        else if (c == '\t') { jb_add(b, "\\t", 2); p++; }
-        else if (c < 0x20) {
+        if (c == '"') {
+            jb_add(b, "\\\"", 2);
+            p++;
+        } else if (c == '\\') {
+            jb_add(b, "\\\\", 2);
+            p++;
+        } else if (c == '\n') {
+            jb_add(b, "\\n", 2);
+            p++;
+        } else if (c == '\r') {
+            jb_add(b, "\\r", 2);
+            p++;
+        } else if (c == '\t') {
+            jb_add(b, "\\t", 2);
+            p++;
+        } else if (c < 0x20) {
             char t[8];
             snprintf(t, sizeof t, "\\u%04x", c);
             jb_add(b, t, 6);
             p++;
         } else {
             size_t n = utf8_seq(p, (size_t)(end - p));
-            if (n) { jb_add(b, (const char *)p, n); p += n; }
-            else { jb_add(b, "\\ufffd", 6); p++; }
+            if (n) {
+                jb_add(b, (const char *)p, n);
+                p += n;
+            } else {
+                jb_add(b, "\\ufffd", 6);
+                p++;
+            }
         }
     }
     jb_add(b, "\"", 1);
 }
-static void jb_cstr(jbuf *b, const char *s) { jb_str(b, s, strlen(s)); }
+static void jb_cstr(jbuf *b, const char *s) {
+    jb_str(b, s, strlen(s));
+}
 
 /* ---------------------------------------------------------------- jobs */
 
@@ -109,7 +145,8 @@ srv_job *srv_job_new(struct srv_server *S, srv_request *req, struct MHD_Connecti
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
         z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
         z ^= z >> 31;
-        for (int i = 0; i < 12; i++, z /= 36) j->id[k++] = "0123456789abcdefghijklmnopqrstuvwxyz"[z % 36];
+        for (int i = 0; i < 12; i++, z /= 36)
+            j->id[k++] = "0123456789abcdefghijklmnopqrstuvwxyz"[z % 36];
     }
     j->id[k] = 0;
     j->finish = "";
@@ -123,11 +160,13 @@ void srv_job_ref(srv_job *j) {
 }
 
 void srv_job_unref(srv_job *j) {
-    if (!j) return;
+    if (!j)
+        return;
     pthread_mutex_lock(&j->mu);
     int left = --j->refs;
     pthread_mutex_unlock(&j->mu);
-    if (left) return;
+    if (left)
+        return;
     srv_request_free(&j->req);
     free(j->body);
     free(j->out);
@@ -136,7 +175,8 @@ void srv_job_unref(srv_job *j) {
 }
 
 int srv_job_take_suspended(srv_job *j) {
-    if (!j->suspended) return 0;
+    if (!j->suspended)
+        return 0;
     j->suspended = 0;
     atomic_fetch_sub(&j->srv->n_suspended, 1);
     return 1;
@@ -147,7 +187,8 @@ void srv_job_wake(srv_job *j) {
     int resume = srv_job_take_suspended(j);
     struct MHD_Connection *c = j->conn;
     pthread_mutex_unlock(&j->mu);
-    if (resume) MHD_resume_connection(c);
+    if (resume)
+        MHD_resume_connection(c);
 }
 
 void srv_job_fail(srv_job *j, const srv_error *e) {
@@ -162,7 +203,8 @@ void srv_job_fail(srv_job *j, const srv_error *e) {
     int resume = srv_job_take_suspended(j);
     struct MHD_Connection *c = j->conn;
     pthread_mutex_unlock(&j->mu);
-    if (resume) MHD_resume_connection(c);
+    if (resume)
+        MHD_resume_connection(c);
 }
 
 /* Success answer (non-streaming): takes body. */
@@ -176,7 +218,8 @@ static void job_answer(srv_job *j, char *body, size_t len) {
     int resume = srv_job_take_suspended(j);
     struct MHD_Connection *c = j->conn;
     pthread_mutex_unlock(&j->mu);
-    if (resume) MHD_resume_connection(c);
+    if (resume)
+        MHD_resume_connection(c);
 }
 
 /* Streaming: hands bytes to the connection (and the end of the stream when done). */
@@ -191,11 +234,13 @@ static void job_stream(srv_job *j, const char *data, size_t len, int done) {
         j->out_len += len;
     }
     j->sse = 1;
-    if (done) j->state = JOB_DONE;
+    if (done)
+        j->state = JOB_DONE;
     int resume = srv_job_take_suspended(j);
     struct MHD_Connection *c = j->conn;
     pthread_mutex_unlock(&j->mu);
-    if (resume) MHD_resume_connection(c);
+    if (resume)
+        MHD_resume_connection(c);
 }
 
 /* A job that ends without an answer (the client is gone): the connection, if suspended, is resumed so
@@ -204,11 +249,13 @@ static void job_drop(srv_job *j) {
     pthread_mutex_lock(&j->mu);
     j->cancelled = 1;
     j->state = JOB_DONE;
-    if (!j->finish[0]) j->finish = "cancelled";
+    if (!j->finish[0])
+        j->finish = "cancelled";
     int resume = srv_job_take_suspended(j);
     struct MHD_Connection *c = j->conn;
     pthread_mutex_unlock(&j->mu);
-    if (resume) MHD_resume_connection(c);
+    if (resume)
+        MHD_resume_connection(c);
 }
 
 /* 1 when the job must stop: cancelled, or (while its connection is suspended and so not watched by MHD)
@@ -218,7 +265,8 @@ static int job_should_stop(srv_job *j) {
     if (!j->cancelled && j->suspended && j->fd >= 0) {
         char c;
         ssize_t r = recv(j->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) j->cancelled = 1;
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            j->cancelled = 1;
     }
     int stop = j->cancelled;
     pthread_mutex_unlock(&j->mu);
@@ -277,8 +325,10 @@ int srv_queue_submit(struct srv_server *S, srv_job *j) {
     j->refs++; /* the queue's / worker's reference */
     pthread_mutex_unlock(&j->mu);
     j->next = NULL;
-    if (S->qtail) S->qtail->next = j;
-    else S->qhead = j;
+    if (S->qtail)
+        S->qtail->next = j;
+    else
+        S->qhead = j;
     S->qtail = j;
     S->qlen++;
     pthread_cond_signal(&S->qcv);
@@ -293,7 +343,8 @@ static void ev_begin_chunk(srv_worker *w, jbuf *b) {
     int chat = j->req.endpoint == SRV_EP_CHAT;
     jb_raw(b, "data: {\"id\":");
     jb_cstr(b, j->id);
-    jb_raw(b, chat ? ",\"object\":\"chat.completion.chunk\",\"created\":" : ",\"object\":\"text_completion\",\"created\":");
+    jb_raw(b, chat ? ",\"object\":\"chat.completion.chunk\",\"created\":"
+                   : ",\"object\":\"text_completion\",\"created\":");
     jb_int(b, j->created);
     jb_raw(b, ",\"model\":");
     jb_cstr(b, w->srv->opt.model_id);
@@ -302,7 +353,8 @@ static void ev_begin_chunk(srv_worker *w, jbuf *b) {
 
 static void ev_end_chunk(srv_worker *w, jbuf *b) {
     jb_raw(b, "]");
-    if (w->job->req.include_usage) jb_raw(b, ",\"usage\":null");
+    if (w->job->req.include_usage)
+        jb_raw(b, ",\"usage\":null");
     jb_raw(b, "}\n\n");
 }
 
@@ -335,9 +387,12 @@ static void acc_add(srv_worker *w, int kind, const char *text, size_t len) {
 
 /* Text for the client: kind 0 content (or completion text), 1 reasoning. */
 static void emit_text(srv_worker *w, int kind, const char *text, size_t len) {
-    if (!len) return;
-    if (w->job->req.stream) ev_text(w, kind, text, len);
-    else acc_add(w, kind, text, len);
+    if (!len)
+        return;
+    if (w->job->req.stream)
+        ev_text(w, kind, text, len);
+    else
+        acc_add(w, kind, text, len);
 }
 
 static void on_think(void *ud, int is_reasoning, const char *text, size_t len) {
@@ -346,16 +401,20 @@ static void on_think(void *ud, int is_reasoning, const char *text, size_t len) {
 
 /* Pushes the events of this step to the connection. */
 static void flush_events(srv_worker *w, int done) {
-    if (w->job->req.stream && (w->ev_len || done)) job_stream(w->job, w->ev, w->ev_len, done);
+    if (w->job->req.stream && (w->ev_len || done))
+        job_stream(w->job, w->ev, w->ev_len, done);
     w->ev_len = 0;
 }
 
 static int on_token(void *ud, int32_t token, const char *text, size_t len) {
     srv_worker *w = ud;
-    if (token >= 0) w->n_tok++;
+    if (token >= 0)
+        w->n_tok++;
     if (len) {
-        if (w->think) sala_think_push(w->think, text, len);
-        else emit_text(w, 0, text, len);
+        if (w->think)
+            sala_think_push(w->think, text, len);
+        else
+            emit_text(w, 0, text, len);
     }
     flush_events(w, 0);
     return job_should_stop(w->job);
@@ -379,10 +438,13 @@ static void usage_json(jbuf *b, int64_t np, int64_t ng) {
 static const char *finish_reason(sala_stop_reason r) {
     switch (r) {
     case SALA_STOP_EOS:
-    case SALA_STOP_STRING: return "stop";
+    case SALA_STOP_STRING:
+        return "stop";
     case SALA_STOP_MAX_TOKENS:
-    case SALA_STOP_CONTEXT: return "length";
-    default: return "stop";
+    case SALA_STOP_CONTEXT:
+        return "length";
+    default:
+        return "stop";
     }
 }
 
@@ -409,7 +471,8 @@ static int job_prompt(srv_worker *w, srv_job *j, int32_t **ids, int64_t *n, int 
         int add_bos = 0;
         if (r->endpoint == SRV_EP_CHAT) {
             sala_chat_message *m = xmalloc((size_t)r->n_msgs * sizeof *m);
-            for (int i = 0; i < r->n_msgs; i++) m[i] = (sala_chat_message){r->msgs[i].role, r->msgs[i].content};
+            for (int i = 0; i < r->n_msgs; i++)
+                m[i] = (sala_chat_message){r->msgs[i].role, r->msgs[i].content};
             sala_status st = sala_chat_render(S->tpl, m, r->n_msgs, SALA_CHAT_ADD_GENERATION_PROMPT, &text);
             free(m);
             if (st != SALA_OK) {
@@ -469,7 +532,8 @@ static void job_run(srv_worker *w, srv_job *j) {
     const srv_request *r = &j->req;
     srv_error e;
     if (job_should_stop(j)) {
-        if (S->opt.log) fprintf(stderr, "serve: %s cancelled before it started (client gone)\n", j->id);
+        if (S->opt.log)
+            fprintf(stderr, "serve: %s cancelled before it started (client gone)\n", j->id);
         job_drop(j);
         return;
     }
@@ -523,10 +587,12 @@ static void job_run(srv_worker *w, srv_job *j) {
         job_stream(j, NULL, 0, 0);
     }
     if (r->echo) {
-        if (r->prompt) emit_text(w, 0, r->prompt, strlen(r->prompt));
+        if (r->prompt)
+            emit_text(w, 0, r->prompt, strlen(r->prompt));
         else {
             char *t = sala_tokenizer_decode(S->tok, ids, n, 0);
-            if (t) emit_text(w, 0, t, strlen(t));
+            if (t)
+                emit_text(w, 0, t, strlen(t));
             free(t);
         }
     }
@@ -589,7 +655,7 @@ static void job_run(srv_worker *w, srv_job *j) {
         jbuf b = {w->ev, w->ev_len, w->ev_cap};
         ev_begin_chunk(w, &b);
         jb_raw(&b, r->endpoint == SRV_EP_CHAT ? "{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":"
-                                               : "{\"text\":\"\",\"index\":0,\"logprobs\":null,\"finish_reason\":");
+                                              : "{\"text\":\"\",\"index\":0,\"logprobs\":null,\"finish_reason\":");
         jb_cstr(&b, fin);
         jb_raw(&b, "}");
         ev_end_chunk(w, &b);
@@ -642,14 +708,16 @@ static void *worker_main(void *arg) {
     sala_set_threads(sala_get_threads());
     for (;;) {
         pthread_mutex_lock(&S->qmu);
-        while (!S->stopping && !S->qhead) pthread_cond_wait(&S->qcv, &S->qmu);
+        while (!S->stopping && !S->qhead)
+            pthread_cond_wait(&S->qcv, &S->qmu);
         if (S->stopping) {
             pthread_mutex_unlock(&S->qmu);
             break;
         }
         srv_job *j = S->qhead;
         S->qhead = j->next;
-        if (!S->qhead) S->qtail = NULL;
+        if (!S->qhead)
+            S->qtail = NULL;
         S->qlen--;
         S->busy++;
         w->job = j;
@@ -702,7 +770,8 @@ void srv_workers_stop(struct srv_server *S) {
     S->qlen = 0;
     for (int i = 0; i < S->n_workers; i++) {
         srv_job *j = S->workers[i].job;
-        if (!j) continue;
+        if (!j)
+            continue;
         pthread_mutex_lock(&j->mu);
         j->cancelled = 1;
         pthread_mutex_unlock(&j->mu);
@@ -717,11 +786,13 @@ void srv_workers_stop(struct srv_server *S) {
         srv_job_unref(q);
         q = next;
     }
-    for (int i = 0; i < S->n_workers; i++) pthread_join(S->workers[i].th, NULL);
+    for (int i = 0; i < S->n_workers; i++)
+        pthread_join(S->workers[i].th, NULL);
     if (S->workers)
         for (int i = 0; i < S->opt.parallel; i++) {
             srv_worker *w = &S->workers[i];
-            if (w->sess) sala_session_free(w->sess);
+            if (w->sess)
+                sala_session_free(w->sess);
             free(w->acc[0]);
             free(w->acc[1]);
             free(w->ev);
