@@ -470,7 +470,9 @@ static int parse_root(const cJSON *root, srv_endpoint ep, srv_request *r, srv_er
                       (long long)mt, (long long)mct);
         return -1;
     }
-    r->max_tokens = has_mct ? mct : has_mt ? mt : -1;
+    /* absent: chat runs until an end token or the context is full; completions stop at 16 tokens, as
+       OpenAI's legacy endpoint does */
+    r->max_tokens = has_mct ? mct : has_mt ? mt : ep == SRV_EP_COMPLETION ? 16 : -1;
 
     r->temperature = 1.0;
     r->top_p = 1.0;

@@ -10,7 +10,8 @@
  *
  * Semantics decided here (the rest of the server just follows the struct):
  *   max_tokens / max_completion_tokens  integer >= 1 (both given: must agree); absent/null = -1, "until the
- *                                       context is full"; larger than the room left is clamped later.
+ *                                       context is full" for chat, 16 for completions (OpenAI's
+ *                                       defaults); more than the room left stops at the context's end.
  *   temperature                         number in [0, 2], default 1 (OpenAI's); 0 = greedy.
  *   top_p                               number in (0, 1], default 1.
  *   stop                                string or array of at most SRV_MAX_STOP non-empty strings.
