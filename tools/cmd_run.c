@@ -391,9 +391,11 @@ static sala_status read_ids(const char *path, int32_t **ids, int64_t *n) {
         errno = 0;
         long long x = strtoll(p, &end, 10);
         if (end == p || errno || x < 0 || x > INT32_MAX) {
+            sala_status st = sala_set_error(SALA_ERR_FORMAT, "%s: not a token id list (bad entry near '%.20s')",
+                                            path, p);
             free(v);
             free(text);
-            return sala_set_error(SALA_ERR_FORMAT, "%s: not a token id list (bad entry near '%.20s')", path, p);
+            return st;
         }
         if (k == cap) {
             cap *= 2;
@@ -414,26 +416,10 @@ static sala_status read_ids(const char *path, int32_t **ids, int64_t *n) {
 
 /* ---- progress of a long prefill (session callback) ---- */
 
-typedef struct {
-    double t0;      /* start of the current generate call */
-    double last;    /* last print */
-    int printed;
-} progress_state;
-
+/* The engine's progress line (sala_progress_stderr: tokens done, tok/s, time left, for calls of at least
+ * min_tokens), and the Ctrl-C flag as the answer: non-zero stops the prefill at the next chunk. */
 static int on_progress(void *ud, int64_t done, int64_t total) {
-    progress_state *ps = ud;
-    if (total <= 1) return g_stop; /* decode steps */
-    double now = sala_time(), el = now - ps->t0;
-    if ((el > 0.5 && now - ps->last > 0.25) || (ps->printed && done == total)) {
-        double rate = el > 0 ? done / el : 0;
-        double left = rate > 0 ? (total - done) / rate : 0;
-        fprintf(stderr, "\rprefill: %lld/%lld tokens, %.1f tok/s, %.0f s left   ", (long long)done, (long long)total,
-                rate, left);
-        if (done == total) fputc('\n', stderr);
-        fflush(stderr);
-        ps->last = now;
-        ps->printed = 1;
-    }
+    sala_progress_stderr(ud, done, total);
     return g_stop;
 }
 
@@ -494,7 +480,7 @@ typedef struct {
     sala_sampler *smp;
     int32_t eos[16];
     int n_eos;
-    progress_state prog;
+    sala_progress_state prog;
 } run_ctx;
 
 static void ctx_free(run_ctx *c) {
@@ -556,6 +542,7 @@ static int ctx_open(run_ctx *c, const run_opts *o, int ids_only, int need_tpl) {
 }
 
 static int ctx_session(run_ctx *c, const run_opts *o, int64_t n_ctx) {
+    c->prog.min_tokens = 1024;
     sala_session_params sp = sala_session_default_params();
     sp.n_ctx = n_ctx;
     sp.chunk = o->chunk;
@@ -687,7 +674,6 @@ int cmd_run(int argc, char **argv) {
     gp.ud = &os;
     g_run_hard = 1;
     install_sigint();
-    c.prog.t0 = sala_time();
     sala_generate_result res;
     st = sala_generate(c.sess, ids, n_ids, &gp, &res);
     if (think) sala_think_flush(think);
@@ -853,8 +839,6 @@ int cmd_chat(int argc, char **argv) {
         os.any_text = 0;
         os.last_char = 0;
         if (think) sala_think_reset(think, sala_chat_template_opens_think(c.tpl));
-        c.prog.t0 = sala_time();
-        c.prog.printed = 0;
         int64_t pos_before = sala_session_pos(c.sess);
         sala_generate_result res;
         st = sala_generate(c.sess, in, n_in, &gp, &res);
