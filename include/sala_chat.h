@@ -60,8 +60,7 @@ typedef struct {
  * is not ChatML-like, SALA_ERR_FORMAT for malformed JSON. */
 sala_status sala_chat_template_load(const char *dir, sala_chat_template **out);
 /* From template text (NULL = the built-in MiniCPM-SALA template); bos_token NULL = "<s>". */
-sala_status sala_chat_template_parse(const char *template_text, const char *bos_token,
-                                     sala_chat_template **out);
+sala_status sala_chat_template_parse(const char *template_text, const char *bos_token, sala_chat_template **out);
 void sala_chat_template_free(sala_chat_template *t);
 /* One line for logs: where it came from and what was recognised, e.g.
  * "ChatML (tokenizer_config.json), bos \"<s>\", no default system prompt". */
@@ -83,8 +82,7 @@ enum {
 /* Renders messages[0..n) into a malloc'd NUL-terminated string (*out; caller frees).
  * render(all) == render(first k) + render(rest, SALA_CHAT_CONTINUE) for the ChatML family.
  * SALA_ERR_ARG for a message without a role. */
-sala_status sala_chat_render(const sala_chat_template *t, const sala_chat_message *msgs, int n, int flags,
-                             char **out);
+sala_status sala_chat_render(const sala_chat_template *t, const sala_chat_message *msgs, int n, int flags, char **out);
 
 /* The text that closes an assistant message whose content was generated into a session (the end marker
  * the model sampled but that was not fed, plus the separator): "<|im_end|>\n" for ChatML. Feed it before

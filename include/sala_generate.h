@@ -39,13 +39,13 @@ extern "C" {
 #endif
 
 typedef enum {
-    SALA_STOP_NONE = 0,    /* not stopped (only seen on an error before the loop) */
-    SALA_STOP_EOS,         /* sampled an eos id */
-    SALA_STOP_STRING,      /* a stop string appeared in the text (result.stop_index says which) */
-    SALA_STOP_MAX_TOKENS,  /* max_tokens generated */
-    SALA_STOP_CONTEXT,     /* the session's context is full */
-    SALA_STOP_CALLBACK,    /* the callback (or the prefill progress callback) asked to stop */
-    SALA_STOP_ERROR,       /* an engine call failed: see the returned status and sala_last_error() */
+    SALA_STOP_NONE = 0,   /* not stopped (only seen on an error before the loop) */
+    SALA_STOP_EOS,        /* sampled an eos id */
+    SALA_STOP_STRING,     /* a stop string appeared in the text (result.stop_index says which) */
+    SALA_STOP_MAX_TOKENS, /* max_tokens generated */
+    SALA_STOP_CONTEXT,    /* the session's context is full */
+    SALA_STOP_CALLBACK,   /* the callback (or the prefill progress callback) asked to stop */
+    SALA_STOP_ERROR,      /* an engine call failed: see the returned status and sala_last_error() */
 } sala_stop_reason;
 
 const char *sala_stop_reason_str(sala_stop_reason r); /* "eos", "stop", "length", "context", "abort", "error" */
@@ -56,16 +56,16 @@ const char *sala_stop_reason_str(sala_stop_reason r); /* "eos", "stop", "length"
 typedef int (*sala_token_fn)(void *ud, int32_t token, const char *text, size_t len);
 
 typedef struct {
-    sala_model *model;              /* required: vocab size for the logits */
-    const sala_tokenizer *tokenizer;/* NULL: ids only */
-    sala_sampler *sampler;          /* NULL: greedy. Caller owns it; prompt tokens are given to
-                                       sala_sampler_accept_prompt() here, generated ones to accept(). */
-    int64_t max_tokens;             /* new tokens to sample at most (eos included); < 0 = no limit */
-    const int32_t *eos_ids;         /* stop ids; NULL with n_eos 0 = none (see sala_generate_eos_ids) */
+    sala_model *model;               /* required: vocab size for the logits */
+    const sala_tokenizer *tokenizer; /* NULL: ids only */
+    sala_sampler *sampler;           /* NULL: greedy. Caller owns it; prompt tokens are given to
+                                        sala_sampler_accept_prompt() here, generated ones to accept(). */
+    int64_t max_tokens;              /* new tokens to sample at most (eos included); < 0 = no limit */
+    const int32_t *eos_ids;          /* stop ids; NULL with n_eos 0 = none (see sala_generate_eos_ids) */
     int n_eos;
-    const char *const *stop;        /* stop strings (non-empty), n_stop of them */
+    const char *const *stop; /* stop strings (non-empty), n_stop of them */
     int n_stop;
-    int skip_special;               /* detokenize without special added tokens (default 0: shown) */
+    int skip_special; /* detokenize without special added tokens (default 0: shown) */
     sala_token_fn on_token;
     void *ud;
 } sala_generate_params;
@@ -74,14 +74,14 @@ sala_generate_params sala_generate_default_params(void); /* max_tokens -1, every
 
 typedef struct {
     sala_stop_reason stop;
-    int stop_index;          /* SALA_STOP_STRING: index in params.stop; else -1 */
-    int64_t n_prompt;        /* prompt tokens fed by the prefill */
-    double t_prefill;        /* seconds of the prefill call */
-    int64_t n_gen;           /* tokens sampled (eos included) */
-    int64_t n_decode;        /* single-token evals after the prefill */
-    double t_decode;         /* seconds from the end of the prefill to the end (sampling included) */
-    int32_t pending_token;   /* last sampled non-eos token not fed to the session, or -1 */
-    int32_t eos_token;       /* the eos id sampled (SALA_STOP_EOS), else -1 */
+    int stop_index;        /* SALA_STOP_STRING: index in params.stop; else -1 */
+    int64_t n_prompt;      /* prompt tokens fed by the prefill */
+    double t_prefill;      /* seconds of the prefill call */
+    int64_t n_gen;         /* tokens sampled (eos included) */
+    int64_t n_decode;      /* single-token evals after the prefill */
+    double t_decode;       /* seconds from the end of the prefill to the end (sampling included) */
+    int32_t pending_token; /* last sampled non-eos token not fed to the session, or -1 */
+    int32_t eos_token;     /* the eos id sampled (SALA_STOP_EOS), else -1 */
 } sala_generate_result;
 
 /* Returns SALA_OK for every normal stop (eos, stop string, max tokens, context full, callback);
@@ -89,8 +89,8 @@ typedef struct {
  * session's progress callback (result.stop = SALA_STOP_CALLBACK); another error when the engine failed
  * (result.stop = SALA_STOP_ERROR). *res is filled in every case. SALA_ERR_ARG for an empty prompt, a prompt
  * id outside [0, vocab), stop strings without a tokenizer. */
-sala_status sala_generate(sala_session *s, const int32_t *prompt, int64_t n_prompt,
-                          const sala_generate_params *p, sala_generate_result *res);
+sala_status sala_generate(sala_session *s, const int32_t *prompt, int64_t n_prompt, const sala_generate_params *p,
+                          sala_generate_result *res);
 
 /* The default stop ids: the model config's eos ids plus the tokenizer's eos and "<|im_end|>" / "</s>"
  * when it has them (tokenizer may be NULL), without duplicates, ids < vocab only. Returns the count. */

@@ -21,21 +21,30 @@ sala_generate_params sala_generate_default_params(void) {
 
 const char *sala_stop_reason_str(sala_stop_reason r) {
     switch (r) {
-    case SALA_STOP_NONE: return "none";
-    case SALA_STOP_EOS: return "eos";
-    case SALA_STOP_STRING: return "stop";
-    case SALA_STOP_MAX_TOKENS: return "length";
-    case SALA_STOP_CONTEXT: return "context";
-    case SALA_STOP_CALLBACK: return "abort";
-    case SALA_STOP_ERROR: return "error";
+    case SALA_STOP_NONE:
+        return "none";
+    case SALA_STOP_EOS:
+        return "eos";
+    case SALA_STOP_STRING:
+        return "stop";
+    case SALA_STOP_MAX_TOKENS:
+        return "length";
+    case SALA_STOP_CONTEXT:
+        return "context";
+    case SALA_STOP_CALLBACK:
+        return "abort";
+    case SALA_STOP_ERROR:
+        return "error";
     }
     return "unknown";
 }
 
 static int add_unique(int32_t *ids, int n, int cap, int32_t id, int vocab) {
-    if (id < 0 || id >= vocab || n >= cap) return n;
+    if (id < 0 || id >= vocab || n >= cap)
+        return n;
     for (int i = 0; i < n; i++)
-        if (ids[i] == id) return n;
+        if (ids[i] == id)
+            return n;
     ids[n] = id;
     return n + 1;
 }
@@ -44,7 +53,8 @@ int sala_generate_eos_ids(const sala_model *m, const sala_tokenizer *tok, int32_
     sala_model_info info;
     sala_model_get_info(m, &info);
     int n = 0;
-    for (int i = 0; i < info.n_eos && i < 8; i++) n = add_unique(ids, n, cap, info.eos_ids[i], info.vocab);
+    for (int i = 0; i < info.n_eos && i < 8; i++)
+        n = add_unique(ids, n, cap, info.eos_ids[i], info.vocab);
     if (tok) {
         n = add_unique(ids, n, cap, sala_tokenizer_eos(tok), info.vocab);
         n = add_unique(ids, n, cap, sala_tokenizer_find(tok, "<|im_end|>"), info.vocab);
@@ -100,7 +110,8 @@ typedef struct {
 /* Gives s->buf[0..k) to the callback and keeps the rest. Returns the callback's answer. */
 static int release(held_text *h, size_t k, int32_t tok, const sala_generate_params *p) {
     int r = 0;
-    if (p->on_token && (tok >= 0 || k > 0)) r = p->on_token(p->ud, tok, h->buf ? h->buf : "", k);
+    if (p->on_token && (tok >= 0 || k > 0))
+        r = p->on_token(p->ud, tok, h->buf ? h->buf : "", k);
     if (k && h->buf) {
         memmove(h->buf, h->buf + k, h->len - k);
         h->len -= k;
@@ -112,17 +123,20 @@ static int release(held_text *h, size_t k, int32_t tok, const sala_generate_para
 sala_status sala_generate(sala_session *s, const int32_t *prompt, int64_t n_prompt, const sala_generate_params *p,
                           sala_generate_result *res) {
     sala_generate_result dummy;
-    if (!res) res = &dummy;
+    if (!res)
+        res = &dummy;
     memset(res, 0, sizeof *res);
     res->stop = SALA_STOP_NONE;
     res->stop_index = -1;
     res->pending_token = -1;
     res->eos_token = -1;
-    if (!s || !p || !p->model) return sala_set_error(SALA_ERR_ARG, "sala_generate: session, params and model are required");
+    if (!s || !p || !p->model)
+        return sala_set_error(SALA_ERR_ARG, "sala_generate: session, params and model are required");
     if (!prompt || n_prompt <= 0)
         return sala_set_error(SALA_ERR_ARG, "sala_generate: empty prompt (at least one token is needed to start)");
     if (p->n_stop > 0 && !p->tokenizer)
-        return sala_set_error(SALA_ERR_ARG, "stop strings need a tokenizer (the model folder has none; give --tokenizer DIR)");
+        return sala_set_error(SALA_ERR_ARG,
+                              "stop strings need a tokenizer (the model folder has none; give --tokenizer DIR)");
     for (int i = 0; i < p->n_stop; i++)
         if (!p->stop || !p->stop[i] || !p->stop[i][0])
             return sala_set_error(SALA_ERR_ARG, "stop string %d is empty", i);
@@ -150,10 +164,12 @@ sala_status sala_generate(sala_session *s, const int32_t *prompt, int64_t n_prom
     }
 
     float *logits = malloc((size_t)V * sizeof *logits);
-    if (!logits) return sala_set_error(SALA_ERR_NOMEM, "no memory for the logits (%d floats)", V);
+    if (!logits)
+        return sala_set_error(SALA_ERR_NOMEM, "no memory for the logits (%d floats)", V);
     sala_detok *dt = p->tokenizer ? sala_detok_new(p->tokenizer, p->skip_special) : NULL;
     held_text held = {0};
-    if (p->sampler) sala_sampler_accept_prompt(p->sampler, prompt, n_prompt);
+    if (p->sampler)
+        sala_sampler_accept_prompt(p->sampler, prompt, n_prompt);
 
     /* prefill: one call */
     double t0 = sala_time();
@@ -179,16 +195,19 @@ sala_status sala_generate(sala_session *s, const int32_t *prompt, int64_t n_prom
             goto out;
         }
         res->n_gen++;
-        if (p->sampler) sala_sampler_accept(p->sampler, tok);
+        if (p->sampler)
+            sala_sampler_accept(p->sampler, tok);
         int is_eos = 0;
-        for (int i = 0; i < p->n_eos; i++) is_eos |= p->eos_ids[i] == tok;
+        for (int i = 0; i < p->n_eos; i++)
+            is_eos |= p->eos_ids[i] == tok;
         if (is_eos) {
             res->stop = SALA_STOP_EOS;
             res->eos_token = tok;
             break;
         }
         res->pending_token = tok;
-        if (dt) sala_detok_push(dt, tok, &held.buf, &held.len);
+        if (dt)
+            sala_detok_push(dt, tok, &held.buf, &held.len);
         int which = -1;
         int64_t at = p->n_stop ? find_stop(held.buf ? held.buf : "", held.len, p->stop, p->n_stop, &which) : -1;
         if (at >= 0) {
@@ -214,7 +233,8 @@ sala_status sala_generate(sala_session *s, const int32_t *prompt, int64_t n_prom
         st = sala_session_eval(s, &tok, 1, SALA_LOGITS_LAST, logits);
         if (st != SALA_OK) {
             res->stop = st == SALA_ERR_INTERRUPTED ? SALA_STOP_CALLBACK : SALA_STOP_ERROR;
-            if (st == SALA_ERR_INTERRUPTED) st = SALA_OK; /* a stop request, not a failure */
+            if (st == SALA_ERR_INTERRUPTED)
+                st = SALA_OK; /* a stop request, not a failure */
             break;
         }
         res->n_decode++;
@@ -222,13 +242,16 @@ sala_status sala_generate(sala_session *s, const int32_t *prompt, int64_t n_prom
     }
     /* the rest of the text: what the detokenizer held and what could have become a stop string */
     if (res->stop != SALA_STOP_STRING && res->stop != SALA_STOP_ERROR) {
-        if (dt) sala_detok_flush(dt, &held.buf, &held.len);
-        if (held.len) release(&held, held.len, -1, p);
+        if (dt)
+            sala_detok_flush(dt, &held.buf, &held.len);
+        if (held.len)
+            release(&held, held.len, -1, p);
     }
     res->t_decode = sala_time() - t1;
 out:
     free(held.buf);
-    if (dt) sala_detok_free(dt);
+    if (dt)
+        sala_detok_free(dt);
     free(logits);
     return st;
 }

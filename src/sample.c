@@ -20,15 +20,15 @@
 #include "util.h"
 
 typedef struct {
-    float z;    /* penalized logit */
-    float e;    /* exp(z - zmax), set once the top-k is known */
+    float z; /* penalized logit */
+    float e; /* exp(z - zmax), set once the top-k is known */
     int32_t id;
 } cand;
 
 struct sala_sampler {
     sala_sampler_params p;
-    uint64_t seed;   /* the seed in use */
-    uint64_t st[4];  /* xoshiro256** state */
+    uint64_t seed;  /* the seed in use */
+    uint64_t st[4]; /* xoshiro256** state */
     /* history of accepted tokens (prompt + generated) for the repeat window */
     int32_t *hist;
     int64_t n_hist, cap_hist;
@@ -39,9 +39,9 @@ struct sala_sampler {
     int64_t n_gen_ids, cap_gen_ids;
     /* scratch, sized to the vocab of the last call */
     int cap_v;
-    float *z;        /* [V] penalized logits */
-    cand *c;         /* [V] candidates */
-    uint32_t *mark;  /* [V] stamps for the distinct ids of the repeat window */
+    float *z;       /* [V] penalized logits */
+    cand *c;        /* [V] candidates */
+    uint32_t *mark; /* [V] stamps for the distinct ids of the repeat window */
     uint32_t stamp;
 };
 
@@ -54,7 +54,9 @@ static uint64_t splitmix64(uint64_t *x) {
     return z ^ (z >> 31);
 }
 
-static inline uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl64(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 static uint64_t xoshiro_next(uint64_t st[4]) {
     uint64_t r = rotl64(st[1] * 5, 7) * 9;
@@ -79,10 +81,13 @@ static void sampler_seed(sala_sampler *s) {
     }
     s->seed = seed;
     uint64_t x = seed;
-    for (int i = 0; i < 4; i++) s->st[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++)
+        s->st[i] = splitmix64(&x);
 }
 
-double sala_sampler_uniform(sala_sampler *s) { return (double)(xoshiro_next(s->st) >> 11) * 0x1.0p-53; }
+double sala_sampler_uniform(sala_sampler *s) {
+    return (double)(xoshiro_next(s->st) >> 11) * 0x1.0p-53;
+}
 
 /* ---- params ---- */
 
@@ -131,9 +136,11 @@ static sala_status params_check(const sala_sampler_params *p) {
 sala_status sala_sampler_new(const sala_sampler_params *p, sala_sampler **out) {
     *out = NULL;
     sala_sampler_params def = sala_sampler_default_params();
-    if (!p) p = &def;
+    if (!p)
+        p = &def;
     sala_status st = params_check(p);
-    if (st != SALA_OK) return st;
+    if (st != SALA_OK)
+        return st;
     sala_sampler *s = xcalloc(1, sizeof *s);
     s->p = *p;
     sampler_seed(s);
@@ -142,7 +149,8 @@ sala_status sala_sampler_new(const sala_sampler_params *p, sala_sampler **out) {
 }
 
 void sala_sampler_free(sala_sampler *s) {
-    if (!s) return;
+    if (!s)
+        return;
     free(s->hist);
     free(s->counts);
     free(s->gen_ids);
@@ -154,19 +162,25 @@ void sala_sampler_free(sala_sampler *s) {
 
 void sala_sampler_reset(sala_sampler *s) {
     s->n_hist = 0;
-    for (int64_t i = 0; i < s->n_gen_ids; i++) s->counts[s->gen_ids[i]] = 0;
+    for (int64_t i = 0; i < s->n_gen_ids; i++)
+        s->counts[s->gen_ids[i]] = 0;
     s->n_gen_ids = 0;
     sampler_seed(s);
 }
 
-uint64_t sala_sampler_seed(const sala_sampler *s) { return s->seed; }
-const sala_sampler_params *sala_sampler_get_params(const sala_sampler *s) { return &s->p; }
+uint64_t sala_sampler_seed(const sala_sampler *s) {
+    return s->seed;
+}
+const sala_sampler_params *sala_sampler_get_params(const sala_sampler *s) {
+    return &s->p;
+}
 
 /* ---- history ---- */
 
 static void hist_push(sala_sampler *s, int32_t tok) {
     int64_t keep = s->p.repeat_last_n;
-    if (keep == 0) return;
+    if (keep == 0)
+        return;
     if (s->n_hist == s->cap_hist) {
         if (keep > 0 && s->n_hist >= keep) {
             /* drop the oldest, keep the last `keep - 1` to make room */
@@ -181,11 +195,13 @@ static void hist_push(sala_sampler *s, int32_t tok) {
 }
 
 void sala_sampler_accept(sala_sampler *s, int32_t tok) {
-    if (tok < 0) return;
+    if (tok < 0)
+        return;
     hist_push(s, tok);
     if (tok >= s->cap_counts) {
         int64_t nc = s->cap_counts ? s->cap_counts : 1024;
-        while (nc <= tok) nc *= 2;
+        while (nc <= tok)
+            nc *= 2;
         s->counts = xrealloc(s->counts, (size_t)nc * sizeof *s->counts);
         memset(s->counts + s->cap_counts, 0, (size_t)(nc - s->cap_counts) * sizeof *s->counts);
         s->cap_counts = nc;
@@ -201,16 +217,20 @@ void sala_sampler_accept(sala_sampler *s, int32_t tok) {
 
 void sala_sampler_accept_prompt(sala_sampler *s, const int32_t *ids, int64_t n) {
     int64_t from = 0;
-    if (s->p.repeat_last_n == 0) return;
-    if (s->p.repeat_last_n > 0 && n > s->p.repeat_last_n) from = n - s->p.repeat_last_n;
+    if (s->p.repeat_last_n == 0)
+        return;
+    if (s->p.repeat_last_n > 0 && n > s->p.repeat_last_n)
+        from = n - s->p.repeat_last_n;
     for (int64_t i = from; i < n; i++)
-        if (ids[i] >= 0) hist_push(s, ids[i]);
+        if (ids[i] >= 0)
+            hist_push(s, ids[i]);
 }
 
 /* ---- the chain ---- */
 
 static void scratch_reserve(sala_sampler *s, int n_vocab) {
-    if (n_vocab <= s->cap_v) return;
+    if (n_vocab <= s->cap_v)
+        return;
     s->cap_v = n_vocab;
     s->z = xrealloc(s->z, (size_t)n_vocab * sizeof *s->z);
     s->c = xrealloc(s->c, (size_t)n_vocab * sizeof *s->c);
@@ -228,10 +248,12 @@ void sala_sampler_apply_penalties(sala_sampler *s, float *z, int n_vocab) {
             s->stamp = 1;
         }
         int64_t from = 0;
-        if (s->p.repeat_last_n > 0 && s->n_hist > s->p.repeat_last_n) from = s->n_hist - s->p.repeat_last_n;
+        if (s->p.repeat_last_n > 0 && s->n_hist > s->p.repeat_last_n)
+            from = s->n_hist - s->p.repeat_last_n;
         for (int64_t i = from; i < s->n_hist; i++) {
             int32_t t = s->hist[i];
-            if (t >= n_vocab || s->mark[t] == s->stamp) continue;
+            if (t >= n_vocab || s->mark[t] == s->stamp)
+                continue;
             s->mark[t] = s->stamp;
             z[t] = z[t] > 0 ? z[t] / r : z[t] * r;
         }
@@ -240,18 +262,23 @@ void sala_sampler_apply_penalties(sala_sampler *s, float *z, int n_vocab) {
     if (ap != 0.0f || af != 0.0f) {
         for (int64_t i = 0; i < s->n_gen_ids; i++) {
             int32_t t = s->gen_ids[i];
-            if (t >= n_vocab) continue;
+            if (t >= n_vocab)
+                continue;
             z[t] -= (float)s->counts[t] * af + ap;
         }
     }
 }
 
-static inline int better(cand a, cand b) { return a.z > b.z || (a.z == b.z && a.id < b.id); }
+static inline int better(cand a, cand b) {
+    return a.z > b.z || (a.z == b.z && a.id < b.id);
+}
 
 static int cmp_better(const void *pa, const void *pb) {
     const cand *a = pa, *b = pb;
-    if (better(*a, *b)) return -1;
-    if (better(*b, *a)) return 1;
+    if (better(*a, *b))
+        return -1;
+    if (better(*b, *a))
+        return 1;
     return 0;
 }
 
@@ -271,13 +298,17 @@ static void cswap(cand *a, cand *b) {
  * equal keys to degrade the partition. */
 static int partition(cand *c, int lo, int hi) {
     int mid = lo + (hi - lo) / 2;
-    if (better(c[mid], c[lo])) cswap(&c[mid], &c[lo]);
-    if (better(c[hi], c[lo])) cswap(&c[hi], &c[lo]);
-    if (better(c[mid], c[hi])) cswap(&c[mid], &c[hi]);
+    if (better(c[mid], c[lo]))
+        cswap(&c[mid], &c[lo]);
+    if (better(c[hi], c[lo]))
+        cswap(&c[hi], &c[lo]);
+    if (better(c[mid], c[hi]))
+        cswap(&c[mid], &c[hi]);
     cand piv = c[hi];
     int st = lo;
     for (int i = lo; i < hi; i++)
-        if (better(c[i], piv)) cswap(&c[i], &c[st++]);
+        if (better(c[i], piv))
+            cswap(&c[i], &c[st++]);
     cswap(&c[st], &c[hi]);
     return st;
 }
@@ -291,22 +322,29 @@ static void select_best(cand *c, int n, int k) {
             int j = i;
             for (;;) {
                 int l = 2 * j + 1, r = l + 1, w = j;
-                if (l < k && better(c[w], c[l])) w = l;
-                if (r < k && better(c[w], c[r])) w = r;
-                if (w == j) break;
+                if (l < k && better(c[w], c[l]))
+                    w = l;
+                if (r < k && better(c[w], c[r]))
+                    w = r;
+                if (w == j)
+                    break;
                 cswap(&c[j], &c[w]);
                 j = w;
             }
         }
         for (int i = k; i < n; i++) {
-            if (!better(c[i], c[0])) continue;
+            if (!better(c[i], c[0]))
+                continue;
             cswap(&c[i], &c[0]);
             int j = 0;
             for (;;) {
                 int l = 2 * j + 1, r = l + 1, w = j;
-                if (l < k && better(c[w], c[l])) w = l;
-                if (r < k && better(c[w], c[r])) w = r;
-                if (w == j) break;
+                if (l < k && better(c[w], c[l]))
+                    w = l;
+                if (r < k && better(c[w], c[r]))
+                    w = r;
+                if (w == j)
+                    break;
                 cswap(&c[j], &c[w]);
                 j = w;
             }
@@ -316,9 +354,12 @@ static void select_best(cand *c, int n, int k) {
     int lo = 0, hi = n - 1;
     while (lo < hi) {
         int st = partition(c, lo, hi);
-        if (st == k - 1 || st == k) return;
-        if (st > k) hi = st - 1;
-        else lo = st + 1;
+        if (st == k - 1 || st == k)
+            return;
+        if (st > k)
+            hi = st - 1;
+        else
+            lo = st + 1;
     }
 }
 
@@ -331,7 +372,8 @@ static int select_mass(cand *c, int n, double target) {
     while (hi - lo > 1) {
         int st = partition(c, lo, hi - 1);
         double m = 0;
-        for (int i = lo; i < st; i++) m += c[i].e;
+        for (int i = lo; i < st; i++)
+            m += c[i].e;
         if (acc + m >= target) {
             hi = st; /* inside the better part; st > lo here since target > acc */
         } else if (acc + m + c[st].e >= target) {
@@ -349,7 +391,8 @@ static int select_mass(cand *c, int n, double target) {
 static int chain_filter(sala_sampler *s, const float *logits, int n_vocab, float *zmax_out) {
     scratch_reserve(s, n_vocab);
     float *z = s->z;
-    for (int i = 0; i < n_vocab; i++) z[i] = isnan(logits[i]) ? -INFINITY : logits[i];
+    for (int i = 0; i < n_vocab; i++)
+        z[i] = isnan(logits[i]) ? -INFINITY : logits[i];
     sala_sampler_apply_penalties(s, z, n_vocab);
 
     /* candidates: every id with a finite (or +inf) penalized logit */
@@ -357,10 +400,12 @@ static int chain_filter(sala_sampler *s, const float *logits, int n_vocab, float
     int n = 0;
     float zmax = -INFINITY;
     for (int i = 0; i < n_vocab; i++) {
-        if (z[i] == -INFINITY) continue;
+        if (z[i] == -INFINITY)
+            continue;
         c[n].z = z[i];
         c[n].id = i;
-        if (z[i] > zmax) zmax = z[i];
+        if (z[i] > zmax)
+            zmax = z[i];
         n++;
     }
     if (n == 0) { /* nothing finite: the lowest id */
@@ -371,7 +416,8 @@ static int chain_filter(sala_sampler *s, const float *logits, int n_vocab, float
     if (zmax == INFINITY) { /* +inf dominates: keep the +inf ids, equally likely */
         int m = 0;
         for (int i = 0; i < n; i++)
-            if (c[i].z == INFINITY) c[m++] = (cand){0.0f, 1.0f, c[i].id};
+            if (c[i].z == INFINITY)
+                c[m++] = (cand){0.0f, 1.0f, c[i].id};
         *zmax_out = 0;
         return m;
     }
@@ -382,14 +428,17 @@ static int chain_filter(sala_sampler *s, const float *logits, int n_vocab, float
         n = s->p.top_k;
         zmax = -INFINITY;
         for (int i = 0; i < n; i++)
-            if (c[i].z > zmax) zmax = c[i].z;
+            if (c[i].z > zmax)
+                zmax = c[i].z;
     }
-    for (int i = 0; i < n; i++) c[i].e = (float)exp((double)c[i].z - zmax);
+    for (int i = 0; i < n; i++)
+        c[i].e = (float)exp((double)c[i].z - zmax);
 
     /* top-p: the smallest set of the most probable ids (ties: lower id) whose mass reaches p */
     if (s->p.top_p < 1.0f && n > 1) {
         double sum = 0;
-        for (int i = 0; i < n; i++) sum += c[i].e;
+        for (int i = 0; i < n; i++)
+            sum += c[i].e;
         n = select_mass(c, n, (double)s->p.top_p * sum);
     }
 
@@ -398,7 +447,8 @@ static int chain_filter(sala_sampler *s, const float *logits, int n_vocab, float
         const double lmin = log((double)s->p.min_p);
         int m = 0;
         for (int i = 0; i < n; i++)
-            if ((double)c[i].z - zmax >= lmin) c[m++] = c[i];
+            if ((double)c[i].z - zmax >= lmin)
+                c[m++] = c[i];
         n = m; /* the max itself always passes (0 >= log(min_p)) */
     }
     *zmax_out = zmax;
@@ -430,10 +480,12 @@ int32_t sala_sampler_sample(sala_sampler *s, const float *logits, int n_vocab) {
         sala_set_error(SALA_ERR_ARG, "sampler: no logits (n_vocab %d)", n_vocab);
         return -1;
     }
-    if (s->p.temperature <= 0.0f) return greedy(s, logits, n_vocab);
+    if (s->p.temperature <= 0.0f)
+        return greedy(s, logits, n_vocab);
     float zmax;
     int n = chain_filter(s, logits, n_vocab, &zmax);
-    if (n == 1) return s->c[0].id;
+    if (n == 1)
+        return s->c[0].id;
     cand *c = s->c;
     const double invT = 1.0 / (double)s->p.temperature;
     const double u = sala_sampler_uniform(s);
@@ -442,12 +494,14 @@ int32_t sala_sampler_sample(sala_sampler *s, const float *logits, int n_vocab) {
     if (n <= 256) {
         qsort(c, (size_t)n, sizeof *c, cmp_id);
         double sum = 0;
-        for (int i = 0; i < n; i++) sum += (c[i].e = (float)exp(((double)c[i].z - zmax) * invT));
+        for (int i = 0; i < n; i++)
+            sum += (c[i].e = (float)exp(((double)c[i].z - zmax) * invT));
         const double t = u * sum;
         double cum = 0;
         for (int i = 0; i < n; i++) {
             cum += c[i].e;
-            if (t < cum) return c[i].id;
+            if (t < cum)
+                return c[i].id;
         }
         return c[n - 1].id; /* rounding at the very end */
     }
@@ -456,15 +510,18 @@ int32_t sala_sampler_sample(sala_sampler *s, const float *logits, int n_vocab) {
     int32_t last = 0;
     for (int i = 0; i < n; i++) {
         w[c[i].id] = (float)exp(((double)c[i].z - zmax) * invT);
-        if (c[i].id > last) last = c[i].id;
+        if (c[i].id > last)
+            last = c[i].id;
     }
     double sum = 0;
-    for (int i = 0; i <= last; i++) sum += w[i];
+    for (int i = 0; i <= last; i++)
+        sum += w[i];
     const double t = u * sum;
     double cum = 0;
     for (int i = 0; i <= last; i++) {
         cum += w[i];
-        if (w[i] > 0 && t < cum) return i;
+        if (w[i] > 0 && t < cum)
+            return i;
     }
     return last;
 }
@@ -485,7 +542,8 @@ int sala_sampler_candidates(sala_sampler *s, const float *logits, int n_vocab, i
     qsort(c, (size_t)n, sizeof *c, cmp_better);
     const double invT = 1.0 / (double)s->p.temperature;
     double sum = 0;
-    for (int i = 0; i < n; i++) sum += exp(((double)c[i].z - zmax) * invT);
+    for (int i = 0; i < n; i++)
+        sum += exp(((double)c[i].z - zmax) * invT);
     for (int i = 0; i < n; i++) {
         ids[i] = c[i].id;
         probs[i] = (float)(exp(((double)c[i].z - zmax) * invT) / sum);

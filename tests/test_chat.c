@@ -12,9 +12,8 @@
 /* CHECK without a message trips -Wformat-zero-length in test.h */
 #define CHK(cond) CHECK(cond, " ")
 
-static const char *EXAMPLE_CHATML =
-    "<|im_start|>user\nHello, world! Test prompt.<|im_end|>\n<|im_start|>assistant\n";
-static const int32_t EXAMPLE_IDS[17] = {1,     73441, 3060,  5,     15934, 59342, 2809, 73,   5110,
+static const char *EXAMPLE_CHATML = "<|im_start|>user\nHello, world! Test prompt.<|im_end|>\n<|im_start|>assistant\n";
+static const int32_t EXAMPLE_IDS[17] = {1,     73441, 3060,  5,     15934, 59342, 2809,  73, 5110,
                                         12487, 72,    73440, 59320, 5,     73441, 16434, 5};
 
 static char tmpdir_[256];
@@ -26,7 +25,8 @@ static const char *mkdir_with(const char *name1, const char *text1, const char *
     mkdir(tmpdir_, 0700);
     const char *names[2] = {name1, name2}, *texts[2] = {text1, text2};
     for (int i = 0; i < 2; i++) {
-        if (!names[i]) continue;
+        if (!names[i])
+            continue;
         char p[512];
         snprintf(p, sizeof p, "%s/%s", tmpdir_, names[i]);
         FILE *f = fopen(p, "wb");
@@ -75,8 +75,7 @@ static void test_builtin(void) {
         char *a = NULL, *b = NULL, *c = NULL;
         CHK(sala_chat_render(t, m, 3, SALA_CHAT_ADD_GENERATION_PROMPT, &a) == SALA_OK);
         CHK(sala_chat_render(t, m, k, 0, &b) == SALA_OK);
-        CHK(sala_chat_render(t, m + k, 3 - k, SALA_CHAT_CONTINUE | SALA_CHAT_ADD_GENERATION_PROMPT, &c) ==
-            SALA_OK);
+        CHK(sala_chat_render(t, m + k, 3 - k, SALA_CHAT_CONTINUE | SALA_CHAT_ADD_GENERATION_PROMPT, &c) == SALA_OK);
         size_t lb = strlen(b);
         CHECK(strncmp(a, b, lb) == 0 && strcmp(a + lb, c) == 0, "split at %d", k);
         free(a);
@@ -102,7 +101,8 @@ static void test_load_checkpoint_config(void) {
     sala_chat_template *t = NULL;
     sala_status st = sala_chat_template_load(test_path("tokenizer/minicpm"), &t);
     CHECK(st == SALA_OK, "%s", sala_last_error());
-    if (!t) return;
+    if (!t)
+        return;
     CHK(strcmp(sala_chat_template_bos(t), "") == 0);
     char *s = render1(t, "user", "Hello, world! Test prompt.", SALA_CHAT_ADD_GENERATION_PROMPT);
     CHECK(strcmp(s, EXAMPLE_CHATML) == 0, "got [%s]", s);
@@ -131,7 +131,8 @@ static void test_tokenized_example(void) {
     sala_tokenizer *tok = NULL;
     sala_status st = sala_tokenizer_load(test_path("tokenizer/minicpm"), &tok);
     CHECK(st == SALA_OK, "%s", sala_last_error());
-    if (!tok) return;
+    if (!tok)
+        return;
     sala_chat_template *t = NULL;
     CHK(sala_chat_template_parse(NULL, NULL, &t) == SALA_OK);
     char *s = render1(t, "user", "Hello, world! Test prompt.", SALA_CHAT_ADD_GENERATION_PROMPT);
@@ -141,7 +142,8 @@ static void test_tokenized_example(void) {
     CHECK(st == SALA_OK, "%s", sala_last_error());
     CHECK(n == 17, "got %lld ids", (long long)n);
     int same = n == 17;
-    for (int64_t i = 0; i < n && i < 17; i++) same &= ids[i] == EXAMPLE_IDS[i];
+    for (int64_t i = 0; i < n && i < 17; i++)
+        same &= ids[i] == EXAMPLE_IDS[i];
     CHK(same);
     free(ids);
     free(s);
@@ -173,7 +175,8 @@ static void test_tokenized_example(void) {
     CHK(sala_tokenizer_encode(tok, cont, strlen(cont), 0, &b3, &n3) == SALA_OK);
     CHK(n3 > 0 && b3[0] == 73440);
     int64_t k1 = n1 - 1; /* up to the last <|im_start|>: "assistant\n" merges with what follows */
-    while (k1 > 0 && b1[k1] != 73441) k1--;
+    while (k1 > 0 && b1[k1] != 73441)
+        k1--;
     CHK(n1 > 0 && b1[0] == 1 && k1 > 0 && na > n1 + n3 && memcmp(a, b1, (size_t)(k1 + 1) * 4) == 0);
     CHK(na > n3 && memcmp(a + na - n3, b3, (size_t)n3 * 4) == 0);
     free(a);
@@ -225,9 +228,10 @@ static void test_variants(void) {
         sala_chat_template_free(t);
     }
     /* a generation prompt that opens <think> */
-    const char *think = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-                        "'<|im_end|>\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n<think>\n' }}"
-                        "{% endif %}";
+    const char *think =
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+        "'<|im_end|>\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n<think>\n' }}"
+        "{% endif %}";
     CHK(sala_chat_template_parse(think, NULL, &t) == SALA_OK);
     if (t) {
         CHK(sala_chat_template_opens_think(t));
@@ -265,13 +269,15 @@ static void test_unsupported(void) {
     sala_chat_template *t = (sala_chat_template *)1;
     const char *llama3 =
         "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
-        "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{{ content }}{% endfor %}"
+        "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{{ content }}{% endfor "
+        "%}"
         "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
     CHK(sala_chat_template_parse(llama3, NULL, &t) == SALA_ERR_UNSUPPORTED && t == NULL);
     CHECK(strstr(sala_last_error(), "ChatML") && strstr(sala_last_error(), "Llama-3"), "%s", sala_last_error());
-    const char *mistral = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
-                          "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% else %}{{ message['content'] + eos_token}}"
-                          "{% endif %}{% endfor %}";
+    const char *mistral =
+        "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+        "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% else %}{{ message['content'] + eos_token}}"
+        "{% endif %}{% endfor %}";
     CHK(sala_chat_template_parse(mistral, NULL, &t) == SALA_ERR_UNSUPPORTED);
     CHECK(strstr(sala_last_error(), "[INST]") != NULL, "%s", sala_last_error());
     /* markers but no loop / no generation prompt */
@@ -282,8 +288,8 @@ static void test_unsupported(void) {
                                  NULL, &t) == SALA_ERR_UNSUPPORTED);
     CHECK(strstr(sala_last_error(), "add_generation_prompt") != NULL, "%s", sala_last_error());
     /* through a folder: the error names the file */
-    const char *d = mkdir_with("tokenizer_config.json", "{\"chat_template\": \"{% for m in messages %}[INST]{% endfor %}\"}",
-                               NULL, NULL);
+    const char *d = mkdir_with("tokenizer_config.json",
+                               "{\"chat_template\": \"{% for m in messages %}[INST]{% endfor %}\"}", NULL, NULL);
     CHK(sala_chat_template_load(d, &t) == SALA_ERR_UNSUPPORTED);
     CHECK(strstr(sala_last_error(), "tokenizer_config.json") != NULL, "%s", sala_last_error());
     rm_dir(d);
@@ -347,9 +353,11 @@ static void check_all_splits(const char *text, int starts, const char *want_r, c
     /* byte by byte */
     size_t cuts[512];
     int nc = 0;
-    for (size_t i = 1; i < n && nc < 512; i++) cuts[nc++] = i;
+    for (size_t i = 1; i < n && nc < 512; i++)
+        cuts[nc++] = i;
     split_run(text, starts, cuts, nc, &c);
-    if (strcmp(c.reasoning, want_r) || strcmp(c.content, want_c)) bad++;
+    if (strcmp(c.reasoning, want_r) || strcmp(c.content, want_c))
+        bad++;
     CHECK(bad == 0, "%d splits of [%s] differ (want reasoning [%s] content [%s])", bad, text, want_r, want_c);
 }
 

@@ -40,12 +40,14 @@ static void fill_logits(float *z, int n, uint64_t seed, float scale) {
 static void softmax_ref(const float *z, const int *keep, int n, double T, double *p) {
     double m = -1e300, s = 0;
     for (int i = 0; i < n; i++)
-        if (keep[i] && z[i] > m) m = z[i];
+        if (keep[i] && z[i] > m)
+            m = z[i];
     for (int i = 0; i < n; i++) {
         p[i] = keep[i] ? exp((z[i] - m) / T) : 0;
         s += p[i];
     }
-    for (int i = 0; i < n; i++) p[i] /= s;
+    for (int i = 0; i < n; i++)
+        p[i] /= s;
 }
 
 /* chi-square statistic of counts against probabilities (cells with p > 0) and its degrees of freedom */
@@ -53,7 +55,8 @@ static double chi2(const int *cnt, const double *p, int n, int draws, int *df) {
     double x = 0;
     int cells = 0;
     for (int i = 0; i < n; i++) {
-        if (p[i] <= 0) continue;
+        if (p[i] <= 0)
+            continue;
         double e = p[i] * draws;
         x += (cnt[i] - e) * (cnt[i] - e) / e;
         cells++;
@@ -110,8 +113,10 @@ static void test_prng(void) {
         same &= x == y;
         diff += x != w;
         sum += x;
-        if (x < mn) mn = x;
-        if (x > mx) mx = x;
+        if (x < mn)
+            mn = x;
+        if (x > mx)
+            mx = x;
         CHK(x >= 0 && x < 1);
     }
     CHK(same);
@@ -168,7 +173,8 @@ static void test_same_seed_same_sequence(void) {
     r.seed = sala_sampler_seed(d);
     sala_sampler *e = mk(r);
     int rep = 1;
-    for (int i = 0; i < 50; i++) rep &= sala_sampler_sample(d, z, V) == sala_sampler_sample(e, z, V);
+    for (int i = 0; i < 50; i++)
+        rep &= sala_sampler_sample(d, z, V) == sala_sampler_sample(e, z, V);
     CHK(rep);
     sala_sampler_free(a);
     sala_sampler_free(b);
@@ -198,7 +204,8 @@ static void test_greedy(void) {
     CHK(sala_sampler_sample(r, z, 6) == 5);
     /* greedy draws no random number: the PRNG state is untouched */
     sala_sampler *t = mk(plain(0, 9)), *u = mk(plain(0, 9));
-    for (int i = 0; i < 10; i++) sala_sampler_sample(t, z, 6);
+    for (int i = 0; i < 10; i++)
+        sala_sampler_sample(t, z, 6);
     CHK(sala_sampler_uniform(t) == sala_sampler_uniform(u));
     sala_sampler_free(s);
     sala_sampler_free(r);
@@ -211,7 +218,8 @@ static void draw_counts(sala_sampler *s, const float *z, int V, int n, int *cnt)
     memset(cnt, 0, (size_t)V * sizeof *cnt);
     for (int i = 0; i < n; i++) {
         int32_t t = sala_sampler_sample(s, z, V);
-        if (t >= 0 && t < V) cnt[t]++;
+        if (t >= 0 && t < V)
+            cnt[t]++;
     }
 }
 
@@ -220,7 +228,8 @@ static void test_temperature_distribution(void) {
     const float z[V] = {1.0f, 0.2f, -0.5f, 2.0f, 0.0f, 1.5f, -2.0f, 0.7f};
     const double temps[3] = {0.7, 1.0, 2.0};
     int keep[V];
-    for (int i = 0; i < V; i++) keep[i] = 1;
+    for (int i = 0; i < V; i++)
+        keep[i] = 1;
     for (int k = 0; k < 3; k++) {
         sala_sampler *s = mk(plain((float)temps[k], 100 + k));
         int cnt[V];
@@ -242,7 +251,8 @@ static void test_temperature_distribution(void) {
         for (int i = 0; i < n; i++) {
             sum += pr[i];
             CHK(fabs(pr[i] - p[ids[i]]) < 1e-6);
-            if (i) CHK(pr[i] <= pr[i - 1]);
+            if (i)
+                CHK(pr[i] <= pr[i - 1]);
         }
         CHK(fabs(sum - 1) < 1e-5);
         sala_sampler_free(s);
@@ -264,7 +274,8 @@ static void test_top_k(void) {
     for (int r = 0; r < K; r++) {
         int b = -1;
         for (int i = 0; i < V; i++)
-            if (!keep[i] && (b < 0 || z[i] > z[b])) b = i;
+            if (!keep[i] && (b < 0 || z[i] > z[b]))
+                b = i;
         keep[b] = 1;
     }
     sala_sampler_params p = plain(1.5f, 77);
@@ -274,8 +285,10 @@ static void test_top_k(void) {
     draw_counts(s, z, V, N, cnt);
     int outside = 0, inside_seen = 0;
     for (int i = 0; i < V; i++) {
-        if (!keep[i]) outside += cnt[i];
-        else inside_seen += cnt[i] > 0;
+        if (!keep[i])
+            outside += cnt[i];
+        else
+            inside_seen += cnt[i] > 0;
     }
     CHECK(outside == 0, "%d draws outside the top-%d", outside, K);
     CHK(inside_seen == K);
@@ -313,7 +326,8 @@ static void test_top_k(void) {
 /* brute-force top-p set: sort by prob desc (ties lower id), smallest prefix with sum >= p */
 static int topp_ref(const float *z, int V, double topp, int *keep) {
     int *order = malloc((size_t)V * sizeof *order);
-    for (int i = 0; i < V; i++) order[i] = i;
+    for (int i = 0; i < V; i++)
+        order[i] = i;
     for (int i = 1; i < V; i++) { /* insertion sort, stable: ties keep the lower id first */
         int v = order[i], j = i - 1;
         while (j >= 0 && z[order[j]] < z[v]) {
@@ -323,7 +337,8 @@ static int topp_ref(const float *z, int V, double topp, int *keep) {
         order[j + 1] = v;
     }
     double m = z[order[0]], s = 0;
-    for (int i = 0; i < V; i++) s += exp(z[i] - m);
+    for (int i = 0; i < V; i++)
+        s += exp(z[i] - m);
     double cum = 0;
     int n = 0;
     memset(keep, 0, (size_t)V * sizeof *keep);
@@ -331,7 +346,8 @@ static int topp_ref(const float *z, int V, double topp, int *keep) {
         keep[order[i]] = 1;
         n++;
         cum += exp(z[order[i]] - m) / s;
-        if (cum >= topp) break;
+        if (cum >= topp)
+            break;
     }
     free(order);
     return n;
@@ -353,14 +369,18 @@ static void test_top_p(void) {
         int n = sala_sampler_candidates(s, z, 4, ids, q);
         CHECK(n == cases[c].n, "top_p %.2f kept %d, want %d", cases[c].p, n, cases[c].n);
         const int want[4] = {1, 3, 0, 2};
-        for (int i = 0; i < n && i < 4; i++) CHK(ids[i] == want[i]);
+        for (int i = 0; i < n && i < 4; i++)
+            CHK(ids[i] == want[i]);
         int cnt[4];
         draw_counts(s, z, 4, 4000, cnt);
         for (int i = 0; i < 4; i++) {
             int inside = 0;
-            for (int j = 0; j < n; j++) inside |= ids[j] == i;
-            if (!inside) CHECK(cnt[i] == 0, "top_p %.2f drew id %d outside", cases[c].p, i);
-            else CHK(cnt[i] > 0);
+            for (int j = 0; j < n; j++)
+                inside |= ids[j] == i;
+            if (!inside)
+                CHECK(cnt[i] == 0, "top_p %.2f drew id %d outside", cases[c].p, i);
+            else
+                CHK(cnt[i] > 0);
         }
         sala_sampler_free(s);
     }
@@ -383,15 +403,18 @@ static void test_top_p(void) {
             int n = sala_sampler_candidates(s, big, V, ids, q);
             CHECK(n == nref, "scale %g p %.2f: kept %d, reference %d", scales[sc], ps[k], n, nref);
             int ok = 1;
-            for (int i = 0; i < n; i++) ok &= keep[ids[i]];
+            for (int i = 0; i < n; i++)
+                ok &= keep[ids[i]];
             CHECK(ok, "kept set differs from the reference");
             /* smallest prefix: without its last id the mass is below p */
             double mass = 0;
-            for (int i = 0; i < n - 1; i++) mass += q[i];
+            for (int i = 0; i < n - 1; i++)
+                mass += q[i];
             draw_counts(s, big, V, 1000, cnt);
             int outside = 0;
             for (int i = 0; i < V; i++)
-                if (!keep[i]) outside += cnt[i];
+                if (!keep[i])
+                    outside += cnt[i];
             CHK(outside == 0);
             sala_sampler_free(s);
         }
@@ -407,7 +430,8 @@ static void test_min_p(void) {
         int keep[V];
         float zmax = -INFINITY;
         for (int i = 0; i < V; i++)
-            if (z[i] > zmax) zmax = z[i];
+            if (z[i] > zmax)
+                zmax = z[i];
         int nref = 0;
         for (int i = 0; i < V; i++) { /* p_i / p_max >= min_p */
             keep[i] = exp((double)z[i] - zmax) >= mps[k];
@@ -420,7 +444,8 @@ static void test_min_p(void) {
         float q[V];
         int n = sala_sampler_candidates(s, z, V, ids, q);
         CHECK(n == nref, "min_p %.2f kept %d, want %d", mps[k], n, nref);
-        for (int i = 0; i < n; i++) CHK(keep[ids[i]]);
+        for (int i = 0; i < n; i++)
+            CHK(keep[ids[i]]);
         CHK(q[n - 1] >= mps[k] * q[0] * (1 - 1e-5));
         int cnt[V];
         draw_counts(s, z, V, N, cnt);
@@ -428,7 +453,8 @@ static void test_min_p(void) {
         softmax_ref(z, keep, V, 1.0, pr);
         int outside = 0;
         for (int i = 0; i < V; i++)
-            if (!keep[i]) outside += cnt[i];
+            if (!keep[i])
+                outside += cnt[i];
         CHK(outside == 0);
         int df;
         double x = chi2(cnt, pr, V, N, &df);
@@ -488,8 +514,10 @@ static void test_penalties(void) {
     sala_sampler_apply_penalties(s, z, V);
     for (int i = 0; i < V; i++) {
         float want = base[i];
-        if (i == 0) want = 1.0f;   /* 2 / 2 */
-        if (i == 1) want = -2.0f;  /* -1 * 2, once although it occurs twice */
+        if (i == 0)
+            want = 1.0f; /* 2 / 2 */
+        if (i == 1)
+            want = -2.0f; /* -1 * 2, once although it occurs twice */
         CHECK(z[i] == want, "id %d: %g, want %g", i, z[i], want);
     }
     sala_sampler_accept(s, 3); /* window now 1 1 3 */
@@ -498,17 +526,22 @@ static void test_penalties(void) {
     sala_sampler_apply_penalties(s, z, V);
     for (int i = 0; i < V; i++) {
         float want = base[i];
-        if (i == 1) want = -2.0f;
-        if (i == 3) want = -0.5f;
-        if (i == 5) want = 0.0f;
+        if (i == 1)
+            want = -2.0f;
+        if (i == 3)
+            want = -0.5f;
+        if (i == 5)
+            want = 0.0f;
         CHECK(z[i] == want, "id %d: %g, want %g", i, z[i], want);
     }
     /* long history: the window slides */
-    for (int i = 0; i < 1000; i++) sala_sampler_accept(s, (int32_t)(i % 7 == 0 ? 6 : 4));
+    for (int i = 0; i < 1000; i++)
+        sala_sampler_accept(s, (int32_t)(i % 7 == 0 ? 6 : 4));
     memcpy(z, base, sizeof z);
     sala_sampler_apply_penalties(s, z, V);
     /* last 3 of i=997,998,999: 997%7=3 -> 4, 998%7=4 -> 4, 999%7=5 -> 4 */
-    for (int i = 0; i < V; i++) CHECK(z[i] == (i == 4 ? 1.5f : base[i]), "slid window id %d", i);
+    for (int i = 0; i < V; i++)
+        CHECK(z[i] == (i == 4 ? 1.5f : base[i]), "slid window id %d", i);
     sala_sampler_free(s);
 
     /* presence / frequency: generated tokens only */
@@ -527,8 +560,10 @@ static void test_penalties(void) {
     sala_sampler_apply_penalties(s, z, V);
     for (int i = 0; i < V; i++) {
         float want = base[i];
-        if (i == 4) want = 3.0f - (3 * 0.25f + 0.5f);
-        if (i == 7) want = -2.0f - (0.25f + 0.5f);
+        if (i == 4)
+            want = 3.0f - (3 * 0.25f + 0.5f);
+        if (i == 7)
+            want = -2.0f - (0.25f + 0.5f);
         CHECK(fabsf(z[i] - want) < 1e-6, "id %d: %g, want %g", i, z[i], want);
     }
     /* the draw uses the penalized logits: id 4 was the second best, now well below */
@@ -536,8 +571,10 @@ static void test_penalties(void) {
     float q[V];
     sala_sampler_candidates(s, base, V, ids, q);
     double e[V], sum = 0;
-    for (int i = 0; i < V; i++) sum += (e[i] = exp(z[i]));
-    for (int i = 0; i < V; i++) CHK(fabs(q[i] - e[ids[i]] / sum) < 1e-6);
+    for (int i = 0; i < V; i++)
+        sum += (e[i] = exp(z[i]));
+    for (int i = 0; i < V; i++)
+        CHK(fabs(q[i] - e[ids[i]] / sum) < 1e-6);
     /* reset clears counts and window */
     sala_sampler_reset(s);
     memcpy(z, base, sizeof z);
@@ -551,7 +588,8 @@ static void test_penalties(void) {
     p.repeat_last_n = -1;
     s = mk(p);
     sala_sampler_accept(s, 0);
-    for (int i = 0; i < 5000; i++) sala_sampler_accept(s, 8);
+    for (int i = 0; i < 5000; i++)
+        sala_sampler_accept(s, 8);
     memcpy(z, base, sizeof z);
     sala_sampler_apply_penalties(s, z, V);
     CHK(z[0] == 0.5f && z[8] == 1.0f && z[4] == 3.0f);
@@ -575,13 +613,16 @@ static void test_full_chain_default(void) {
     sala_sampler *s = mk(p);
     float zmax = -INFINITY;
     for (int i = 0; i < V; i++)
-        if (z[i] > zmax) zmax = z[i];
+        if (z[i] > zmax)
+            zmax = z[i];
     int bad = 0;
     for (int i = 0; i < 300; i++) {
         int32_t t = sala_sampler_sample(s, z, V);
         int better = 0;
-        for (int j = 0; j < V; j++) better += z[j] > z[t];
-        if (better >= 40 || exp((double)z[t] - zmax) < 0.05 * 0.999) bad++;
+        for (int j = 0; j < V; j++)
+            better += z[j] > z[t];
+        if (better >= 40 || exp((double)z[t] - zmax) < 0.05 * 0.999)
+            bad++;
     }
     CHECK(bad == 0, "%d draws outside top-k/min-p", bad);
     sala_sampler_free(s);

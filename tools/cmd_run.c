@@ -29,7 +29,7 @@
 #define MAX_STOPS 32
 
 typedef struct {
-    int is_chat;                /* sala chat */
+    int is_chat; /* sala chat */
     const char *model_dir, *tok_dir, *prompt, *prompt_file, *ids_file, *system, *device;
     int64_t n_predict, n_ctx;
     int threads, chunk;
@@ -49,7 +49,8 @@ static void on_sigint(int sig) {
     (void)sig;
     g_stop = 1;
     g_sigcount++;
-    if (g_run_hard && g_sigcount >= 2) _exit(130);
+    if (g_run_hard && g_sigcount >= 2)
+        _exit(130);
 }
 
 static void install_sigint(void) {
@@ -86,29 +87,30 @@ static void usage(FILE *f, int is_chat) {
                    "      --print-ids          print the generated token ids instead of text\n"
                    "      --no-bos             do not put the BOS token in front of a text prompt\n"
                    "      --chat               wrap the prompt in the chat template (one user message)\n");
-    fprintf(f, "      --system TEXT        system message (chat template)\n"
-               "      --show-think         print the model's <think>...</think> reasoning (default)\n"
-               "      --hide-think         print only the answer after </think>\n"
-               "  -n, --n-predict N        new tokens at most (default: %s; -1 = until end of text)\n"
-               "  -c, --ctx N              context length in tokens (default: %s, at most the model's;\n"
-               "                           0 = the model's max_position_embeddings)\n"
-               "  -t, --threads N          CPU threads (default: all cores)\n"
-               "      --device DEV         cpu or cuda[:N] (default cpu)\n"
-               "      --chunk N            prefill chunk size in tokens (default: the engine's)\n"
-               "      --temp T             temperature (default 0.8; 0 = greedy)\n"
-               "      --top-k N            keep the N most probable tokens (default 40; 0 = off)\n"
-               "      --top-p P            keep the smallest set reaching probability P (default 0.95; 1 = off)\n"
-               "      --min-p P            drop tokens below P x the top probability (default 0.05; 0 = off)\n"
-               "      --repeat-penalty R   penalize the last --repeat-last-n tokens (default 1.0 = off)\n"
-               "      --repeat-last-n N    window of the repeat penalty (default 64; -1 = all)\n"
-               "      --presence-penalty A subtract A from generated tokens' logits (default 0)\n"
-               "      --frequency-penalty A subtract A x count of generated tokens (default 0)\n"
-               "      --seed N             random seed (default: random, printed with -v)\n"
-               "      --stop STR           stop when STR appears (repeatable; STR is not printed)\n"
-               "      --ignore-eos         do not stop at end-of-text tokens\n"
-               "      --reference          use the slow reference compute path\n"
-               "  -v, --verbose            print load details, the seed and the template\n"
-               "  -h, --help               this help\n",
+    fprintf(f,
+            "      --system TEXT        system message (chat template)\n"
+            "      --show-think         print the model's <think>...</think> reasoning (default)\n"
+            "      --hide-think         print only the answer after </think>\n"
+            "  -n, --n-predict N        new tokens at most (default: %s; -1 = until end of text)\n"
+            "  -c, --ctx N              context length in tokens (default: %s, at most the model's;\n"
+            "                           0 = the model's max_position_embeddings)\n"
+            "  -t, --threads N          CPU threads (default: all cores)\n"
+            "      --device DEV         cpu or cuda[:N] (default cpu)\n"
+            "      --chunk N            prefill chunk size in tokens (default: the engine's)\n"
+            "      --temp T             temperature (default 0.8; 0 = greedy)\n"
+            "      --top-k N            keep the N most probable tokens (default 40; 0 = off)\n"
+            "      --top-p P            keep the smallest set reaching probability P (default 0.95; 1 = off)\n"
+            "      --min-p P            drop tokens below P x the top probability (default 0.05; 0 = off)\n"
+            "      --repeat-penalty R   penalize the last --repeat-last-n tokens (default 1.0 = off)\n"
+            "      --repeat-last-n N    window of the repeat penalty (default 64; -1 = all)\n"
+            "      --presence-penalty A subtract A from generated tokens' logits (default 0)\n"
+            "      --frequency-penalty A subtract A x count of generated tokens (default 0)\n"
+            "      --seed N             random seed (default: random, printed with -v)\n"
+            "      --stop STR           stop when STR appears (repeatable; STR is not printed)\n"
+            "      --ignore-eos         do not stop at end-of-text tokens\n"
+            "      --reference          use the slow reference compute path\n"
+            "  -v, --verbose            print load details, the seed and the template\n"
+            "  -h, --help               this help\n",
             is_chat ? "-1" : "256", is_chat ? "16384" : "4096 or prompt + N");
 }
 
@@ -118,7 +120,8 @@ static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
     *out = v;
     return 0;
 }
@@ -127,7 +130,8 @@ static int parse_f(const char *s, float *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end) return -1;
+    if (errno || end == s || *end)
+        return -1;
     *out = (float)v;
     return 0;
 }
@@ -154,21 +158,21 @@ static int parse_args(int argc, char **argv, run_opts *o) {
             val = eq + 1;
         }
 #define IS(s) (strcmp(a, s) == 0)
-#define NEED()                                                                             \
-    do {                                                                                   \
-        used = 1;                                                                          \
-        if (!val) {                                                                        \
-            if (i + 1 >= argc) {                                                           \
-                fprintf(stderr, "sala %s: option %s needs a value (see --help)\n", argv[0], a); \
-                return 2;                                                                  \
-            }                                                                              \
-            val = argv[++i];                                                               \
-        }                                                                                  \
+#define NEED()                                                                                                         \
+    do {                                                                                                               \
+        used = 1;                                                                                                      \
+        if (!val) {                                                                                                    \
+            if (i + 1 >= argc) {                                                                                       \
+                fprintf(stderr, "sala %s: option %s needs a value (see --help)\n", argv[0], a);                        \
+                return 2;                                                                                              \
+            }                                                                                                          \
+            val = argv[++i];                                                                                           \
+        }                                                                                                              \
     } while (0)
-#define BAD()                                                                                          \
-    do {                                                                                               \
-        fprintf(stderr, "sala %s: bad value '%s' for %s (see --help)\n", argv[0], val, a);             \
-        return 2;                                                                                      \
+#define BAD()                                                                                                          \
+    do {                                                                                                               \
+        fprintf(stderr, "sala %s: bad value '%s' for %s (see --help)\n", argv[0], val, a);                             \
+        return 2;                                                                                                      \
     } while (0)
         int64_t iv;
         float fv;
@@ -206,58 +210,71 @@ static int parse_args(int argc, char **argv, run_opts *o) {
             o->show_think = 0;
         } else if (IS("-n") || IS("--n-predict")) {
             NEED();
-            if (parse_i64(val, -1, INT64_MAX, &iv)) BAD();
+            if (parse_i64(val, -1, INT64_MAX, &iv))
+                BAD();
             o->n_predict = iv;
         } else if (IS("-c") || IS("--ctx") || IS("--ctx-size")) {
             NEED();
-            if (parse_i64(val, 0, INT64_MAX, &iv)) BAD();
+            if (parse_i64(val, 0, INT64_MAX, &iv))
+                BAD();
             o->n_ctx = iv;
         } else if (IS("-t") || IS("--threads")) {
             NEED();
-            if (parse_i64(val, 0, 4096, &iv)) BAD();
+            if (parse_i64(val, 0, 4096, &iv))
+                BAD();
             o->threads = (int)iv;
         } else if (IS("--device")) {
             NEED();
             o->device = val;
         } else if (IS("--chunk")) {
             NEED();
-            if (parse_i64(val, 1, 1 << 20, &iv)) BAD();
+            if (parse_i64(val, 1, 1 << 20, &iv))
+                BAD();
             o->chunk = (int)iv;
         } else if (IS("--temp") || IS("--temperature")) {
             NEED();
-            if (parse_f(val, &fv)) BAD();
+            if (parse_f(val, &fv))
+                BAD();
             o->sp.temperature = fv;
         } else if (IS("--top-k")) {
             NEED();
-            if (parse_i64(val, 0, INT32_MAX, &iv)) BAD();
+            if (parse_i64(val, 0, INT32_MAX, &iv))
+                BAD();
             o->sp.top_k = (int)iv;
         } else if (IS("--top-p")) {
             NEED();
-            if (parse_f(val, &fv)) BAD();
+            if (parse_f(val, &fv))
+                BAD();
             o->sp.top_p = fv;
         } else if (IS("--min-p")) {
             NEED();
-            if (parse_f(val, &fv)) BAD();
+            if (parse_f(val, &fv))
+                BAD();
             o->sp.min_p = fv;
         } else if (IS("--repeat-penalty")) {
             NEED();
-            if (parse_f(val, &fv)) BAD();
+            if (parse_f(val, &fv))
+                BAD();
             o->sp.repeat_penalty = fv;
         } else if (IS("--repeat-last-n")) {
             NEED();
-            if (parse_i64(val, -1, INT32_MAX, &iv)) BAD();
+            if (parse_i64(val, -1, INT32_MAX, &iv))
+                BAD();
             o->sp.repeat_last_n = (int)iv;
         } else if (IS("--presence-penalty")) {
             NEED();
-            if (parse_f(val, &fv)) BAD();
+            if (parse_f(val, &fv))
+                BAD();
             o->sp.presence_penalty = fv;
         } else if (IS("--frequency-penalty")) {
             NEED();
-            if (parse_f(val, &fv)) BAD();
+            if (parse_f(val, &fv))
+                BAD();
             o->sp.frequency_penalty = fv;
         } else if (IS("--seed")) {
             NEED();
-            if (parse_i64(val, -1, INT64_MAX, &iv)) BAD();
+            if (parse_i64(val, -1, INT64_MAX, &iv))
+                BAD();
             o->sp.seed = iv < 0 ? SALA_SEED_RANDOM : (uint64_t)iv;
         } else if (IS("--stop")) {
             NEED();
@@ -315,7 +332,8 @@ static sala_status parse_device(const char *s, sala_model_params *mp) {
         mp->device = SALA_DEVICE_CUDA;
         if (s[4] == ':') {
             int64_t g;
-            if (parse_i64(s + 5, 0, 1023, &g)) return sala_set_error(SALA_ERR_ARG, "bad device '%s'", s);
+            if (parse_i64(s + 5, 0, 1023, &g))
+                return sala_set_error(SALA_ERR_ARG, "bad device '%s'", s);
             mp->gpu_id = (int)g;
         } else if (s[4]) {
             return sala_set_error(SALA_ERR_ARG, "bad device '%s' (cpu, cuda or cuda:N)", s);
@@ -330,7 +348,8 @@ static int random_weights(const char *dir) {
     char *marker = sala_path_join(dir, "RANDOM_WEIGHTS");
     int r = sala_file_exists(marker);
     free(marker);
-    if (r) return 1;
+    if (r)
+        return 1;
     char *cfg = sala_path_join(dir, "config.json"), *text = NULL;
     size_t len;
     if (sala_read_file(cfg, &text, &len) == SALA_OK) {
@@ -377,7 +396,8 @@ static sala_status read_ids(const char *path, int32_t **ids, int64_t *n) {
         text = read_stream(stdin, &len);
     } else {
         sala_status st = sala_read_file(path, &text, &len);
-        if (st != SALA_OK) return st;
+        if (st != SALA_OK)
+            return st;
     }
     int64_t cap = 256, k = 0;
     int32_t *v = xmalloc((size_t)cap * sizeof *v);
@@ -391,8 +411,8 @@ static sala_status read_ids(const char *path, int32_t **ids, int64_t *n) {
         errno = 0;
         long long x = strtoll(p, &end, 10);
         if (end == p || errno || x < 0 || x > INT32_MAX) {
-            sala_status st = sala_set_error(SALA_ERR_FORMAT, "%s: not a token id list (bad entry near '%.20s')",
-                                            path, p);
+            sala_status st =
+                sala_set_error(SALA_ERR_FORMAT, "%s: not a token id list (bad entry near '%.20s')", path, p);
             free(v);
             free(text);
             return st;
@@ -435,7 +455,8 @@ typedef struct {
 
 static void on_think_piece(void *ud, int is_reasoning, const char *text, size_t len) {
     out_state *os = ud;
-    if (is_reasoning) return;
+    if (is_reasoning)
+        return;
     fwrite(text, 1, len, stdout);
     os->any_text = 1;
     os->last_char = text[len - 1];
@@ -505,38 +526,47 @@ static int ctx_open(run_ctx *c, const run_opts *o, int ids_only, int need_tpl) {
     mp.reference = o->reference;
     mp.verbose = o->verbose;
     sala_status st = parse_device(o->device, &mp);
-    if (st) return fail(cmd, st);
+    if (st)
+        return fail(cmd, st);
     double t0 = sala_time();
     st = sala_model_load(o->model_dir, &mp, &c->model);
-    if (st) return fail(cmd, st);
+    if (st)
+        return fail(cmd, st);
     sala_model_get_info(c->model, &c->info);
     if (o->verbose)
         fprintf(stderr, "sala: loaded %s in %.2f s: %d layers (%s), vocab %d, max context %d\n", o->model_dir,
                 sala_time() - t0, c->info.n_layers, c->info.layer_pattern, c->info.vocab, c->info.max_position);
     if (random_weights(o->model_dir))
-        fprintf(stderr, "sala: NOTE: %s holds RANDOM weights (a synthetic checkpoint): the output is meaningless "
-                        "text; this run only shows the engine working.\n",
+        fprintf(stderr,
+                "sala: NOTE: %s holds RANDOM weights (a synthetic checkpoint): the output is meaningless "
+                "text; this run only shows the engine working.\n",
                 o->model_dir);
 
     const char *tdir = o->tok_dir ? o->tok_dir : o->model_dir;
     if (!ids_only || o->tok_dir || has_tokenizer(tdir)) {
         if (!has_tokenizer(tdir)) {
-            fprintf(stderr, "sala %s: no tokenizer in %s (tokenizer.json or tokenizer.model). HINT: give "
-                            "--tokenizer DIR%s\n",
+            fprintf(stderr,
+                    "sala %s: no tokenizer in %s (tokenizer.json or tokenizer.model). HINT: give "
+                    "--tokenizer DIR%s\n",
                     cmd, tdir, o->is_chat ? "" : ", or token ids with --prompt-ids FILE");
             return 1;
         }
         st = sala_tokenizer_load(tdir, &c->tok);
-        if (st) return fail(cmd, st);
+        if (st)
+            return fail(cmd, st);
     }
     if (need_tpl) {
         st = sala_chat_template_load(tdir, &c->tpl);
-        if (st) return fail(cmd, st);
-        if (o->verbose) fprintf(stderr, "sala: chat template: %s\n", sala_chat_template_describe(c->tpl));
+        if (st)
+            return fail(cmd, st);
+        if (o->verbose)
+            fprintf(stderr, "sala: chat template: %s\n", sala_chat_template_describe(c->tpl));
     }
     st = sala_sampler_new(&o->sp, &c->smp);
-    if (st) return fail(cmd, st);
-    if (o->verbose) fprintf(stderr, "sala: seed %llu\n", (unsigned long long)sala_sampler_seed(c->smp));
+    if (st)
+        return fail(cmd, st);
+    if (o->verbose)
+        fprintf(stderr, "sala: seed %llu\n", (unsigned long long)sala_sampler_seed(c->smp));
     c->n_eos = o->ignore_eos ? 0 : sala_generate_eos_ids(c->model, c->tok, c->eos, 16);
     return 0;
 }
@@ -549,7 +579,8 @@ static int ctx_session(run_ctx *c, const run_opts *o, int64_t n_ctx) {
     sp.progress = on_progress;
     sp.progress_ud = &c->prog;
     sala_status st = sala_session_new(c->model, &sp, &c->sess);
-    if (st) return fail(o->is_chat ? "chat" : "run", st);
+    if (st)
+        return fail(o->is_chat ? "chat" : "run", st);
     return 0;
 }
 
@@ -557,9 +588,8 @@ static int ctx_session(run_ctx *c, const run_opts *o, int64_t n_ctx) {
 static int check_ids(const run_ctx *c, const int32_t *ids, int64_t n, const char *cmd, const char *what) {
     for (int64_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= c->info.vocab) {
-            fprintf(stderr,
-                    "sala %s: %s token id %d (position %lld) is outside the model's vocabulary of %d ids: %s\n", cmd,
-                    what, ids[i], (long long)i, c->info.vocab,
+            fprintf(stderr, "sala %s: %s token id %d (position %lld) is outside the model's vocabulary of %d ids: %s\n",
+                    cmd, what, ids[i], (long long)i, c->info.vocab,
                     c->tok ? "the tokenizer does not belong to this model (give a matching --tokenizer DIR, or "
                              "--prompt-ids)"
                            : "the ids do not belong to this model");
@@ -570,10 +600,13 @@ static int check_ids(const run_ctx *c, const int32_t *ids, int64_t n, const char
 
 static int64_t default_ctx(const run_opts *o, const run_ctx *c, int64_t need) {
     int64_t max = c->info.max_position;
-    if (o->n_ctx == 0) return max;
-    if (o->n_ctx > 0) return o->n_ctx;
+    if (o->n_ctx == 0)
+        return max;
+    if (o->n_ctx > 0)
+        return o->n_ctx;
     int64_t want = o->is_chat ? 16384 : 4096;
-    if (need > want) want = need;
+    if (need > want)
+        want = need;
     return want < max ? want : max;
 }
 
@@ -582,7 +615,8 @@ static int64_t default_ctx(const run_opts *o, const run_ctx *c, int64_t need) {
 int cmd_run(int argc, char **argv) {
     run_opts o;
     int r = parse_args(argc, argv, &o);
-    if (r) return r == 1 ? 0 : 2;
+    if (r)
+        return r == 1 ? 0 : 2;
 
     /* the prompt text or ids first: a bad file fails before the model loads */
     char *text = NULL;
@@ -592,15 +626,18 @@ int cmd_run(int argc, char **argv) {
     sala_status st;
     if (o.ids_file) {
         st = read_ids(o.ids_file, &ids, &n_ids);
-        if (st) return fail("run", st);
+        if (st)
+            return fail("run", st);
     } else if (o.prompt) {
         text = xstrdup(o.prompt);
         text_len = strlen(text);
     } else if (o.prompt_file) {
         st = sala_read_file(o.prompt_file, &text, &text_len);
-        if (st) return fail("run", st);
+        if (st)
+            return fail("run", st);
     } else {
-        if (isatty(0)) fprintf(stderr, "sala run: reading the prompt from stdin (end with Ctrl-D)\n");
+        if (isatty(0))
+            fprintf(stderr, "sala run: reading the prompt from stdin (end with Ctrl-D)\n");
         text = read_stream(stdin, &text_len);
     }
 
@@ -621,7 +658,8 @@ int cmd_run(int argc, char **argv) {
         if (o.chat_wrap) {
             sala_chat_message m[2];
             int nm = 0;
-            if (o.system) m[nm++] = (sala_chat_message){"system", o.system};
+            if (o.system)
+                m[nm++] = (sala_chat_message){"system", o.system};
             m[nm++] = (sala_chat_message){"user", text};
             st = sala_chat_render(c.tpl, m, nm, SALA_CHAT_ADD_GENERATION_PROMPT, &rendered);
             if (st) {
@@ -653,7 +691,8 @@ int cmd_run(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    if (o.verbose) fprintf(stderr, "sala: prompt %lld tokens, context %lld\n", (long long)n_ids, (long long)n_ctx);
+    if (o.verbose)
+        fprintf(stderr, "sala: prompt %lld tokens, context %lld\n", (long long)n_ids, (long long)n_ctx);
 
     out_state os = {0};
     os.print_ids = o.print_ids;
@@ -676,8 +715,10 @@ int cmd_run(int argc, char **argv) {
     install_sigint();
     sala_generate_result res;
     st = sala_generate(c.sess, ids, n_ids, &gp, &res);
-    if (think) sala_think_flush(think);
-    if (os.print_ids || (os.any_text && os.last_char != '\n')) fputc('\n', stdout);
+    if (think)
+        sala_think_flush(think);
+    if (os.print_ids || (os.any_text && os.last_char != '\n'))
+        fputc('\n', stdout);
     fflush(stdout);
     if (st != SALA_OK && st != SALA_ERR_INTERRUPTED) {
         rc = fail("run", st);
@@ -709,25 +750,29 @@ static int read_line(char **line, size_t *cap) {
         char ch;
         ssize_t r = read(0, &ch, 1);
         if (r < 0 && errno == EINTR) {
-            if (g_stop) return -1;
+            if (g_stop)
+                return -1;
             continue;
         }
         if (r <= 0) {
             (*line)[n] = 0;
             return n > 0 ? 1 : 0;
         }
-        if (ch == '\n') break;
+        if (ch == '\n')
+            break;
         (*line)[n++] = ch;
     }
     (*line)[n] = 0;
-    if (n && (*line)[n - 1] == '\r') (*line)[--n] = 0;
+    if (n && (*line)[n - 1] == '\r')
+        (*line)[--n] = 0;
     return 1;
 }
 
 int cmd_chat(int argc, char **argv) {
     run_opts o;
     int r = parse_args(argc, argv, &o);
-    if (r) return r == 1 ? 0 : 2;
+    if (r)
+        return r == 1 ? 0 : 2;
     run_ctx c;
     if (ctx_open(&c, &o, 0, 1)) {
         ctx_free(&c);
@@ -738,8 +783,9 @@ int cmd_chat(int argc, char **argv) {
         ctx_free(&c);
         return 1;
     }
-    fprintf(stderr, "sala chat: %s, context %lld tokens, template: %s\n"
-                    "  /reset forgets the conversation, /exit or Ctrl-D quits, Ctrl-C stops an answer.\n",
+    fprintf(stderr,
+            "sala chat: %s, context %lld tokens, template: %s\n"
+            "  /reset forgets the conversation, /exit or Ctrl-D quits, Ctrl-C stops an answer.\n",
             o.model_dir, (long long)n_ctx, sala_chat_template_describe(c.tpl));
     install_sigint();
     g_run_hard = 0;
@@ -759,10 +805,10 @@ int cmd_chat(int argc, char **argv) {
     gp.on_token = on_token;
     gp.ud = &os;
 
-    int turns = 0;               /* turns in the session since the last reset */
-    int32_t pending = -1;        /* last answer's token not yet fed */
-    int close_answer = 0;        /* the last answer still needs its end marker */
-    int prompt_sigints = 0;      /* Ctrl-C presses at the prompt in a row */
+    int turns = 0;          /* turns in the session since the last reset */
+    int32_t pending = -1;   /* last answer's token not yet fed */
+    int close_answer = 0;   /* the last answer still needs its end marker */
+    int prompt_sigints = 0; /* Ctrl-C presses at the prompt in a row */
     char *line = NULL;
     size_t cap = 0;
     int rc = 0;
@@ -784,8 +830,10 @@ int cmd_chat(int argc, char **argv) {
             break;
         }
         prompt_sigints = 0;
-        if (line[0] == 0) continue;
-        if (strcmp(line, "/exit") == 0 || strcmp(line, "/quit") == 0) break;
+        if (line[0] == 0)
+            continue;
+        if (strcmp(line, "/exit") == 0 || strcmp(line, "/quit") == 0)
+            break;
         if (strcmp(line, "/reset") == 0) {
             sala_session_reset(c.sess);
             sala_sampler_reset(c.smp);
@@ -803,11 +851,12 @@ int cmd_chat(int argc, char **argv) {
         /* the new tokens: [pending] + close of the last answer + this turn */
         sala_chat_message m[2];
         int nm = 0;
-        if (turns == 0 && o.system) m[nm++] = (sala_chat_message){"system", o.system};
+        if (turns == 0 && o.system)
+            m[nm++] = (sala_chat_message){"system", o.system};
         m[nm++] = (sala_chat_message){"user", line};
         char *turn = NULL;
-        sala_status st = sala_chat_render(c.tpl, m, nm,
-                                          SALA_CHAT_ADD_GENERATION_PROMPT | (turns ? SALA_CHAT_CONTINUE : 0), &turn);
+        sala_status st =
+            sala_chat_render(c.tpl, m, nm, SALA_CHAT_ADD_GENERATION_PROMPT | (turns ? SALA_CHAT_CONTINUE : 0), &turn);
         if (st) {
             rc = fail("chat", st);
             break;
@@ -827,7 +876,8 @@ int cmd_chat(int argc, char **argv) {
         }
         int64_t n_in = n_enc + (pending >= 0);
         int32_t *in = xmalloc((size_t)n_in * sizeof *in);
-        if (pending >= 0) in[0] = pending;
+        if (pending >= 0)
+            in[0] = pending;
         memcpy(in + (pending >= 0), enc, (size_t)n_enc * sizeof *enc);
         free(enc);
         if (check_ids(&c, in, n_in, "chat", "input")) {
@@ -838,13 +888,16 @@ int cmd_chat(int argc, char **argv) {
 
         os.any_text = 0;
         os.last_char = 0;
-        if (think) sala_think_reset(think, sala_chat_template_opens_think(c.tpl));
+        if (think)
+            sala_think_reset(think, sala_chat_template_opens_think(c.tpl));
         int64_t pos_before = sala_session_pos(c.sess);
         sala_generate_result res;
         st = sala_generate(c.sess, in, n_in, &gp, &res);
         free(in);
-        if (think) sala_think_flush(think);
-        if (os.any_text && os.last_char != '\n') fputc('\n', stdout);
+        if (think)
+            sala_think_flush(think);
+        if (os.any_text && os.last_char != '\n')
+            fputc('\n', stdout);
         fflush(stdout);
         if (st == SALA_ERR_CONTEXT) {
             fprintf(stdout, "(%s)\n", sala_last_error());
@@ -852,7 +905,8 @@ int cmd_chat(int argc, char **argv) {
         }
         if (st == SALA_ERR_INTERRUPTED || (st != SALA_OK && sala_session_pos(c.sess) != pos_before)) {
             /* stopped (or failed) inside the prefill: the session holds part of this turn */
-            if (st != SALA_ERR_INTERRUPTED) fprintf(stderr, "sala chat: %s\n", sala_last_error());
+            if (st != SALA_ERR_INTERRUPTED)
+                fprintf(stderr, "sala chat: %s\n", sala_last_error());
             sala_session_reset(c.sess);
             sala_sampler_reset(c.smp);
             turns = 0;
@@ -868,12 +922,14 @@ int cmd_chat(int argc, char **argv) {
         turns++;
         pending = res.pending_token;
         close_answer = 1; /* eos is never fed; every other stop leaves the answer open too */
-        if (res.stop == SALA_STOP_CALLBACK) fputs("(stopped)\n", stdout);
+        if (res.stop == SALA_STOP_CALLBACK)
+            fputs("(stopped)\n", stdout);
         else if (res.stop == SALA_STOP_CONTEXT)
             fputs("(the context is full: /reset to start a new conversation)\n", stdout);
         else if (res.stop == SALA_STOP_MAX_TOKENS)
             fputs("(answer cut at -n tokens)\n", stdout);
-        if (o.verbose) print_summary(&res);
+        if (o.verbose)
+            print_summary(&res);
     }
     free(line);
     sala_think_free(think);
