@@ -4,13 +4,25 @@
  * For each context N: a fresh session prefills N random tokens in one call (TTFT), then decodes --gen
  * tokens one call each (decode tok/s at context N). On the CPU the limit is memory bandwidth: it is
  * measured here (a parallel read of a buffer much larger than the caches) and each decode step is
- * reported as weight bytes read per second and as a fraction of that bandwidth. */
+ * reported as weight bytes read per second and as a fraction of that bandwidth.
+ *
+ * On the GPU without -m (`sala bench --device cuda [--arch sala|full]`) the model is synthetic: the
+ * released 9B shape (or, with --arch full, a MiniCPM4-8B-shaped model whose every layer is dense GQA
+ * attention) with random bf16 weights drawn directly on the GPU, so no 19 GB checkpoint is needed. Each
+ * context reports TTFT, decode tok/s (greedy, the argmax taken on the GPU), the GPU memory in use (the
+ * session's caches are allocated up front, so this is the peak), and the fractions of the card's bf16
+ * GEMM rate (prefill: the weight GEMMs' FLOPs over TTFT) and memory bandwidth (decode: weight bytes per
+ * step) against --peak-tflops / --peak-tbs (H100 SXM defaults: 788 TFLOP/s measured, 3.0 TB/s). */
 #include <math.h>
 
 #include "cli_common.h"
 #include "cmds.h"
 #include "sala.h"
 #include "util.h"
+#ifdef SALA_CUDA
+#include "cuda/cuda_extra.h"
+#include "model/config.h"
+#endif
 
 static void usage(FILE *f) {
     fprintf(f, "usage: sala bench -m DIR [options]\n"
@@ -21,7 +33,13 @@ static void usage(FILE *f) {
                "  --precision fp32|bf16\n"
                "  -t THREADS          CPU threads (default: all cores)\n"
                "  --chunk C           prefill chunk (default 512)\n"
-               "  --json FILE         also write the rows as JSON\n");
+               "  --json FILE         also write the rows as JSON\n"
+               "GPU benchmark on synthetic weights (no -m, --device cuda):\n"
+               "  --arch sala|full    the released SALA 9B shape, or every layer dense GQA (MiniCPM4-8B shape)\n"
+               "  --budget-s S        skip contexts predicted to take longer than S seconds in all (default 480)\n"
+               "  --commit HASH       recorded in the JSON rows (default $SALA_COMMIT)\n"
+               "  --peak-tflops X     bf16 GEMM rate of the card (default 788)\n"
+               "  --peak-tbs X        memory bandwidth of the card in TB/s (default 3.0)\n");
 }
 
 /* GB/s of a parallel streaming read over `bytes` */
@@ -45,9 +63,152 @@ static double measure_read_bw(int64_t bytes) {
     return best;
 }
 
+#ifdef SALA_CUDA
+typedef struct {
+    const char *arch, *json, *commit;
+    const int64_t *ctx;
+    int nctx;
+    int64_t gen, chunk;
+    sala_precision precision;
+    double budget_s, peak_tflops, peak_tbs;
+} cuda_bench_opts;
+
+static int bench_progress(void *ud, int64_t done, int64_t total) {
+    double *last = ud;
+    double now = sala_time();
+    if (now - *last > 15.0 || done == total) {
+        fprintf(stderr, "  prefill %lld / %lld tokens\n", (long long)done, (long long)total);
+        *last = now;
+    }
+    return 0;
+}
+
+/* FLOPs of the weight GEMMs per token (2 per multiply-add), lm_head excluded */
+static double gemm_flops_per_token(const sala_config *c) {
+    double f = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        double qd = c->sparse[l] ? (double)c->nh * c->hd : (double)c->lin_nh * c->lin_hd;
+        double kvd = c->sparse[l] ? (double)c->nkv * c->hd : qd;
+        int gate = c->sparse[l] ? c->attn_use_output_gate : c->use_output_gate;
+        double in = qd + 2 * kvd + (gate ? qd : 0);
+        f += 2.0 * c->hidden * (in + qd + 3.0 * c->inter);
+    }
+    return f;
+}
+
+static int bench_cuda_synth(const cuda_bench_opts *o) {
+    sala_config c;
+    config_defaults(&c);
+    int full = !strcmp(o->arch, "full");
+    if (full) { /* MiniCPM4-8B shape: 32 dense GQA layers, no output gate */
+        for (int l = 0; l < c.n_layers; l++) c.sparse[l] = 1;
+        c.attn_use_output_gate = 0;
+        c.dense_len = 1 << 30;
+    }
+    c.max_pos = 1 << 30;
+    sala_model_params mp = sala_model_default_params();
+    mp.device = SALA_DEVICE_CUDA;
+    mp.precision = o->precision;
+    mp.verbose = 1;
+    double t0 = sala_time();
+    cuda_model *cm;
+    if (cuda_model_new_synth(&c, &mp, 1234, &cm)) {
+        fprintf(stderr, "sala bench: %s\n", sala_last_error());
+        return 1;
+    }
+    char dev[256];
+    int64_t used = 0, total = 0;
+    cuda_device_info(dev, sizeof dev, &used, &total);
+    cuda_mem_plan wp = cuda_model_plan(cm, 1, 1);
+    double fpt = gemm_flops_per_token(&c);
+    printf("arch %s (%s): synthetic weights %.2f GiB on %s drawn in %.2f s; %s precision\n", o->arch,
+           full ? "every layer dense GQA, MiniCPM4-8B shape" : "SALA 9B, 8 sparse + 24 lightning layers",
+           wp.weights / 1073741824.0, dev, sala_time() - t0, o->precision == SALA_PRECISION_FP32 ? "fp32" : "bf16");
+    printf("%9s %10s %12s %8s %12s %10s %9s %10s %10s\n", "context", "ttft_s", "prefill_t/s", "gemm%", "decode_t/s",
+           "decode_ms", "bw%", "plan_GiB", "peak_GiB");
+    FILE *jf = NULL;
+    if (o->json) {
+        jf = fopen(o->json, "a");
+        if (!jf) {
+            fprintf(stderr, "sala bench: cannot write %s\n", o->json);
+            cuda_model_free(cm);
+            return 1;
+        }
+    }
+    const char *precision = o->precision == SALA_PRECISION_FP32 ? "fp32" : "bf16";
+    double spent = 0, last_t = 0;
+    int64_t last_n = 0, rc = 0;
+    uint64_t rng = 0x1234567;
+    for (int k = 0; k < o->nctx && !rc; k++) {
+        int64_t N = o->ctx[k];
+        if (last_n) { /* prediction: dense attention grows as N², SALA's stage 1 too but from a small share */
+            double pred = last_t * pow((double)N / last_n, full ? 2.0 : 1.6);
+            if (spent + pred > o->budget_s) {
+                printf("%9lld  skipped: predicted %.0f s, over the --budget-s %.0f s left\n", (long long)N, pred,
+                       o->budget_s - spent);
+                continue;
+            }
+        }
+        double ta = sala_time();
+        cuda_session *s;
+        if (cuda_session_new(cm, N + o->gen + 1, (int)o->chunk, 0, &s)) {
+            printf("%9lld  does not fit: %s\n", (long long)N, sala_last_error());
+            continue;
+        }
+        cuda_mem_plan plan = cuda_model_plan(cm, N + o->gen + 1, (int)o->chunk);
+        int32_t *ids = malloc(sizeof(int32_t) * (size_t)N);
+        for (int64_t i = 0; i < N; i++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            ids[i] = (int32_t)((rng >> 33) % (uint64_t)c.vocab);
+        }
+        double last_print = sala_time();
+        int32_t next = 0;
+        double tp = sala_time();
+        if (cuda_session_eval_argmax(s, 0, ids, N, &next, bench_progress, &last_print)) rc = 1;
+        double ttft = sala_time() - tp;
+        /* decode: one untimed warm-up step (plans, first-touch), then gen timed steps */
+        double td = 0;
+        if (!rc && cuda_session_eval_argmax(s, N, &next, 1, &next, NULL, NULL)) rc = 1;
+        double tb = sala_time();
+        for (int64_t g = 0; g < o->gen && !rc; g++)
+            if (cuda_session_eval_argmax(s, N + 1 + g, &next, 1, &next, NULL, NULL)) rc = 1;
+        td = (sala_time() - tb) / o->gen;
+        cuda_device_info(dev, sizeof dev, &used, &total);
+        free(ids);
+        cuda_session_free(s);
+        if (rc) {
+            fprintf(stderr, "sala bench: context %lld: %s\n", (long long)N, sala_last_error());
+            break;
+        }
+        double gemm_pct = 100.0 * fpt * N / ttft / (o->peak_tflops * 1e12);
+        double bw_pct = 100.0 * wp.weights / td / (o->peak_tbs * 1e12);
+        printf("%9lld %10.3f %12.0f %8.1f %12.2f %10.2f %9.1f %10.2f %10.2f\n", (long long)N, ttft, N / ttft, gemm_pct,
+               1.0 / td, td * 1e3, bw_pct, plan.total / 1073741824.0, used / 1073741824.0);
+        fflush(stdout);
+        if (jf) {
+            fprintf(jf, "{\"arch\": \"%s\", \"context\": %lld, \"ttft_s\": %.4f, \"decode_tok_s\": %.3f, "
+                        "\"peak_gpu_gib\": %.3f, \"plan_gib\": %.3f, \"gemm_frac\": %.4f, \"bw_frac\": %.4f, "
+                        "\"precision\": \"%s\", \"chunk\": %lld, \"device\": \"%s\", \"commit\": \"%s\"}\n",
+                    o->arch, (long long)N, ttft, 1.0 / td, used / 1073741824.0, plan.total / 1073741824.0,
+                    gemm_pct / 100, bw_pct / 100, precision, (long long)o->chunk, dev, o->commit ? o->commit : "");
+            fflush(jf);
+        }
+        last_t = sala_time() - ta;
+        last_n = N;
+        spent += last_t;
+    }
+    if (jf) fclose(jf);
+    cuda_model_free(cm);
+    return (int)rc;
+}
+#endif
+
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL, *json = NULL, *contexts = "16";
     int64_t gen = 8, threads = 0, chunk = 0;
+    const char *arch = "sala", *commit = getenv("SALA_COMMIT");
+    double budget_s = 480, peak_tflops = 788, peak_tbs = 3.0;
+    int contexts_set = 0;
     sala_model_params mp = sala_model_default_params();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -57,7 +218,12 @@ int cmd_bench(int argc, char **argv) {
         }
         if (!(v = cli_value(argc, argv, &i))) return 2;
         if (!strcmp(a, "-m")) model = v;
-        else if (!strcmp(a, "--contexts")) contexts = v;
+        else if (!strcmp(a, "--contexts")) contexts = v, contexts_set = 1;
+        else if (!strcmp(a, "--arch") && (!strcmp(v, "sala") || !strcmp(v, "full"))) arch = v;
+        else if (!strcmp(a, "--commit")) commit = v;
+        else if (!strcmp(a, "--budget-s") && (budget_s = atof(v)) > 0) {}
+        else if (!strcmp(a, "--peak-tflops") && (peak_tflops = atof(v)) > 0) {}
+        else if (!strcmp(a, "--peak-tbs") && (peak_tbs = atof(v)) > 0) {}
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--gen") && (gen = cli_parse_count(v)) > 0) {}
         else if (!strcmp(a, "-t") && (threads = cli_parse_count(v)) >= 0 && threads < 4096) {}
@@ -72,10 +238,11 @@ int cmd_bench(int argc, char **argv) {
             return 2;
         }
     }
-    if (!model) {
+    if (!model && mp.device != SALA_DEVICE_CUDA) {
         usage(stderr);
         return 2;
     }
+    if (!model && !contexts_set) contexts = "8k,32k,128k,256k,512k,1024k";
     int64_t ctx[32];
     int nctx = 0;
     for (const char *p = contexts; *p && nctx < 32;) {
@@ -90,6 +257,17 @@ int cmd_bench(int argc, char **argv) {
         }
         nctx++;
         p += k + (p[k] == ',');
+    }
+    if (!model) {
+#ifdef SALA_CUDA
+        cuda_bench_opts o = {arch, json, commit, ctx, nctx, gen, chunk > 0 ? chunk : 2048, mp.precision, budget_s,
+                             peak_tflops, peak_tbs};
+        return bench_cuda_synth(&o);
+#else
+        (void)arch, (void)commit, (void)budget_s, (void)peak_tflops, (void)peak_tbs;
+        fprintf(stderr, "sala bench: this sala was built without CUDA; the synthetic GPU benchmark needs `make CUDA=1`\n");
+        return 1;
+#endif
     }
     mp.n_threads = (int)threads;
     double t0 = sala_time();

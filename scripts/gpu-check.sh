@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# gpu-check.sh — the CUDA backend's whole check on a GPU machine, in one go.
+#
+#   scripts/gpu-check.sh stage            (here, no GPU needed) build with CUDA for sm_90a into build/gpu,
+#                                         stage stripped binaries + the shared libraries the GPU machine
+#                                         lacks (cJSON, libmicrohttpd and its TLS deps) into build/stage
+#   scripts/gpu-check.sh run [PARTS...]   (on the GPU machine, repo root, build/stage carried) run PARTS,
+#                                         default "info kernels golden bench"; logs go to $OUT (or out/)
+#
+# PARTS: info     nvidia-smi and the device as CUDA sees it
+#        kernels  tests/test_cuda_* (each kernel against the CPU reference ops)
+#        golden   tests/test_golden with SALA_TEST_CUDA=1: every golden case on the GPU, fp32 mode with the
+#                 CPU tolerances (several chunk sizes) and bf16 mode against the README's band
+#        suite    the whole test suite with SALA_TEST_CUDA=1 (what `make test-cuda` runs)
+#        bench    sala bench --device cuda on synthetic 9B weights, 8K..1M, then --arch full
+#        bench-quick  the bench at 8K and 32K only
+# The device tool's `run` call: carry ["build/stage"], command `bash scripts/gpu-check.sh run ...`.
+set -u
+cd "$(dirname "$0")/.."
+
+stage() {
+    set -e
+    local arch="-gencode arch=compute_90a,code=sm_90a"
+    make CUDA=1 BUILD=build/gpu CUARCH="$arch" -j"$(nproc)" all >/dev/null
+    rm -rf build/stage && mkdir -p build/stage/tests build/stage/lib
+    cp build/gpu/sala build/stage/sala
+    cp build/gpu/tests/test_* build/stage/tests/
+    strip --strip-debug build/stage/sala build/stage/tests/*
+    # libraries of the host side the GPU image does not have (CUDA's own come from its toolkit)
+    for lib in $(ldd build/gpu/sala | awk '/=>/ {print $3}'); do
+        case "$(basename "$lib")" in
+        libc.so* | libm.so* | libdl.so* | librt.so* | libpthread.so* | libstdc++* | libgcc_s* | libgomp* | \
+            libcudart* | libcublas* | ld-linux*) ;;
+        *) cp -L "$lib" build/stage/lib/ ;;
+        esac
+    done
+    git rev-parse --short HEAD >build/stage/COMMIT
+    git status --porcelain src/cuda tests/test_cuda_*.c tools/cmd_bench.c | grep -q . && echo "+dirty" >>build/stage/COMMIT
+    du -sh build/stage
+}
+
+run() {
+    local out=${OUT:-out}
+    mkdir -p "$out"
+    export LD_LIBRARY_PATH="$PWD/build/stage/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+    export SALA_COMMIT="$(tr -d '\n' <build/stage/COMMIT 2>/dev/null)"
+    local parts=("$@")
+    ((${#parts[@]})) || parts=(info kernels golden bench)
+    local summary="$out/summary.txt"
+    : >"$summary"
+    for p in "${parts[@]}"; do
+        local t0=$SECONDS
+        case $p in
+        info)
+            { nvidia-smi; ls build/stage/lib; echo "commit $SALA_COMMIT"; } >"$out/info.log" 2>&1
+            echo "info: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)" >>"$summary"
+            ;;
+        kernels)
+            for t in build/stage/tests/test_cuda_*; do
+                SALA_TEST_CUDA=1 timeout 300 "$t" >"$out/$(basename "$t").log" 2>&1
+                local rc=$?
+                echo "$(basename "$t"): $(tail -n 1 "$out/$(basename "$t").log") (exit $rc)" >>"$summary"
+            done
+            ;;
+        golden)
+            SALA_TEST_CUDA=1 timeout 400 build/stage/tests/test_golden >"$out/golden.log" 2>&1
+            echo "test_golden (cuda): $(tail -n 1 "$out/golden.log")" >>"$summary"
+            ;;
+        suite)
+            BUILD=build/stage SALA=build/stage/sala SALA_TEST_CUDA=1 timeout 500 bash tests/run.sh >"$out/suite.log" 2>&1
+            echo "suite: $(tail -n 1 "$out/suite.log")" >>"$summary"
+            ;;
+        bench | bench-quick)
+            local ctx="8k,32k,128k,256k,512k,1024k" full="8k,32k"
+            [ "$p" = bench-quick ] && ctx="8k,32k" && full="8k"
+            rm -f "$out/bench.jsonl"
+            timeout 560 build/stage/sala bench --device cuda --arch sala --contexts "$ctx" --gen 32 --budget-s 420 \
+                --json "$out/bench.jsonl" >"$out/bench.log" 2>&1
+            timeout 200 build/stage/sala bench --device cuda --arch full --contexts "$full" --gen 32 --budget-s 150 \
+                --json "$out/bench.jsonl" >>"$out/bench.log" 2>&1
+            grep -vE '^  prefill' "$out/bench.log" | grep -E '^ *[0-9]|^arch' >>"$summary"
+            ;;
+        *) echo "unknown part $p" >>"$summary" ;;
+        esac
+        echo "  ($p: $((SECONDS - t0)) s)" >>"$summary"
+    done
+    cat "$summary"
+}
+
+case ${1:-} in
+stage) stage ;;
+run) shift; run "$@" ;;
+*) sed -n '2,20p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,355 @@
+/* test_cuda_ops.c — the CUDA backend's GEMM and elementwise kernels against the CPU reference ops
+ * (src/cpu/ops.h *_ref and plain ops), on random inputs at several sizes including odd ones.
+ *
+ * Runs only with SALA_TEST_CUDA=1 on a machine with a GPU (make test-cuda); otherwise prints SKIP.
+ * Outputs are poisoned with NaN bytes before each launch, so an unwritten element fails.
+ *
+ * Tolerances, per element, with their reason:
+ *   GEMM (fp32 accumulation in another order than the double-accumulated reference): |Δ| ≤ 1e-5·Σ_k|x_k w_k|
+ *     + 1e-6 — the typical reordering error is √K·2⁻²⁴·Σ|xw| (4e-6 at K = 4096). The bf16 path is
+ *     compared with the reference fed the same bf16-rounded x.
+ *   norms, gates, SwiGLU, RoPE (the same formula in fp32, sums in double): |Δ| ≤ 1e-6 + 1e-5·|ref|.
+ *   bf16 outputs: one bf16 rounding of the fp32 result, |Δ| ≤ 2⁻⁸·|ref| + 1e-6.
+ *   embedding, KV append, argmax: exact. */
+#ifndef SALA_CUDA
+#include <stdio.h>
+int main(void) {
+    printf("SKIP (built without CUDA)\n0 passed, 0 failed\n");
+    return 0;
+}
+#else
+#include <stdint.h>
+
+#include "cpu/ops.h"
+#include "cuda/kernels.h"
+#include "test.h"
+
+static uint64_t rng_s = 0x9e3779b97f4a7c15ull;
+static inline float frand(void) { /* uniform [-1, 1) */
+    rng_s ^= rng_s << 13;
+    rng_s ^= rng_s >> 7;
+    rng_s ^= rng_s << 17;
+    return (float)((double)(rng_s >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+static inline void fill(float *x, int64_t n, float a) {
+    for (int64_t i = 0; i < n; i++) x[i] = a * frand();
+}
+static inline void *up(const void *h, size_t n) {
+    void *d = cu_malloc(n);
+    if (d) cu_h2d(d, h, n);
+    return d;
+}
+static inline void *dnew(size_t n) { /* poisoned: all-ones bytes are NaN in fp32 and bf16 */
+    void *d = cu_malloc(n);
+    if (d) cu_memset(d, 0xff, n);
+    return d;
+}
+static inline int down(void *h, const void *d, size_t n) {
+    int e = cu_sync();
+    if (!e) e = cu_d2h(h, d, n);
+    return e;
+}
+static inline float bf(float x) { return bf16_to_f32(f32_to_bf16(x)); }
+
+/* per-element |got − ref| ≤ atol[i] (or atol0 when atol is NULL) + rtol·|ref|; prints the worst */
+static int close_to(const char *what, const float *got, const float *ref, int64_t n, const double *atol, double atol0,
+                    double rtol) {
+    double worst = 0;
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]), lim = (atol ? atol[i] : atol0) + rtol * fabs(ref[i]);
+        if (!(d <= lim)) {
+            if (first < 0) first = i;
+            bad++;
+        }
+        if (d > worst || d != d) worst = d != d ? INFINITY : d;
+    }
+    printf("   %-44s max|d| %.3g%s\n", what, worst, bad ? "  MISMATCH" : "");
+    if (bad)
+        fprintf(stderr, "  %s: %lld of %lld elements off; first at %lld: got %.9g want %.9g\n", what, (long long)bad,
+                (long long)n, (long long)first, got[first], ref[first]);
+    return bad == 0;
+}
+
+static int gpu_ready(void) {
+    const char *e = getenv("SALA_TEST_CUDA");
+    return e && *e == '1' && cu_device_count() > 0;
+}
+
+/* ---- GEMM ---- */
+
+static void gemm_case(cu_gemm *g, int64_t T, int64_t N, int64_t K, cu_dtype xt, float alpha, float beta) {
+    int64_t ldx = K + (xt == CU_BF16 ? 8 : 3), ldy = N + 5; /* strided operand and output */
+    float *x = malloc(sizeof(float) * (size_t)(T * ldx)), *w = malloc(sizeof(float) * (size_t)(N * K));
+    uint16_t *wb = malloc(2 * (size_t)(N * K)), *xb = malloc(2 * (size_t)(T * ldx));
+    fill(x, T * ldx, 1.0f);
+    fill(w, N * K, 0.5f);
+    for (int64_t i = 0; i < N * K; i++) wb[i] = f32_to_bf16(w[i]);
+    if (xt == CU_BF16)
+        for (int64_t i = 0; i < T * ldx; i++) xb[i] = f32_to_bf16(x[i]), x[i] = bf16_to_f32(xb[i]);
+    float *y0 = malloc(sizeof(float) * (size_t)(T * ldy));
+    fill(y0, T * ldy, 1.0f);
+    /* reference: op_matmul_ref on the packed operand */
+    float *xp = malloc(sizeof(float) * (size_t)(T * K)), *ref = malloc(sizeof(float) * (size_t)(T * N));
+    double *tol = malloc(sizeof(double) * (size_t)(T * N));
+    for (int64_t t = 0; t < T; t++) memcpy(xp + t * K, x + t * ldx, sizeof(float) * (size_t)K);
+    sala_weight W = {DT_BF16, wb, N, K};
+    op_matmul_ref(ref, xp, &W, T);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++) {
+            double s = 0;
+            for (int64_t k = 0; k < K; k++) s += fabs((double)xp[t * K + k] * bf16_to_f32(wb[n * K + k]));
+            tol[t * N + n] = 1e-5 * s * fabs(alpha) + 1e-6;
+            ref[t * N + n] = alpha * ref[t * N + n] + beta * y0[t * ldy + n];
+        }
+    void *dx = xt == CU_BF16 ? up(xb, 2 * (size_t)(T * ldx)) : up(x, sizeof(float) * (size_t)(T * ldx));
+    uint16_t *dw = up(wb, 2 * (size_t)(N * K));
+    float *dy = up(y0, sizeof(float) * (size_t)(T * ldy));
+    if (beta == 0.0f) cu_memset(dy, 0xff, sizeof(float) * (size_t)(T * ldy)); /* beta 0 must ignore y */
+    int e = cu_gemm_run(g, NULL, dy, ldy, dx, xt, ldx, dw, T, N, K, alpha, beta);
+    CHECK(e == 0, "cu_gemm_run: %s", cu_error_str(e));
+    float *got = malloc(sizeof(float) * (size_t)(T * ldy)), *gp = malloc(sizeof(float) * (size_t)(T * N));
+    CHECK(down(got, dy, sizeof(float) * (size_t)(T * ldy)) == 0);
+    for (int64_t t = 0; t < T; t++) memcpy(gp + t * N, got + t * ldy, sizeof(float) * (size_t)N);
+    char what[128];
+    snprintf(what, sizeof what, "gemm %s T=%lld N=%lld K=%lld a=%g b=%g", xt == CU_BF16 ? "bf16" : "fp32",
+             (long long)T, (long long)N, (long long)K, alpha, beta);
+    CHECK(close_to(what, gp, ref, T * N, tol, 0, 0), "%s", what);
+    cu_free(dx), cu_free(dw), cu_free(dy);
+    free(x), free(w), free(wb), free(xb), free(y0), free(xp), free(ref), free(tol), free(got), free(gp);
+}
+
+static void test_gemm(void) {
+    cu_gemm *g;
+    int e = cu_gemm_new(&g, 1 << 20); /* small scratch: the fp32 path must slice W */
+    CHECK(e == 0, "cu_gemm_new: %s", cu_error_str(e));
+    if (e) return;
+    static const int64_t shapes[][3] = {{1, 37, 64}, {7, 100, 136}, {65, 259, 256}, {300, 1000, 1024}, {2, 4099, 512}};
+    for (int i = 0; i < 5; i++)
+        for (int xt = 0; xt < 2; xt++)
+            gemm_case(g, shapes[i][0], shapes[i][1], shapes[i][2], (cu_dtype)xt, 1.0f, 0.0f);
+    gemm_case(g, 33, 130, 264, CU_BF16, 0.7f, 1.0f); /* residual epilogue */
+    gemm_case(g, 33, 130, 264, CU_F32, 0.7f, 1.0f);
+    cu_gemm_free(g);
+}
+
+/* ---- elementwise ---- */
+
+static void test_embed(void) {
+    int64_t V = 50, H = 72, T = 9;
+    float *E = malloc(sizeof(float) * (size_t)(V * H));
+    uint16_t *Eb = malloc(2 * (size_t)(V * H));
+    fill(E, V * H, 1.0f);
+    for (int64_t i = 0; i < V * H; i++) Eb[i] = f32_to_bf16(E[i]);
+    int32_t ids[9] = {0, 49, 3, 3, 17, 8, 0, 22, 41};
+    float *ref = malloc(sizeof(float) * (size_t)(T * H)), *got = malloc(sizeof(float) * (size_t)(T * H));
+    sala_weight W = {DT_BF16, Eb, V, H};
+    op_embed(ref, &W, ids, T, 12.0f);
+    uint16_t *dE = up(Eb, 2 * (size_t)(V * H));
+    int32_t *dids = up(ids, sizeof ids);
+    float *dx = dnew(sizeof(float) * (size_t)(T * H));
+    CHECK(cu_embed(NULL, dx, dE, dids, T, (int)H, 12.0f) == 0);
+    CHECK(down(got, dx, sizeof(float) * (size_t)(T * H)) == 0);
+    CHECK(close_to("embed", got, ref, T * H, NULL, 0, 0));
+    cu_free(dE), cu_free(dids), cu_free(dx);
+    free(E), free(Eb), free(ref), free(got);
+}
+
+static void test_rmsnorm(void) {
+    static const int Ds[] = {16, 256, 4104};
+    for (int di = 0; di < 3; di++) {
+        int D = Ds[di];
+        int64_t rows = 5, ldx = D + 3, ldy = D + 8;
+        float *x = malloc(sizeof(float) * (size_t)(rows * ldx)), *w = malloc(sizeof(float) * (size_t)D);
+        fill(x, rows * ldx, 3.0f);
+        fill(w, D, 1.0f);
+        float *xp = malloc(sizeof(float) * (size_t)(rows * D)), *ref = malloc(sizeof(float) * (size_t)(rows * D));
+        for (int64_t r = 0; r < rows; r++) memcpy(xp + r * D, x + r * ldx, sizeof(float) * (size_t)D);
+        op_rmsnorm_ref(ref, xp, w, rows, D, 1e-6f);
+        for (int64_t i = 0; i < rows * D; i++) ref[i] /= 4.0f;
+        float *dx = up(x, sizeof(float) * (size_t)(rows * ldx)), *dw = up(w, sizeof(float) * (size_t)D);
+        for (int yt = 0; yt < 2; yt++) {
+            size_t es = yt ? 2 : 4;
+            void *dy = dnew(es * (size_t)(rows * ldy));
+            CHECK(cu_rmsnorm(NULL, dy, (cu_dtype)yt, ldy, dx, ldx, dw, rows, D, 1e-6f, 4.0f) == 0);
+            char *hy = malloc(es * (size_t)(rows * ldy));
+            CHECK(down(hy, dy, es * (size_t)(rows * ldy)) == 0);
+            float *got = malloc(sizeof(float) * (size_t)(rows * D));
+            for (int64_t r = 0; r < rows; r++)
+                for (int i = 0; i < D; i++)
+                    got[r * D + i] = yt ? bf16_to_f32(((uint16_t *)hy)[r * ldy + i]) : ((float *)hy)[r * ldy + i];
+            char what[96];
+            snprintf(what, sizeof what, "rmsnorm D=%d out %s", D, yt ? "bf16" : "fp32");
+            CHECK(close_to(what, got, ref, rows * D, NULL, 1e-6, yt ? 1.0 / 256 : 1e-5), "%s", what);
+            cu_free(dy), free(hy), free(got);
+        }
+        cu_free(dx), cu_free(dw);
+        free(x), free(w), free(xp), free(ref);
+    }
+}
+
+static void test_norm_gate(void) {
+    for (int with_norm = 0; with_norm < 2; with_norm++) {
+        int D = with_norm ? 272 : 100;
+        int64_t rows = 6, ldo = D + 1, ldz = 3 * D + 7;
+        float *o = malloc(sizeof(float) * (size_t)(rows * ldo)), *z = malloc(sizeof(float) * (size_t)(rows * ldz));
+        float *w = malloc(sizeof(float) * (size_t)D);
+        fill(o, rows * ldo, 2.0f);
+        fill(z, rows * ldz, 4.0f);
+        fill(w, D, 1.0f);
+        float *ref = malloc(sizeof(float) * (size_t)(rows * D)), *g = malloc(sizeof(float) * (size_t)(rows * D));
+        for (int64_t r = 0; r < rows; r++) {
+            memcpy(ref + r * D, o + r * ldo, sizeof(float) * (size_t)D);
+            memcpy(g + r * D, z + r * ldz + 5, sizeof(float) * (size_t)D);
+        }
+        if (with_norm) op_rmsnorm_ref(ref, ref, w, rows, D, 1e-6f);
+        op_sigmoid_gate(ref, g, rows * D);
+        float *d_o = up(o, sizeof(float) * (size_t)(rows * ldo)), *dz = up(z, sizeof(float) * (size_t)(rows * ldz));
+        float *dw = up(w, sizeof(float) * (size_t)D), *dy = dnew(sizeof(float) * (size_t)(rows * D));
+        CHECK(cu_norm_gate(NULL, dy, CU_F32, D, d_o, ldo, dz + 5, ldz, with_norm ? dw : NULL, rows, D, 1e-6f) == 0);
+        float *got = malloc(sizeof(float) * (size_t)(rows * D));
+        CHECK(down(got, dy, sizeof(float) * (size_t)(rows * D)) == 0);
+        CHECK(close_to(with_norm ? "output norm + sigmoid gate" : "sigmoid gate", got, ref, rows * D, NULL, 1e-6, 1e-5));
+        cu_free(d_o), cu_free(dz), cu_free(dw), cu_free(dy);
+        free(o), free(z), free(w), free(ref), free(g), free(got);
+    }
+}
+
+static void test_swiglu(void) {
+    int64_t rows = 4;
+    int I = 100;
+    float *gu = malloc(sizeof(float) * (size_t)(rows * 2 * I));
+    fill(gu, rows * 2 * I, 5.0f);
+    float *g = malloc(sizeof(float) * (size_t)(rows * I)), *u = malloc(sizeof(float) * (size_t)(rows * I));
+    float *ref = malloc(sizeof(float) * (size_t)(rows * I));
+    for (int64_t r = 0; r < rows; r++)
+        for (int i = 0; i < I; i++) g[r * I + i] = gu[r * 2 * I + i], u[r * I + i] = gu[r * 2 * I + I + i];
+    op_swiglu(ref, g, u, rows * I);
+    float *dgu = up(gu, sizeof(float) * (size_t)(rows * 2 * I));
+    for (int ht = 0; ht < 2; ht++) {
+        size_t es = ht ? 2 : 4;
+        void *dh = dnew(es * (size_t)(rows * I));
+        CHECK(cu_swiglu(NULL, dh, (cu_dtype)ht, dgu, rows, I) == 0);
+        char *hh = malloc(es * (size_t)(rows * I));
+        float *got = malloc(sizeof(float) * (size_t)(rows * I));
+        CHECK(down(hh, dh, es * (size_t)(rows * I)) == 0);
+        for (int64_t i = 0; i < rows * I; i++) got[i] = ht ? bf16_to_f32(((uint16_t *)hh)[i]) : ((float *)hh)[i];
+        CHECK(close_to(ht ? "swiglu bf16" : "swiglu fp32", got, ref, rows * I, NULL, 1e-6, ht ? 1.0 / 256 : 1e-5));
+        cu_free(dh), free(hh), free(got);
+    }
+    cu_free(dgu);
+    free(gu), free(g), free(u), free(ref);
+}
+
+static void qk_case(int hd, int nh, int64_t T, int64_t pos0, int do_norm) {
+    int64_t ld = 3 * nh * hd + 4; /* q | k | (rest) in a wider row */
+    float *buf = malloc(sizeof(float) * (size_t)(T * ld)), *qw = malloc(sizeof(float) * (size_t)hd);
+    float *kw = malloc(sizeof(float) * (size_t)hd);
+    fill(buf, T * ld, 2.0f);
+    fill(qw, hd, 1.5f);
+    fill(kw, hd, 1.5f);
+    int64_t qd = (int64_t)nh * hd;
+    float *q = malloc(sizeof(float) * (size_t)(T * qd)), *k = malloc(sizeof(float) * (size_t)(T * qd));
+    for (int64_t t = 0; t < T; t++) {
+        memcpy(q + t * qd, buf + t * ld, sizeof(float) * (size_t)qd);
+        memcpy(k + t * qd, buf + t * ld + qd, sizeof(float) * (size_t)qd);
+    }
+    if (do_norm) {
+        op_rmsnorm_ref(q, q, qw, T * nh, hd, 1e-6f);
+        op_rmsnorm_ref(k, k, kw, T * nh, hd, 1e-6f);
+    }
+    op_rope(q, T, nh, hd, pos0, 10000.0);
+    op_rope(k, T, nh, hd, pos0, 10000.0);
+    float inv[128];
+    for (int i = 0; i < hd / 2; i++) inv[i] = 1.0f / (float)pow(10000.0, (double)(2 * i) / hd);
+    float *dbuf = up(buf, sizeof(float) * (size_t)(T * ld)), *dqw = up(qw, sizeof(float) * (size_t)hd);
+    float *dkw = up(kw, sizeof(float) * (size_t)hd), *dinv = up(inv, sizeof(float) * (size_t)(hd / 2));
+    CHECK(cu_qknorm_rope(NULL, dbuf, ld, T, 2 * nh, nh, hd, dqw, dkw, 1e-6f, do_norm, dinv, pos0, 1) == 0);
+    float *got = malloc(sizeof(float) * (size_t)(T * ld));
+    CHECK(down(got, dbuf, sizeof(float) * (size_t)(T * ld)) == 0);
+    float *gq = malloc(sizeof(float) * (size_t)(T * qd)), *gk = malloc(sizeof(float) * (size_t)(T * qd));
+    int untouched = 1;
+    for (int64_t t = 0; t < T; t++) {
+        memcpy(gq + t * qd, got + t * ld, sizeof(float) * (size_t)qd);
+        memcpy(gk + t * qd, got + t * ld + qd, sizeof(float) * (size_t)qd);
+        for (int64_t i = 2 * qd; i < ld; i++) untouched &= got[t * ld + i] == buf[t * ld + i];
+    }
+    char what[96];
+    snprintf(what, sizeof what, "%sRoPE hd=%d T=%lld pos0=%lld q", do_norm ? "qk-norm + " : "", hd, (long long)T,
+             (long long)pos0);
+    CHECK(close_to(what, gq, q, T * qd, NULL, 1e-6, 1e-5), "%s", what);
+    what[strlen(what) - 1] = 'k';
+    CHECK(close_to(what, gk, k, T * qd, NULL, 1e-6, 1e-5), "%s", what);
+    CHECK(untouched, "qknorm_rope wrote outside q and k");
+    cu_free(dbuf), cu_free(dqw), cu_free(dkw), cu_free(dinv);
+    free(buf), free(qw), free(kw), free(q), free(k), free(got), free(gq), free(gk);
+}
+
+static void test_qknorm_rope(void) {
+    qk_case(16, 4, 5, 0, 1);
+    qk_case(128, 3, 7, 1000003, 1);
+    qk_case(64, 2, 3, 77, 0);
+}
+
+static void test_kv_append(void) {
+    int64_t T = 13, pos0 = 29, kvd = 48, ld = 200, N = 64;
+    float *src = malloc(sizeof(float) * (size_t)(T * ld));
+    fill(src, T * ld, 3.0f);
+    for (int kt = 0; kt < 2; kt++) {
+        size_t es = kt ? 2 : 4;
+        float *ds = up(src, sizeof(float) * (size_t)(T * ld));
+        void *dK = dnew(es * (size_t)(N * kvd)), *dV = dnew(es * (size_t)(N * kvd));
+        CHECK(cu_kv_append(NULL, dK, dV, (cu_dtype)kt, ds + 7, ds + 7 + kvd, ld, T, pos0, (int)kvd) == 0);
+        char *hk = malloc(es * (size_t)(N * kvd)), *hv = malloc(es * (size_t)(N * kvd));
+        CHECK(down(hk, dK, es * (size_t)(N * kvd)) == 0);
+        CHECK(down(hv, dV, es * (size_t)(N * kvd)) == 0);
+        int bad = 0;
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t c = 0; c < kvd; c++) {
+                float wk = src[t * ld + 7 + c], wv = src[t * ld + 7 + kvd + c];
+                int64_t i = (pos0 + t) * kvd + c;
+                float gk = kt ? bf16_to_f32(((uint16_t *)hk)[i]) : ((float *)hk)[i];
+                float gv = kt ? bf16_to_f32(((uint16_t *)hv)[i]) : ((float *)hv)[i];
+                if (kt) wk = bf(wk), wv = bf(wv);
+                bad += gk != wk || gv != wv;
+            }
+        CHECK(bad == 0, "kv_append %s: %d wrong", kt ? "bf16" : "fp32", bad);
+        printf("   kv_append %s: %s\n", kt ? "bf16" : "fp32", bad ? "MISMATCH" : "exact");
+        cu_free(ds), cu_free(dK), cu_free(dV), free(hk), free(hv);
+    }
+    free(src);
+}
+
+static void test_argmax(void) {
+    int64_t rows = 3, n = 73448;
+    float *x = malloc(sizeof(float) * (size_t)(rows * n));
+    fill(x, rows * n, 10.0f);
+    x[0 * n + 5] = 50.0f; /* row 0: single max */
+    x[1 * n + 70000] = 60.0f, x[1 * n + 123] = 60.0f; /* row 1: tie -> lower index */
+    x[2 * n + n - 1] = 70.0f;
+    float *dx = up(x, sizeof(float) * (size_t)(rows * n));
+    int32_t *di = dnew(sizeof(int32_t) * (size_t)rows), got[3];
+    CHECK(cu_argmax(NULL, di, dx, rows, n) == 0);
+    CHECK(down(got, di, sizeof got) == 0);
+    CHECK(got[0] == 5 && got[1] == 123 && got[2] == n - 1, "argmax %d %d %d", got[0], got[1], got[2]);
+    printf("   argmax: %d %d %d\n", got[0], got[1], got[2]);
+    cu_free(dx), cu_free(di), free(x);
+}
+
+int main(void) {
+    if (!gpu_ready()) {
+        printf("SKIP (needs SALA_TEST_CUDA=1 and a GPU)\n0 passed, 0 failed\n");
+        return 0;
+    }
+    printf("GPU: %s\n", cu_device_name(0));
+    TEST_RUN(test_gemm);
+    TEST_RUN(test_embed);
+    TEST_RUN(test_rmsnorm);
+    TEST_RUN(test_norm_gate);
+    TEST_RUN(test_swiglu);
+    TEST_RUN(test_qknorm_rope);
+    TEST_RUN(test_kv_append);
+    TEST_RUN(test_argmax);
+    TEST_END();
+}
+#endif
