@@ -207,6 +207,16 @@ void srv_job_fail(srv_job *j, const srv_error *e) {
         MHD_resume_connection(c);
 }
 
+/* Token counts and finish reason, for the request log (read by the MHD thread). */
+static void job_set_stats(srv_job *j, int64_t n_prompt, int64_t n_gen, const char *finish) {
+    pthread_mutex_lock(&j->mu);
+    j->n_prompt = n_prompt;
+    j->n_gen = n_gen;
+    if (finish)
+        j->finish = finish;
+    pthread_mutex_unlock(&j->mu);
+}
+
 /* Success answer (non-streaming): takes body. */
 static void job_answer(srv_job *j, char *body, size_t len) {
     pthread_mutex_lock(&j->mu);
@@ -618,8 +628,7 @@ static void job_run(srv_worker *w, srv_job *j) {
         sala_think_free(w->think);
         w->think = NULL;
     }
-    j->n_prompt = n;
-    j->n_gen = res.n_gen;
+    job_set_stats(j, n, res.n_gen, NULL);
 
     if (res.stop == SALA_STOP_CALLBACK || st == SALA_ERR_INTERRUPTED || job_should_stop(j)) {
         if (S->opt.log)
@@ -644,12 +653,12 @@ static void job_run(srv_worker *w, srv_job *j) {
         jb_raw(&b, "\n\ndata: [DONE]\n\n");
         free(ej);
         w->ev = b.p, w->ev_len = b.n, w->ev_cap = b.cap;
-        j->finish = "error";
+        job_set_stats(j, n, res.n_gen, "error");
         flush_events(w, 1);
         return;
     }
     const char *fin = finish_reason(res.stop);
-    j->finish = fin;
+    job_set_stats(j, n, res.n_gen, fin);
     int64_t ng = res.n_gen;
     if (r->stream) {
         jbuf b = {w->ev, w->ev_len, w->ev_cap};
