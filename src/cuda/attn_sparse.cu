@@ -41,8 +41,10 @@ __global__ void __launch_bounds__(256) k_attn_sparse(float *o, int64_t ldo, cons
         rrow[i] = p < npairs ? (int)(p / G - t_first) : 0;
     }
     if (threadIdx.x < 64) ptr[threadIdx.x] = 0;
-    /* this split's share of the union (only decode launches split; their union is the one list) */
-    const int per = (budget + nsplit - 1) / nsplit, u0 = split * per, u1 = u0 + per;
+    /* this split's share of the union (only decode launches split; their union is the one list). Without
+     * a split the union of several rows' lists can hold more than `budget` blocks: no bound. */
+    const int per = (budget + nsplit - 1) / nsplit, u0 = split * per;
+    const int u1 = nsplit == 1 ? 0x7fffffff : u0 + per;
     const int64_t nkeys = pos0 + t_last + 1;
     const int64_t kstride = (int64_t)nkv * HD;
     att_state<HD, RM> st;
