@@ -83,7 +83,7 @@ srv_stop() {
   wait "$SRV_PID"
   rc=$?
   SRV_PID=
-  if [ $rc = 0 ] && ! grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$SRV_LOG"; then
+  if [ $rc = 0 ] && ! grep -qE 'AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:' "$SRV_LOG"; then
     ok "server stopped cleanly on SIGTERM"
   else
     bad "server exit status $rc; log: $(grep -E -A12 'Sanitizer|runtime error' "$SRV_LOG" | head -40)"
