@@ -66,8 +66,11 @@ if srv_node_ready; then
 fi
 srv_stop
 
-# ---- shutdown with a stream in flight and requests queued
-srv_start stop -m "$MODEL_DIR" -c 8192 -t 1 --parallel 1 || srv_finish
+# ---- keep-alive comments during a long prefill; shutdown with a stream in flight and requests queued
+srv_start stop -m "$MODEL_DIR" --alias sala-tiny -c 8192 --chunk 256 -t 1 --parallel 1 --keep-alive 0.02 || srv_finish
+if srv_node_ready; then
+  SALA_MODEL=sala-tiny srv_node keepalive.mjs
+fi
 curl -sN --max-time 60 "$SRV_URL/v1/completions" -H 'Content-Type: application/json' \
   -d '{"prompt":"Long","max_tokens":8000,"stream":true}' >"$TMP/stream.out" 2>&1 &
 sp=$!

@@ -36,6 +36,8 @@ static void serve_usage(FILE *f) {
                "      --max-queue N      requests waiting for a slot before new ones get 503 (default 256)\n"
                "      --max-body SIZE    largest request body, e.g. 16M, 512K (default 16M); larger -> 413\n"
                "      --timeout S        idle connection timeout in seconds (default 120; 0 = none)\n"
+               "      --keep-alive S     SSE comment on a stream silent for S seconds, e.g. during a long prefill\n"
+               "                         (default 10; 0 = never)\n"
                "  -t, --threads N        CPU threads (default: all cores)\n"
                "      --device DEV       cpu or cuda[:N] (default cpu)\n"
                "      --chunk N          prefill chunk size in tokens (default: the engine's)\n"
@@ -151,6 +153,12 @@ int cmd_serve(int argc, char **argv) {
             if (parse_int(v, 0, 86400, &n))
                 BAD_VALUE("seconds 0..86400");
             o.timeout_s = (int)n;
+        } else if (!strcmp(a, "--keep-alive")) {
+            NEED_VALUE();
+            char *end;
+            o.keep_alive_s = strtod(v, &end);
+            if (end == v || *end || !(o.keep_alive_s >= 0 && o.keep_alive_s <= 86400))
+                BAD_VALUE("seconds, e.g. 10 or 0.5; 0 = never");
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             NEED_VALUE();
             if (parse_int(v, 0, 4096, &threads))

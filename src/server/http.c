@@ -56,6 +56,7 @@ srv_options srv_default_options(void) {
     o.max_queue = 256;
     o.max_body = (size_t)16 << 20;
     o.timeout_s = 120;
+    o.keep_alive_s = 10;
     o.log = 1;
     return o;
 }

@@ -93,6 +93,8 @@ typedef struct srv_worker {
     char *ev; /* streaming: events produced by the current token */
     size_t ev_len, ev_cap;
     int64_t n_tok;
+    int stream_open; /* the current job's SSE stream has started */
+    double t_sent;   /* when the stream last got bytes (keep-alive comments) */
 } srv_worker;
 
 struct srv_server {

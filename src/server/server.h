@@ -23,6 +23,7 @@ typedef struct {
     int max_queue;        /* requests waiting for a slot before new ones get 503 */
     size_t max_body;      /* request bodies above this get 413 */
     int timeout_s;        /* idle connection timeout (not counting time waiting for the engine) */
+    double keep_alive_s;  /* SSE comment on a stream silent this long (0 = never) */
     int64_t n_ctx;        /* context of each session (0 = the model's) */
     int chunk;            /* prefill chunk (0 = default) */
     int log;              /* 1 = one line per request on stderr */

@@ -411,9 +411,22 @@ static void on_think(void *ud, int is_reasoning, const char *text, size_t len) {
 
 /* Pushes the events of this step to the connection. */
 static void flush_events(srv_worker *w, int done) {
-    if (w->job->req.stream && (w->ev_len || done))
+    if (w->job->req.stream && (w->ev_len || done)) {
         job_stream(w->job, w->ev, w->ev_len, done);
+        w->t_sent = sala_time();
+    }
     w->ev_len = 0;
+}
+
+/* An open stream that has been silent for a while (a long prefill) gets an SSE comment, which clients
+ * ignore, so proxies and clients with idle timeouts keep the connection. */
+static void keep_alive(srv_worker *w) {
+    double every = w->srv->opt.keep_alive_s;
+    if (!w->stream_open || every <= 0 || sala_time() - w->t_sent < every)
+        return;
+    static const char ka[] = ": keep-alive\n\n";
+    job_stream(w->job, ka, sizeof ka - 1, 0);
+    w->t_sent = sala_time();
 }
 
 static int on_token(void *ud, int32_t token, const char *text, size_t len) {
@@ -427,12 +440,16 @@ static int on_token(void *ud, int32_t token, const char *text, size_t len) {
             emit_text(w, 0, text, len);
     }
     flush_events(w, 0);
+    keep_alive(w);
     return job_should_stop(w->job);
 }
 
 static int on_progress(void *ud, int64_t done, int64_t total) {
     srv_worker *w = ud;
-    return w->job ? job_should_stop(w->job) : 0;
+    if (!w->job)
+        return 0;
+    keep_alive(w);
+    return job_should_stop(w->job);
 }
 
 static void usage_json(jbuf *b, int64_t np, int64_t ng) {
@@ -579,6 +596,7 @@ static void job_run(srv_worker *w, srv_job *j) {
     w->n_tok = 0;
     w->acc_len[0] = w->acc_len[1] = 0;
     w->ev_len = 0;
+    w->stream_open = 0;
     w->think = r->endpoint == SRV_EP_CHAT ? sala_think_new(in_think, on_think, w) : NULL;
     sala_session_reset(w->sess);
 
@@ -595,6 +613,8 @@ static void job_run(srv_worker *w, srv_job *j) {
         flush_events(w, 0);
         /* job_stream only appends when there is something: make sure the stream is marked started */
         job_stream(j, NULL, 0, 0);
+        w->stream_open = 1;
+        w->t_sent = sala_time();
     }
     if (r->echo) {
         if (r->prompt)
