@@ -1,8 +1,8 @@
 // load.mjs — 32 concurrent clients against `sala serve`, several rounds: some stream through the openai
 // client, some send plain requests, some disconnect early (while queued, or mid-stream). Every request that
-// was not abandoned must get a complete answer; after each round the server must be idle again, and its
+// was not abandoned must get a complete answer (the greedy ones the same text in every round); after each round the server must be idle again, and its
 // resident memory must not keep growing from round to round.
-// Env: SALA_URL, SALA_MODEL, SALA_PID (server pid, for /proc/PID/status), SALA_LOAD_ROUNDS (default 4),
+// Env: SALA_URL, SALA_MODEL, SALA_PID (server pid, for /proc/PID/status), SALA_LOAD_ROUNDS (default 5),
 //      SALA_LOAD_CLIENTS (default 32), SALA_RSS_SLACK_KIB (default 8192).
 import http from 'node:http';
 import OpenAI from 'openai';
@@ -10,7 +10,7 @@ import { test, done, assert, eq, health, waitIdle, rssKiB, sleep, sseData, BASE 
 
 const MODEL = process.env.SALA_MODEL;
 const PID = Number(process.env.SALA_PID);
-const ROUNDS = Number(process.env.SALA_LOAD_ROUNDS || 4);
+const ROUNDS = Number(process.env.SALA_LOAD_ROUNDS || 5);
 const CLIENTS = Number(process.env.SALA_LOAD_CLIENTS || 32);
 const SLACK = Number(process.env.SALA_RSS_SLACK_KIB || 8192);
 const client = new OpenAI({ baseURL: `${BASE}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 300000 });
@@ -53,12 +53,21 @@ async function sdkStream(i) {
   return 'complete';
 }
 
+// Greedy answers must not depend on what else runs at the same time: the first round's text of each
+// greedy client is the reference for the later rounds.
+const greedyText = new Map();
+function sameAsBefore(key, text) {
+  if (!greedyText.has(key)) greedyText.set(key, text);
+  else eq(text, greedyText.get(key), `${key}: greedy text differs from the first round`);
+}
+
 async function plain(i) {
   const r = await rawPost('/v1/completions', { model: MODEL, prompt: `Number ${i}:`, max_tokens: 10, temperature: 0 });
   eq(r.status, 200, `client ${i} status`);
   const j = JSON.parse(r.text);
   assert(['stop', 'length'].includes(j.choices[0].finish_reason), `client ${i}: finish ${j.choices[0].finish_reason}`);
   assert(j.usage.completion_tokens >= 1 && j.usage.completion_tokens <= 10, `client ${i}: usage`);
+  sameAsBefore(`plain ${i}`, j.choices[0].text);
   return 'complete';
 }
 
@@ -69,6 +78,8 @@ async function rawStream(i) {
   eq(d[d.length - 1], '[DONE]', `client ${i}: last event`);
   const last = JSON.parse(d[d.length - 2]);
   assert(last.choices[0].finish_reason, `client ${i}: no finish_reason`);
+  const text = d.slice(0, -1).map((x) => JSON.parse(x).choices.map((c) => (c.delta.content || '') + (c.delta.reasoning_content || '')).join('')).join('');
+  sameAsBefore(`stream ${i}`, text);
   return 'complete';
 }
 
