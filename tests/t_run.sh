@@ -24,7 +24,8 @@ trap 'rm -rf "$T"' EXIT
 cat >"$T/helper.c" <<'EOF'
 /* t_run.sh helper: `ids CASE N` prints the first N input ids of a golden case; `first CASE` the argmax
  * of the golden logits row P-1; `greedy MODEL IDSFILE N` the greedy continuation computed with one
- * prefill call and single-token calls (no sampler, no generate loop). */
+ * prefill call and single-token calls (no sampler, no generate loop); `lastmax FILE V` the argmax of the
+ * last row of a float32 [T, V] file (what `sala logits` writes). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +69,13 @@ int main(int argc, char **argv) {
         }
         printf("\n"); free(z); sala_session_free(s); sala_model_free(m); return 0;
     }
-    fprintf(stderr, "usage: helper ids CASE N | first CASE | greedy MODEL IDSFILE N\n"); return 2;
+    if (argc >= 4 && !strcmp(argv[1], "lastmax")) { /* lastmax LOGITS.f32 V: argmax of the last row */
+        FILE *fp = fopen(argv[2], "rb"); int V = atoi(argv[3]); if (!fp || V <= 0) return 1;
+        float *z = malloc(sizeof(float) * V);
+        if (fseek(fp, -(long)(sizeof(float) * V), SEEK_END) || fread(z, sizeof(float), V, fp) != (size_t)V) return 1;
+        printf("%d\n", argmax(z, V)); fclose(fp); free(z); return 0;
+    }
+    fprintf(stderr, "usage: helper ids CASE N | first CASE | greedy MODEL IDSFILE N | lastmax FILE V\n"); return 2;
 }
 EOF
 SANFLAGS=""
@@ -102,25 +109,18 @@ else
 fi
 
 # cross-check with `sala logits` (the lead's testing interface) when it is there: iterate argmax of the
-# last row over growing inputs
+# last row over growing inputs (the first 200 ids one prefill call, the rest one token per call)
 if "$SALA" logits --help >/dev/null 2>&1; then
   cp "$T/ids.txt" "$T/seq.txt"
   seq_ok=1; lg=""
-  for k in 1 2 3; do
-    if ! "$SALA" logits -m "$GOLD" -i "$T/seq.txt" -o "$T/lg.bin" >"$T/lg.log" 2>&1; then seq_ok=0; break; fi
-    next=$(python3 - "$T/lg.bin" 512 <<'EOF' 2>/dev/null
-import sys, struct
-b = open(sys.argv[1], 'rb').read(); V = int(sys.argv[2]); row = struct.unpack('<%df' % V, b[-4 * V:])
-print(max(range(V), key=lambda i: (row[i], -i)))
-EOF
-)
-    [ -z "$next" ] && { seq_ok=2; break; }
+  for k in 1 2 3 4 5; do
+    if ! "$SALA" logits -m "$GOLD" -i "$T/seq.txt" -o "$T/lg.bin" --decode-from 200 >"$T/lg.log" 2>&1; then seq_ok=0; break; fi
+    next=$("$H" lastmax "$T/lg.bin" 512)
     lg="$lg${lg:+ }$next"
     echo " $next" >>"$T/seq.txt"
   done
-  want3=$(cut -d' ' -f1-3 <<<"$want")
-  if [ $seq_ok = 2 ]; then echo "SKIP sala logits cross-check (no python3 to read its output)"
-  elif [ $seq_ok = 1 ] && [ "$lg" = "$want3" ]; then ok "sala logits argmax iteration agrees ($lg)"
+  want3=$(cut -d' ' -f1-5 <<<"$want")
+  if [ $seq_ok = 1 ] && [ "$lg" = "$want3" ]; then ok "sala logits argmax iteration agrees ($lg)"
   else bad "sala logits argmax iteration agrees" "got $lg want $want3" "$(tail -3 "$T/lg.log")"; fi
 else
   echo "SKIP sala logits cross-check (no 'sala logits' command in this build)"

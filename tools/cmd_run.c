@@ -642,7 +642,7 @@ int cmd_run(int argc, char **argv) {
     }
 
     run_ctx c;
-    if (ctx_open(&c, &o, o.ids_file != NULL, o.chat_wrap || !o.show_think)) {
+    if (ctx_open(&c, &o, o.ids_file != NULL, o.chat_wrap)) {
         ctx_free(&c);
         free(text);
         free(ids);
