@@ -109,9 +109,8 @@ sala_status sala_session_new(sala_model *m, const sala_session_params *pp, sala_
     const sala_config *c = &m->cfg;
     sala_session_params p = pp ? *pp : sala_session_default_params();
     int64_t n_ctx = p.n_ctx > 0 ? p.n_ctx : c->max_pos;
-    if (n_ctx > c->max_pos)
-        return sala_set_error(SALA_ERR_CONTEXT, "context %lld is longer than the model's max_position_embeddings "
-                              "(%d)", (long long)n_ctx, c->max_pos);
+    /* A context past max_position_embeddings is allowed (RoPE is plain and only in the linear layers; the
+     * paper runs the released model to 2M tokens); the default is the config's value. */
     int chunk = p.chunk > 0 ? p.chunk : 512;
     if (m->params.device == SALA_DEVICE_CPU && m->params.precision == SALA_PRECISION_BF16)
         return sala_set_error(SALA_ERR_UNSUPPORTED, "bf16 activations are a GPU mode; the CPU engine computes in fp32");
@@ -263,7 +262,7 @@ static void mixer_sparse(sala_session *s, int l, const chunk_ctx *cx) {
     } else {
         int64_t n1_all = infllm_n_windows(cx->kv_len, d.l1, d.s1), n2_all = infllm_n_windows(cx->kv_len, d.l2, d.s2);
         int64_t wf = infllm_select_work_floats(&d, cx->kv_len);
-#pragma omp parallel if (!cx->ref)
+#pragma omp parallel if (!cx->ref) num_threads(sala_get_threads())
         {
             float *work = xmalloc(sizeof(float) * (size_t)wf);
             int32_t *blocks = xmalloc(sizeof(int32_t) * (size_t)(d.budget * c->nkv));

@@ -50,7 +50,9 @@ int sala_file_exists(const char *path);
 /* Human-readable sizes: "18.95 GB (17.65 GiB)" style into buf. */
 const char *sala_fmt_bytes(int64_t n, char *buf, size_t cap);
 
-/* Number of threads the fast paths use (OpenMP); set by the model params, 0 = all cores. */
+/* Number of threads the fast paths use (OpenMP); set by the model params, 0 = all cores. Every parallel
+ * region names it (num_threads), because omp_set_num_threads() only binds the calling thread and the
+ * server runs the engine from worker threads. */
 void sala_set_threads(int n);
 int sala_get_threads(void);
 

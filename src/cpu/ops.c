@@ -61,7 +61,7 @@ static float dot_bf16(const float *a, const uint16_t *b, int64_t n) {
 }
 
 void op_rmsnorm(float *y, const float *x, const float *w, int64_t rows, int64_t D, float eps) {
-#pragma omp parallel for schedule(static) if (rows > 1)
+#pragma omp parallel for schedule(static) if (rows > 1) num_threads(sala_get_threads())
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * D;
         double ss = 0;
@@ -77,20 +77,20 @@ void op_matmul(float *y, const float *x, const sala_weight *W, int64_t T) {
     int64_t N = W->rows, K = W->cols;
     if (T <= MM_FEW_ROWS && W->dtype == DT_BF16) {
         const uint16_t *w = W->data;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(sala_get_threads())
         for (int64_t n = 0; n < N; n++)
             for (int64_t t = 0; t < T; t++) y[t * N + n] = dot_bf16(x + t * K, w + n * K, K);
         return;
     }
     if (W->dtype == DT_F32) {
         const float *w = W->data;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(sala_get_threads())
         for (int64_t n = 0; n < N; n++)
             for (int64_t t = 0; t < T; t++) y[t * N + n] = dot_f32(x + t * K, w + n * K, K);
         return;
     }
     int64_t nblocks = (N + MM_NB - 1) / MM_NB;
-#pragma omp parallel
+#pragma omp parallel num_threads(sala_get_threads())
     {
         float *wb = xmalloc(sizeof(float) * (size_t)(MM_NB * K));
 #pragma omp for schedule(dynamic, 1)
@@ -114,7 +114,7 @@ void op_matmul(float *y, const float *x, const sala_weight *W, int64_t T) {
 void op_lightning_chunked(float *o, const float *q, const float *k, const float *v, float *state,
                           const double *lambda, float s, int64_t T, int nh, int hd, int chunk) {
     if (chunk <= 0) chunk = 64;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(sala_get_threads())
     for (int h = 0; h < nh; h++) {
         float *S = state + (int64_t)h * hd * hd;
         float *lp = xmalloc(sizeof(float) * (size_t)(chunk + 1));
@@ -171,7 +171,7 @@ void op_attention_dense(float *o, const float *q, const float *K, const float *V
                         int nh, int nkv, int hd, float scale) {
     int G = nh / nkv;
     int64_t nmax = pos0 + T;
-#pragma omp parallel
+#pragma omp parallel num_threads(sala_get_threads())
     {
         float *p = xmalloc(sizeof(float) * (size_t)nmax);
         float *acc = xmalloc(sizeof(float) * (size_t)hd);

@@ -230,7 +230,13 @@ const st_tensor *st_find(const st_file *f, const char *name) {
     return NULL;
 }
 
-sala_status st_write(const char *path, const st_write_tensor *t, int n, const char *metadata_json) {
+int64_t st_tensor_bytes(const st_write_tensor *t) {
+    int64_t numel = 1;
+    for (int d = 0; d < t->ndim; d++) numel *= t->shape[d];
+    return numel * dtype_size(t->dtype);
+}
+
+sala_status st_write_header(FILE *fp, const st_write_tensor *t, int n, const char *metadata_json, const char *path) {
     cJSON *root = cJSON_CreateObject();
     if (metadata_json) {
         cJSON *m = cJSON_Parse(metadata_json);
@@ -241,12 +247,8 @@ sala_status st_write(const char *path, const st_write_tensor *t, int n, const ch
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "dtype", dtype_name(t[i].dtype));
         cJSON *sh = cJSON_AddArrayToObject(e, "shape");
-        int64_t numel = 1;
-        for (int d = 0; d < t[i].ndim; d++) {
-            cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t[i].shape[d]));
-            numel *= t[i].shape[d];
-        }
-        int64_t nb = numel * dtype_size(t[i].dtype);
+        for (int d = 0; d < t[i].ndim; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t[i].shape[d]));
+        int64_t nb = st_tensor_bytes(&t[i]);
         cJSON *o = cJSON_AddArrayToObject(e, "data_offsets");
         cJSON_AddItemToArray(o, cJSON_CreateNumber((double)off));
         cJSON_AddItemToArray(o, cJSON_CreateNumber((double)(off + nb)));
@@ -255,23 +257,24 @@ sala_status st_write(const char *path, const st_write_tensor *t, int n, const ch
     }
     char *js = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
-    size_t hl = strlen(js), pad = (8 - hl % 8) % 8;
-    FILE *fp = fopen(path, "wb");
-    if (!fp) {
-        free(js);
-        return sala_set_error(SALA_ERR_IO, "cannot create %s: %s", path, strerror(errno));
-    }
+    size_t hl = strlen(js), pad = (8 - hl % 8) % 8; /* data region 8-byte aligned */
     uint64_t n8 = hl + pad;
     unsigned char lb[8];
     for (int i = 0; i < 8; i++) lb[i] = (unsigned char)(n8 >> (8 * i));
     int ok = fwrite(lb, 1, 8, fp) == 8 && fwrite(js, 1, hl, fp) == hl;
     for (size_t i = 0; ok && i < pad; i++) ok = fputc(' ', fp) != EOF;
     free(js);
+    return ok ? SALA_OK : sala_set_error(SALA_ERR_IO, "write error on %s (disk full?)", path);
+}
+
+sala_status st_write(const char *path, const st_write_tensor *t, int n, const char *metadata_json) {
+    FILE *fp = fopen(path, "wb");
+    if (!fp) return sala_set_error(SALA_ERR_IO, "cannot create %s: %s", path, strerror(errno));
+    sala_status st = st_write_header(fp, t, n, metadata_json, path);
     static const char zeros[1 << 16];
+    int ok = st == SALA_OK;
     for (int i = 0; ok && i < n; i++) {
-        int64_t numel = 1;
-        for (int d = 0; d < t[i].ndim; d++) numel *= t[i].shape[d];
-        int64_t nb = numel * dtype_size(t[i].dtype);
+        int64_t nb = st_tensor_bytes(&t[i]);
         if (t[i].data) {
             ok = fwrite(t[i].data, 1, (size_t)nb, fp) == (size_t)nb;
         } else {
@@ -282,6 +285,7 @@ sala_status st_write(const char *path, const st_write_tensor *t, int n, const ch
         }
     }
     if (fclose(fp) != 0) ok = 0;
+    if (st) return st;
     if (!ok) return sala_set_error(SALA_ERR_IO, "write error on %s (disk full?)", path);
     return SALA_OK;
 }

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "sala.h"
 
@@ -51,5 +52,9 @@ typedef struct {
     const void *data;
 } st_write_tensor;
 sala_status st_write(const char *path, const st_write_tensor *t, int n, const char *metadata_json);
+/* Streaming writer: the header for tensors laid out in order; the caller then writes each tensor's
+ * st_tensor_bytes() bytes in the same order (path is for messages). */
+sala_status st_write_header(FILE *fp, const st_write_tensor *t, int n, const char *metadata_json, const char *path);
+int64_t st_tensor_bytes(const st_write_tensor *t);
 
 #endif

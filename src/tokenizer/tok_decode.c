@@ -12,6 +12,7 @@
  * as soon as it is complete. The two agree on every run that is valid UTF-8, i.e. on anything the encoder
  * produces. Special tokens skipped with skip_special do not interrupt a byte run (they are filtered out
  * before the decoder, as in `tokenizers`). */
+#include <malloc.h>
 #include <string.h>
 
 #include "tokenizer/tok_internal.h"
@@ -181,7 +182,15 @@ void sala_detok_free(sala_detok *d) { free(d); }
 static size_t append_out(const sink *k, char **out, size_t *out_len) {
     if (!out || !out_len) return 0;
     if (!*out) *out_len = 0;
-    char *p = xrealloc(*out, *out_len + k->len + 1);
+    /* grow geometrically: a stream appends one token at a time to the same buffer (glibc tells the
+     * capacity of any malloc'd block, so a buffer the caller allocated is fine too) */
+    size_t need = *out_len + k->len + 1;
+    char *p = *out;
+    if (!p || malloc_usable_size(p) < need) {
+        size_t cap = *out_len * 2 > need ? *out_len * 2 : need;
+        if (cap < 64) cap = 64;
+        p = xrealloc(p, cap);
+    }
     memcpy(p + *out_len, k->buf ? k->buf : "", k->len);
     *out_len += k->len;
     p[*out_len] = 0;
