@@ -184,6 +184,12 @@ if [ $rc = 0 ] && [ -n "$text" ]; then
   else
     echo "SKIP stop string (no usable 3-character piece in the middle of the text)"
   fi
+  # a stop string whose beginning ends the text but that never completes: the held-back tail is
+  # released at the end, so the output is the whole text
+  tail2=${text: -2}
+  got=$("$SALA" run -m "$GOLD" --tokenizer "$TOK" --prompt-ids "$T/ids.txt" -n 40 --temp 0 --stop "${tail2}@@@" 2>"$T/err4b.txt")
+  if [ "$got" = "$text" ] && grep -q "stop: length" "$T/err4b.txt"; then ok "partial stop string at the end: held back, then released"
+  else bad "partial stop string at the end" "stop [${tail2}@@@]" "got  [$got]" "want [$text]"; fi
 else
   bad "text output through the tokenizer" "rc $rc"
 fi
