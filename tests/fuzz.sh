@@ -13,7 +13,8 @@
 #     checkpoints' .safetensors files, *config* the golden config.json files.
 # A file fuzz/NAME.dict is passed as -dict. Environment for targets: SALA_TOKENIZER_DIR (default
 # tests/data/tokenizer/minicpm), SALA_TEST_DATA (default tests/data).
-# Other knobs: FUZZ_CC (clang), FUZZ_JOBS (parallel compiles), FUZZ_TARGETS="name1 name2" (subset).
+# Other knobs: FUZZ_CC (clang), FUZZ_JOBS (parallel compiles), FUZZ_TARGETS="name1 name2" (subset),
+# FUZZ_ARCHFLAGS (default: -mavx2 -mfma -mf16c when the CPU has them, as the Makefile does).
 set -u
 BUILD=${BUILD:-build}
 SECS=${FUZZ_SECONDS:-20}
@@ -57,7 +58,9 @@ else
 fi
 rm -rf "$probe"
 
-CFLAGS=(-g -O1 -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -fno-omit-frame-pointer "${OMP[@]}")
+# the same CPU features as the Makefile's build
+ARCH=${FUZZ_ARCHFLAGS-$(grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && echo -mavx2 -mfma -mf16c)}
+CFLAGS=(-g -O1 -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -fno-omit-frame-pointer $ARCH "${OMP[@]}")
 SAN=(-fsanitize=address,undefined)
 LIBS=(-lcjson -lmicrohttpd -lm -lpthread)
 
@@ -66,6 +69,10 @@ srcs=$(ls src/*.c src/*/*.c 2>/dev/null)
 newest_h=$(ls -t include/*.h src/*.h src/*/*.h 2>/dev/null | head -n 1)
 objs=()
 stale=()
+# other flags than last time (compiler, CPU features, OpenMP): rebuild everything
+stamp="$CC ${CFLAGS[*]} ${SAN[*]}"
+if [ "$(cat "$OUT/obj/.flags" 2>/dev/null)" != "$stamp" ]; then rm -f "$OUT"/obj/*.o; fi
+printf '%s' "$stamp" >"$OUT/obj/.flags"
 for s in $srcs; do
   o="$OUT/obj/$(echo "${s%.c}" | tr / _).o"
   objs+=("$o")
@@ -129,14 +136,14 @@ for name in "${targets[@]}"; do
   "$bin" -max_total_time="$SECS" -timeout=25 -rss_limit_mb=4096 -max_len=16384 -print_final_stats=1 \
       -artifact_prefix="$OUT/crash-$name-" "${extra[@]}" "$corpus" >"$log" 2>&1
   rc=$?
-  runs=$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -n 1)
-  cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -n 1)
+  runs=$(grep -aEo 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -aEo '[0-9]+$' | tail -n 1)
+  cov=$(grep -aEo 'cov: [0-9]+' "$log" | tail -n 1)
   if [ $rc = 0 ]; then
     echo "ok   $name (${SECS}s, ${runs:-?} runs, ${cov:-cov ?}, corpus $(ls "$corpus" | wc -l))"
     pass=$((pass + 1))
   else
     echo "FAIL $name (exit $rc after ${runs:-?} runs; log $log)"
-    grep -E 'ERROR|SUMMARY|==[0-9]+==|runtime error|Test unit written|deadly signal|Abrt' "$log" | head -n 15 | sed 's/^/   /'
+    grep -aE 'ERROR|SUMMARY|==[0-9]+==|runtime error|Test unit written|deadly signal|Abrt' "$log" | head -n 15 | sed 's/^/   /'
     fail=$((fail + 1))
   fi
 done
