@@ -688,6 +688,42 @@ static void test_renamed_added_tokens(void) {
     free(dir);
 }
 
+/* ---- the same tokenizer written with a Metaspace pre-tokenizer instead of the normalizer ---- */
+
+static void test_metaspace_variant(void) {
+    char *buf;
+    size_t len;
+    CHECK(sala_read_file(test_path("tokenizer/minicpm/tokenizer.json"), &buf, &len) == SALA_OK, "%s", "");
+    cJSON *root = cJSON_Parse(buf);
+    free(buf);
+    cJSON_ReplaceItemInObject(root, "normalizer", cJSON_CreateNull());
+    cJSON_ReplaceItemInObject(root, "pre_tokenizer",
+                              cJSON_Parse("{\"type\": \"Metaspace\", \"replacement\": \"\\u2581\", "
+                                          "\"prepend_scheme\": \"always\", \"split\": false}"));
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    char *dir = make_tmpdir();
+    CHECK(text && write_file(dir, "tokenizer.json", text, strlen(text)), "%s", "");
+    free(text);
+    sala_tokenizer *t = NULL;
+    CHECK(sala_tokenizer_load(dir, &t) == SALA_OK, "%s", sala_last_error());
+    int n, same = 0;
+    tcase *c = load_cases("tokenizer/vectors/random.jsonl", &n);
+    for (int i = 0; t && i < n; i++) {
+        int32_t *ids;
+        int64_t ni;
+        CHECK(sala_tokenizer_encode(t, c[i].text, c[i].len, 0, &ids, &ni) == SALA_OK, "%s", "");
+        same += ids_eq(ids, ni, c[i].ids, c[i].n_ids);
+        free(ids);
+    }
+    printf("  Metaspace pre-tokenizer variant: %d/%d random cases equal\n", same, n);
+    CHECK(same == n, "%s", "");
+    free_cases(c, n);
+    sala_tokenizer_free(t);
+    rm_dir(dir);
+    free(dir);
+}
+
 /* ---- bad inputs ---- */
 
 static void test_errors(void) {
@@ -817,6 +853,7 @@ int main(void) {
     TEST_RUN(test_encode_speed);
     TEST_RUN(test_spm_fallback);
     TEST_RUN(test_renamed_added_tokens);
+    TEST_RUN(test_metaspace_variant);
     TEST_RUN(test_errors);
     sala_tokenizer_free(g_tok);
     TEST_END();

@@ -45,6 +45,7 @@ static sala_tokenizer *open_tokenizer(const char *dir, const char *cmd) {
 }
 
 static void print_piece(const char *p) {
+    if (!p) p = "";
     putchar('\'');
     for (const unsigned char *s = (const unsigned char *)p; *s; s++) {
         switch (*s) {

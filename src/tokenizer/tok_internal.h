@@ -152,6 +152,7 @@ struct sala_tokenizer {
     tok_replace dec_replace[TOK_MAX_REPLACE];
     int dec_byte_fallback;
     int dec_strip_start;   /* leading ' ' stripped from the start of the output */
+    int dec_fused;         /* a Fuse step was seen (load time only) */
 
     int32_t bos, eos, unk, pad;
     int add_bos_default;   /* what the post-processor / add_bos_token does by default */

@@ -268,15 +268,19 @@ static sala_status parse_decoder(sala_tokenizer *t, const cJSON *n, const char *
         t->dec_byte_fallback = 1;
         return SALA_OK;
     }
-    if (!strcmp(type, "Fuse")) return SALA_OK;
+    if (!strcmp(type, "Fuse")) {
+        t->dec_fused = 1;
+        return SALA_OK;
+    }
     if (!strcmp(type, "Strip")) {
         const char *c = json_str(n, "content");
         int64_t start = 0, stop = 0;
         json_is_int(cJSON_GetObjectItemCaseSensitive(n, "start"), 0, 1000, &start);
         json_is_int(cJSON_GetObjectItemCaseSensitive(n, "stop"), 0, 1000, &stop);
-        if (!c || strcmp(c, " ") || stop != 0)
+        /* after Fuse the output is one string: the strip applies once, at its start */
+        if (!c || strcmp(c, " ") || stop != 0 || !t->dec_fused)
             return sala_set_error(SALA_ERR_UNSUPPORTED,
-                                  "%s: Strip decoder other than leading spaces is not supported", path);
+                                  "%s: Strip decoder other than leading spaces after Fuse is not supported", path);
         t->dec_strip_start = (int)start;
         return SALA_OK;
     }
