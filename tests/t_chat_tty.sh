@@ -6,7 +6,8 @@
 #   * /reset clears the conversation: the same first message then gets the same answer as at the start
 #     (same seed, sampler and session reset);
 #   * Ctrl-C in the middle of a long answer stops it and returns to the prompt; the chat still answers
-#     after that; Ctrl-C at the prompt prints a hint, a second one quits.
+#     after that; Ctrl-C at the prompt prints a hint, a second one quits;
+#   * Ctrl-C while a long message is still being prefilled stops it and clears the conversation.
 # Skips (0 passed, 0 failed + a SKIP line) only when tmux is missing. $SALA: the binary (default build/sala).
 set -u
 SALA=${SALA:-build/sala}
@@ -126,6 +127,25 @@ else bad "Ctrl-C at the prompt: a hint" "$(screen "$B" | tail -5)"; fi
 TM send-keys -t "$B" C-c
 if wait_for "$B" 10 grep -q "CHAT-EXITED rc=0"; then ok "a second Ctrl-C at the prompt quits"
 else bad "a second Ctrl-C at the prompt quits" "$(screen "$B" | tail -5)"; fi
+
+# ---- session C: Ctrl-C while a long message is still being read (prefill, one token per chunk) ----
+C=chatC
+TM new-session -d -s "$C" -x 160 -y 60 "$SALA chat -m $T/model -n 4 --chunk 1 --seed 5 2>$T/c.err; echo CHAT-EXITED rc=\$?; sleep 30"
+wait_for "$C" 60 ready 1
+long=$(for i in $(seq 150); do printf 'alpha beta gamma delta '; done)
+TM send-keys -t "$C" -l "$long"
+TM send-keys -t "$C" Enter
+sleep 1.5
+TM send-keys -t "$C" C-c
+if wait_for "$C" 30 grep -q "interrupted while reading the message"; then
+  ok "Ctrl-C during the prefill of a long message: stopped, conversation cleared"
+else
+  bad "Ctrl-C during the prefill" "$(screen "$C" | tail -4 | cut -c1-150)" "$(tail -3 "$T/c.err")"
+fi
+TM send-keys -t "$C" "Short one" Enter
+if wait_for "$C" 60 bash -c 'grep -q "answer cut at -n tokens"'; then ok "the chat answers after an interrupted prefill"
+else bad "answers after an interrupted prefill" "$(screen "$C" | tail -4 | cut -c1-150)"; fi
+TM send-keys -t "$C" "/exit" Enter
 
 # ---- stdin at end of file quits; piped input works ----
 out=$(printf 'Hi\n' | timeout 60 "$SALA" chat -m "$T/model" -n 3 --seed 1 2>/dev/null); rc=$?
