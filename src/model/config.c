@@ -209,6 +209,10 @@ sala_status config_parse(sala_config *c, const char *json, size_t len) {
 }
 
 sala_status config_validate(const sala_config *c) {
+    /* fields derived from others (head_dim = hidden / heads by default) get the same bounds as when given */
+    if (c->hd < 1 || c->hd > 512 || c->lin_hd < 1 || c->lin_hd > 512)
+        return sala_set_error(SALA_ERR_CONFIG, "config: head dims %d / %d outside [1, 512] (head_dim defaults to "
+                              "hidden_size / num_attention_heads)", c->hd, c->lin_hd);
     if (c->nh % c->nkv)
         return sala_set_error(SALA_ERR_CONFIG, "config: num_attention_heads %d is not a multiple of "
                               "num_key_value_heads %d", c->nh, c->nkv);
