@@ -56,14 +56,17 @@ run() {
             echo "info: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)" >>"$summary"
             ;;
         kernels)
+            : >"$out/kernels.log"
             for t in build/stage/tests/test_cuda_*; do
-                SALA_TEST_CUDA=1 timeout 300 "$t" >"$out/$(basename "$t").log" 2>&1
+                echo "== $(basename "$t")" >>"$out/kernels.log"
+                SALA_TEST_CUDA=1 timeout "${KERNEL_TIMEOUT:-150}" "$t" >/tmp/k.log 2>&1
                 local rc=$?
-                echo "$(basename "$t"): $(tail -n 1 "$out/$(basename "$t").log") (exit $rc)" >>"$summary"
+                cat /tmp/k.log >>"$out/kernels.log"
+                echo "$(basename "$t"): $(tail -n 1 /tmp/k.log) (exit $rc)" >>"$summary"
             done
             ;;
         golden)
-            SALA_TEST_CUDA=1 timeout 400 build/stage/tests/test_golden >"$out/golden.log" 2>&1
+            SALA_TEST_CUDA=1 timeout "${GOLDEN_TIMEOUT:-300}" build/stage/tests/test_golden >"$out/golden.log" 2>&1
             echo "test_golden (cuda): $(tail -n 1 "$out/golden.log")" >>"$summary"
             ;;
         suite)
@@ -74,10 +77,10 @@ run() {
             local ctx="8k,32k,128k,256k,512k,1024k" full="8k,32k"
             [ "$p" = bench-quick ] && ctx="8k,32k" && full="8k"
             rm -f "$out/bench.jsonl"
-            timeout 560 build/stage/sala bench --device cuda --arch sala --contexts "$ctx" --gen 32 --budget-s 420 \
-                --json "$out/bench.jsonl" >"$out/bench.log" 2>&1
-            timeout 200 build/stage/sala bench --device cuda --arch full --contexts "$full" --gen 32 --budget-s 150 \
-                --json "$out/bench.jsonl" >>"$out/bench.log" 2>&1
+            timeout "${BENCH_TIMEOUT:-560}" build/stage/sala bench --device cuda --arch sala --contexts "${BENCH_CTX:-$ctx}" \
+                --gen 32 --budget-s "${BENCH_BUDGET:-420}" --json "$out/bench.jsonl" >"$out/bench.log" 2>&1
+            [ -n "${BENCH_FULL:-$full}" ] && timeout 200 build/stage/sala bench --device cuda --arch full \
+                --contexts "${BENCH_FULL:-$full}" --gen 32 --budget-s 150 --json "$out/bench.jsonl" >>"$out/bench.log" 2>&1
             grep -vE '^  prefill' "$out/bench.log" | grep -E '^ *[0-9]|^arch' >>"$summary"
             ;;
         *) echo "unknown part $p" >>"$summary" ;;

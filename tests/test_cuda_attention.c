@@ -3,8 +3,11 @@
  * keys across blocks), GQA group sizes 1 to 16, fp32 and bf16 caches (the reference reads the same
  * bf16-rounded K/V).
  *
- * Tolerance: |Δ| ≤ 2e-5 + 1e-4·|ref|. Outputs are convex combinations of V entries in [-1, 1]; fp32
- * online softmax against the double reference differs by ~1e-6. Runs only with SALA_TEST_CUDA=1. */
+ * Tolerances. fp32 cache (exact mode, FMA kernels): |Δ| ≤ 2e-5 + 1e-4·|ref| — outputs are convex
+ * combinations of V entries in [-1, 1] and fp32 online softmax differs from the double reference by
+ * ~1e-6. bf16 cache (tensor cores): q is pre-rounded to bf16 here so both sides see the same operands,
+ * but the kernel rounds the probabilities to bf16 for P·V (relative 2⁻⁹ each), so |Δ| ≤ 5e-3 (a wrong key
+ * or mask moves outputs by O(0.1)). Runs only with SALA_TEST_CUDA=1. */
 #ifndef SALA_CUDA
 #include <stdio.h>
 int main(void) {
@@ -98,6 +101,8 @@ static void dense_case(int nh, int nkv, int hd, int64_t T, int64_t pos0, int bf1
     make_cache(K, V, kn, bf16, &dK, &dV);
     float *qb = malloc(sizeof(float) * (size_t)(T * ldq)), *q = malloc(sizeof(float) * (size_t)(T * qd));
     fill(qb, T * ldq, 2.0f);
+    if (bf16)
+        for (int64_t i = 0; i < T * ldq; i++) qb[i] = bf(qb[i]);
     for (int64_t t = 0; t < T; t++) memcpy(q + t * qd, qb + t * ldq, sizeof(float) * (size_t)qd);
     float scale = (float)(1.0 / sqrt((double)hd));
     float *ref = malloc(sizeof(float) * (size_t)(T * qd));
@@ -113,7 +118,7 @@ static void dense_case(int nh, int nkv, int hd, int64_t T, int64_t pos0, int bf1
     char what[112];
     snprintf(what, sizeof what, "dense nh=%d nkv=%d hd=%d T=%lld pos0=%lld %s", nh, nkv, hd, (long long)T,
              (long long)pos0, bf16 ? "bf16" : "fp32");
-    CHECK(close_to(what, gp, ref, T * qd, NULL, 2e-5, 1e-4), "%s", what);
+    CHECK(close_to(what, gp, ref, T * qd, NULL, bf16 ? 5e-3 : 2e-5, bf16 ? 0 : 1e-4), "%s", what);
     cu_free(dK), cu_free(dV), cu_free(dq), cu_free(dout), cu_free(scr);
     free(K), free(V), free(qb), free(q), free(ref), free(got), free(gp);
 }

@@ -3,7 +3,8 @@
  *
  * A block takes 16·RM consecutive (row, head-of-group) pairs of one KV group g, so the G query heads that
  * share a KV head read each key tile once; row t sits at position pos0 + t and sees keys 0..pos0+t.
- * Decode-sized launches (few pairs) use RM = 1 and split the key range (attn_core.cuh). */
+ * Decode-sized launches (few pairs) use RM = 1 and split the key range (attn_core.cuh). These are the fp32
+ * kernels of the exact mode; bf16 caches go to the tensor-core kernel (attn_mma.cu). */
 #include "cuda/attn_core.cuh"
 #include "cuda/attn_internal.cuh"
 
@@ -109,6 +110,8 @@ extern "C" int cu_attn_dense(void *stream, float *o, int64_t ldo, const float *q
     cudaStream_t st = (cudaStream_t)stream;
     if (T <= 0) return 0;
     if (nkv <= 0 || nh % nkv) return (int)cudaErrorInvalidValue;
+    if (kvt == CU_BF16) /* tensor cores */
+        return attn_mma(st, 0, o, ldo, q, ldq, K, V, NULL, NULL, T, pos0, nh, nkv, hd, 0, scale, scratch, scratch_floats);
 #define DENSE_CASE(HD)                                                                                             \
     case HD:                                                                                                       \
         return kvt == CU_BF16                                                                                      \

@@ -6,7 +6,8 @@
  * blocks, each with a bitmask of the rows that chose it; every block of the union is loaded once and
  * scored for all query vectors, masked to −inf for rows that did not choose it. Adjacent rows share
  * their local window and most of their top-k, so the union is barely larger than one list.
- * Decode (one row) splits its list across blocks (attn_core.cuh). */
+ * Decode (one row) splits its list across blocks (attn_core.cuh). fp32 caches (the exact mode) run here;
+ * bf16 caches go to the tensor-core kernel (attn_mma.cu), which merges the lists the same way. */
 #include "cuda/attn_core.cuh"
 #include "cuda/attn_internal.cuh"
 
@@ -148,6 +149,9 @@ extern "C" int cu_attn_sparse(void *stream, float *o, int64_t ldo, const float *
     cudaStream_t st = (cudaStream_t)stream;
     if (T <= 0) return 0;
     if (d->block != ATT_BK || d->nkv <= 0 || d->nh % d->nkv || d->nh / d->nkv > 64) return (int)cudaErrorInvalidValue;
+    if (kvt == CU_BF16) /* tensor cores */
+        return attn_mma(st, 1, o, ldo, q, ldq, K, V, blocks, nsel, T, pos0, d->nh, d->nkv, d->hd, d->budget, d->scale,
+                        scratch, scratch_floats);
 #define SPARSE_CASE(HD)                                                                                              \
     case HD:                                                                                                         \
         return kvt == CU_BF16 ? sparse_rm<HD, bf16>(st, o, ldo, q, ldq, K, V, blocks, nsel, T, pos0, d, scratch,     \

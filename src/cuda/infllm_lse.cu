@@ -1,9 +1,11 @@
 /* infllm_lse.cu — InfLLM-v2 stage 1, first half: the coarse log-sum-exp of every query head over the
  * visible level-2 compressed keys,  LSE_h(r) = log Σ_{j < v2(r)} exp(scale · q_h(r)·C2[j])  (MODEL.md §4
  * step 2); −inf when nothing is visible. It normalises the level-1 scores in infllm_score.cu.
- * Same tiling as dense attention without the value pass (attn_core.cuh); decode splits the keys. */
+ * Same tiling as dense attention without the value pass (attn_core.cuh); decode splits the keys. With
+ * d->bf16 the dot products run on tensor cores (q and C2 rounded to bf16, mma_core.cuh). */
 #include "cuda/attn_core.cuh"
 #include "cuda/attn_internal.cuh"
+#include "cuda/mma_core.cuh"
 
 template <int HD, int RM>
 __global__ void __launch_bounds__(256) k_infllm_lse(float *lse, const float *q, int64_t ldq, const float *C2,
@@ -88,9 +90,97 @@ static int launch_lse(cudaStream_t st, float *lse, const float *q, int64_t ldq, 
     return attn_combine(st, lse, d->nh, scratch, nsplit, T * d->nh, d->nh, 0);
 }
 
+template <int HD, int NW>
+__global__ void __launch_bounds__(NW * 32) k_infllm_lse_mma(float *lse, const float *q, int64_t ldq, const float *C2,
+                                                            int64_t n2_avail, int64_t T, int64_t pos0, int64_t kv_len,
+                                                            int decode, int nh, int nkv, int l2, int s2, float scale,
+                                                            int nsplit, float *part) {
+    constexpr int M = 16 * NW, NT = 32 * NW, QP = mma_shape<HD>::QP;
+    extern __shared__ uint4 smem_u4[];
+    bf16 *Qs = (bf16 *)smem_u4, *Ks = Qs + M * QP;
+    const int g = blockIdx.y, split = blockIdx.z, G = nh / nkv;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    const int64_t npairs = T * G, p0 = (int64_t)blockIdx.x * M;
+    const int64_t t_last = (p0 + M - 1) / G < T - 1 ? (p0 + M - 1) / G : T - 1;
+    mma_load_queries<HD, NT>(Qs, M, q, ldq, p0, npairs, G, g);
+    __syncthreads();
+    uint32_t qf[HD / 16][4];
+    mma_q_frags<HD>(Qs, warp * 16, qf);
+    int64_t vis[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int64_t p = p0 + warp * 16 + gq + 8 * r;
+        vis[r] = p < npairs ? infllm_vis(pos0 + p / G, kv_len, decode, l2, s2) : 0;
+        if (vis[r] > n2_avail) vis[r] = n2_avail;
+    }
+    int64_t vmax = infllm_vis(pos0 + t_last, kv_len, decode, l2, s2);
+    if (vmax > n2_avail) vmax = n2_avail;
+    const int64_t ntiles = (vmax + MMA_BK - 1) / MMA_BK, tps = (ntiles + nsplit - 1) / nsplit;
+    const int64_t kt0 = split * tps, kt1 = kt0 + tps < ntiles ? kt0 + tps : ntiles;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, O[HD / 8][4];
+    for (int64_t kt = kt0; kt < kt1; kt++) {
+        const int64_t k0 = kt * MMA_BK;
+        __syncthreads();
+        mma_load_keys<HD, NT>(Ks, C2 + (int64_t)g * HD, (int64_t)nkv * HD, k0, vmax);
+        __syncthreads();
+        float S[8][4];
+        mma_qk<HD>(qf, Ks, S);
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int j = 0; j < 2; j++)
+                    S[nt][2 * r + j] = k0 + nt * 8 + 2 * tq + j < vis[r] ? S[nt][2 * r + j] * scale : -INFINITY;
+        mma_softmax<HD>(S, m, l, O, false);
+    }
+    if (tq != 0) return;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int64_t p = p0 + warp * 16 + gq + 8 * r;
+        if (p >= npairs) continue;
+        int64_t t = p / G, h = g * G + p % G;
+        if (nsplit == 1) {
+            lse[t * nh + h] = l[r] > 0.f ? m[r] + logf(l[r]) : -INFINITY;
+        } else {
+            float *rec = part + ((int64_t)split * T * nh + t * nh + h) * 2;
+            rec[0] = m[r];
+            rec[1] = l[r];
+        }
+    }
+}
+
+template <int HD, int NW>
+static int launch_lse_mma(cudaStream_t st, float *lse, const float *q, int64_t ldq, const float *C2, int64_t n2_avail,
+                          int64_t T, int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch,
+                          int64_t scratch_floats) {
+    constexpr int M = 16 * NW;
+    size_t smem = sizeof(bf16) * (size_t)((M + MMA_BK) * mma_shape<HD>::QP);
+    static bool attr = false;
+    if (!attr) {
+        cudaFuncSetAttribute(k_infllm_lse_mma<HD, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        attr = true;
+    }
+    int G = d->nh / d->nkv;
+    int64_t nblk = (T * G + M - 1) / M;
+    int64_t ntiles = (nwin64(kv_len, d->l2, d->s2) + MMA_BK - 1) / MMA_BK;
+    int nsplit = attn_pick_split(nblk * d->nkv, ntiles, T * d->nh, 0, scratch_floats);
+    dim3 grid((unsigned)nblk, d->nkv, nsplit);
+    k_infllm_lse_mma<HD, NW><<<grid, NW * 32, smem, st>>>(lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d->nh,
+                                                           d->nkv, d->l2, d->s2, d->scale, nsplit, scratch);
+    int e = LAUNCH_CHECK();
+    if (e || nsplit == 1) return e;
+    return attn_combine(st, lse, d->nh, scratch, nsplit, T * d->nh, d->nh, 0);
+}
+
 template <int HD>
 static int lse_rm(cudaStream_t st, float *lse, const float *q, int64_t ldq, const float *C2, int64_t n2_avail, int64_t T,
                   int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch, int64_t sf) {
+    if (d->bf16) {
+        if (T * (d->nh / d->nkv) <= 16)
+            return launch_lse_mma<HD, 1>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
+        return launch_lse_mma<HD, 4>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
+    }
     if (T * (d->nh / d->nkv) <= 64)
         return launch_lse<HD, 1>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
     return launch_lse<HD, 4>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);

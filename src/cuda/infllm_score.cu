@@ -10,8 +10,10 @@
  * 64/P blocks that start in the tile. The key 64·tile − 1 of the block starting the tile lies in the
  * previous tile; that tile stores it as halo[tile], and the top-k kernel folds it in. Tiles with no
  * block at or before the rows' own block are skipped (the top-k never reads them); tiles past every
- * row's visible keys only write 0 / −inf. Scores stay fp32 (allowed in the bf16 mode too). */
+ * row's visible keys only write 0 / −inf. With d->bf16 the dot products run on tensor cores (q and C1
+ * rounded to bf16 like the official kernel, fp32 accumulation); exps, sums and pooling stay fp32. */
 #include "cuda/attn_core.cuh"
+#include "cuda/mma_core.cuh"
 
 template <int HD, int RM>
 __global__ void __launch_bounds__(256) k_infllm_score(float *pooled, float *halo, const float *q, int64_t ldq,
@@ -93,6 +95,82 @@ __global__ void __launch_bounds__(256) k_infllm_score(float *pooled, float *halo
     }
 }
 
+/* the same with the dot products on tensor cores: 4 warps × 16 pairs, 64 keys */
+template <int HD>
+__global__ void __launch_bounds__(128) k_infllm_score_mma(float *pooled, float *halo, const float *q, int64_t ldq,
+                                                          const float *lse, const float *C1, int64_t n1_avail,
+                                                          int64_t T, int64_t pos0, int64_t kv_len, int decode, int nh,
+                                                          int nkv, int l1, int s1, int block, float scale,
+                                                          int64_t nblk_cap, int64_t ntile_cap) {
+    constexpr int M = 64, NT = 128, QP = mma_shape<HD>::QP, EP = ATT_BK + 1;
+    extern __shared__ uint4 smem_u4[];
+    bf16 *Qs = (bf16 *)smem_u4, *Ks = Qs + M * QP;
+    float *Es = (float *)(Ks + MMA_BK * QP); /* [M][EP] */
+    __shared__ float Ls[M];
+    __shared__ float Rs[64][ATT_BK + 1];
+    const int g = blockIdx.z, G = nh / nkv, P = block / s1, NBT = ATT_BK / P;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    const int64_t npairs = T * G, p0 = (int64_t)blockIdx.x * M, jt = blockIdx.y, j0 = jt * ATT_BK;
+    const int64_t t_first = p0 / G;
+    const int64_t t_last = (p0 + M - 1) / G < T - 1 ? (p0 + M - 1) / G : T - 1;
+    const int R = (int)(t_last - t_first + 1);
+    if (jt * NBT > (pos0 + t_last) / block) return;
+    const int64_t n1_call = nwin64(kv_len, l1, s1);
+    int64_t vmax = infllm_vis(pos0 + t_last, kv_len, decode, l1, s1);
+    if (vmax > n1_avail) vmax = n1_avail;
+    if (j0 < vmax) {
+        mma_load_queries<HD, NT>(Qs, M, q, ldq, p0, npairs, G, g);
+        for (int m = threadIdx.x; m < M; m += NT) {
+            int64_t p = p0 + m;
+            Ls[m] = p < npairs ? lse[(p / G) * nh + g * G + p % G] : 0.f;
+        }
+        mma_load_keys<HD, NT>(Ks, C1 + (int64_t)g * HD, (int64_t)nkv * HD, j0, vmax);
+        __syncthreads();
+        uint32_t qf[HD / 16][4];
+        mma_q_frags<HD>(Qs, warp * 16, qf);
+        float S[8][4];
+        mma_qk<HD>(qf, Ks, S);
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int m = warp * 16 + gq + 8 * r;
+            const int64_t p = p0 + m;
+            int64_t v1 = p < npairs ? infllm_vis(pos0 + p / G, kv_len, decode, l1, s1) : 0;
+            if (v1 > vmax) v1 = vmax;
+            const float L = Ls[m];
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    int key = nt * 8 + 2 * tq + j;
+                    Es[m * EP + key] = j0 + key < v1 ? expf(S[nt][2 * r + j] * scale - L) : 0.f;
+                }
+        }
+    } else {
+        for (int x = threadIdx.x; x < M * ATT_BK; x += NT) Es[(x / ATT_BK) * EP + x % ATT_BK] = 0.f;
+    }
+    __syncthreads();
+    for (int x = threadIdx.x; x < R * ATT_BK; x += NT) {
+        int r = x / ATT_BK, n = x % ATT_BK;
+        int64_t pbase = (t_first + r) * G - p0;
+        float sum = 0.f;
+        for (int hh = 0; hh < G; hh++) sum += Es[(pbase + hh) * EP + n];
+        Rs[r][n] = j0 + n < n1_call ? sum : -INFINITY;
+    }
+    __syncthreads();
+    for (int x = threadIdx.x; x < R * NBT; x += NT) {
+        int r = x / NBT, bl = x % NBT;
+        int64_t t = t_first + r;
+        float v = -INFINITY;
+        for (int jj = bl * P - 1; jj <= bl * P + P - 1; jj++)
+            if (jj >= 0) v = fmaxf(v, Rs[r][jj]);
+        pooled[(t * nkv + g) * nblk_cap + jt * NBT + bl] = v;
+    }
+    for (int r = threadIdx.x; r < R; r += NT) {
+        int64_t t = t_first + r;
+        if (jt + 1 < ntile_cap) halo[(t * nkv + g) * ntile_cap + jt + 1] = Rs[r][ATT_BK - 1];
+    }
+}
+
 template <int HD, int RM>
 static int launch_score(cudaStream_t st, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
                         const float *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
@@ -122,6 +200,23 @@ static int score_rm(cudaStream_t st, float *pooled, float *halo, const float *q,
                     const float *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
                     const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
     int G = d->nh / d->nkv;
+    if (d->bf16) {
+        size_t smem = sizeof(bf16) * (size_t)(128 * mma_shape<HD>::QP) + sizeof(float) * 64 * (ATT_BK + 1);
+        static bool attr = false;
+        if (!attr) {
+            cudaFuncSetAttribute(k_infllm_score_mma<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+            attr = true;
+        }
+        int64_t nblk = (T * G + 63) / 64;
+        int P = d->block / d->s1;
+        int64_t ntiles = ((pos0 + T - 1) / d->block + 1) * P / ATT_BK + 1;
+        if (ntiles * (int64_t)(ATT_BK / P) > nblk_cap || ntiles + 1 > ntile_cap) return (int)cudaErrorInvalidValue;
+        dim3 grid((unsigned)nblk, (unsigned)ntiles, d->nkv);
+        k_infllm_score_mma<HD><<<grid, 128, smem, st>>>(pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode,
+                                                         d->nh, d->nkv, d->l1, d->s1, d->block, d->scale, nblk_cap,
+                                                         ntile_cap);
+        return LAUNCH_CHECK();
+    }
     if (G <= 16 && T * G <= 16)
         return launch_score<HD, 1>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d, nblk_cap,
                                    ntile_cap);

@@ -96,6 +96,8 @@ typedef struct {
     int init_blocks, local_blocks;
     int budget;              /* topk + local_blocks */
     float scale;             /* 1/sqrt(hd) */
+    int bf16;                /* stage 1 on tensor cores: q and compressed keys rounded to bf16 (the bf16 mode,
+                              * like the official kernels); 0 = fp32 FMA (the exact mode) */
 } cu_infllm_dims;
 
 /* C[j, nkv, hd] = mean(K[s·j .. s·j+l-1]) for j in [j0, j1), fp32, summed in key order (infllm_compress.cu) */

@@ -28,7 +28,8 @@
 
 static int64_t act_size(cu_dtype t) { return t == CU_BF16 ? 2 : 4; }
 
-static cu_infllm_dims make_dims(const sala_config *c) {
+static cu_infllm_dims make_dims(const cuda_model *cm) {
+    const sala_config *c = &cm->cfg;
     cu_infllm_dims d;
     d.nh = c->nh;
     d.nkv = c->nkv;
@@ -42,6 +43,7 @@ static cu_infllm_dims make_dims(const sala_config *c) {
     d.local_blocks = c->window_size / c->block_size;
     d.budget = c->topk + d.local_blocks;
     d.scale = (float)(1.0 / sqrt((double)c->hd));
+    d.bf16 = cm->act == CU_BF16;
     return d;
 }
 
@@ -62,7 +64,7 @@ static void session_layout(cuda_session *s, carver *cv, cuda_mem_plan *plan) {
     const sala_config *c = &cm->cfg;
     const int64_t C = s->chunk, H = c->hidden, I = c->inter, V = c->vocab, kvrow = (int64_t)c->nkv * c->hd;
     const int64_t es = act_size(cm->act);
-    cu_infllm_dims d = make_dims(c);
+    cu_infllm_dims d = make_dims(cm);
     s->n1cap = nwin64(s->n_ctx, d.l1, d.s1) + 1;
     s->n2cap = nwin64(s->n_ctx, d.l2, d.s2) + 1;
     int P = d.block / d.s1;
@@ -245,7 +247,7 @@ static sala_status mixer_sparse(cuda_session *s, int l, const chunk_ctx *cx) {
     cudaStream_t st = cm->stream;
     const int64_t ld = L->n_in, C = cx->C;
     float *q = s->mix, *k = s->mix + L->qd, *v = s->mix + L->qd + L->kvd, *gate = s->mix + L->qd + 2 * L->kvd;
-    cu_infllm_dims d = make_dims(c);
+    cu_infllm_dims d = make_dims(cm);
     if (c->attn_use_rope)
         TRY(cu_qknorm_rope(st, s->mix, ld, C, c->nh + c->nkv, c->nh, c->hd, NULL, NULL, (float)c->eps, 0, cm->inv_freq_s,
                            cx->p0, 1), "rope");
@@ -345,7 +347,7 @@ static sala_status session_eval(cuda_session *s, int64_t pos, const int32_t *ids
         if (ids[i] < 0 || ids[i] >= c->vocab)
             return sala_set_error(SALA_ERR_ARG, "token id %d at index %lld is outside the vocabulary (0..%d)", ids[i],
                                   (long long)i, c->vocab - 1);
-    cu_infllm_dims d = make_dims(c);
+    cu_infllm_dims d = make_dims(cm);
     chunk_ctx cx;
     memset(&cx, 0, sizeof cx);
     cx.kv_len = pos + n;
