@@ -267,6 +267,7 @@ static void test_infllm_prefill(void) {
     infllm_case(&tiny_gqa2, 3000, 0, 3000, 0, 1, 0);
     infllm_case(&released, 9000, 0, 9000, 0, 9, 0);
     infllm_case(&released, 9000, 8000, 1000, 0, 5, 1);
+    infllm_case(&released, 20000, 19000, 1000, 0, 5, 1); /* > 16 key tiles: several stage-1 blocks per row block */
 }
 
 static void test_infllm_decode(void) {

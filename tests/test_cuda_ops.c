@@ -78,8 +78,9 @@ static int gpu_ready(void) {
 
 /* ---- GEMM ---- */
 
-static void gemm_case(cu_gemm *g, int64_t T, int64_t N, int64_t K, cu_dtype xt, float alpha, float beta) {
-    int64_t ldx = K + (xt == CU_BF16 ? 8 : 3), ldy = N + 5; /* strided operand and output */
+/* pad: extra elements per row of x (odd pads force cuBLASLt / the fallback; multiples of 8 allow the GEMV) */
+static void gemm_case(cu_gemm *g, int64_t T, int64_t N, int64_t K, cu_dtype xt, float alpha, float beta, int pad) {
+    int64_t ldx = K + pad, ldy = N + 5; /* strided operand and output */
     float *x = malloc(sizeof(float) * (size_t)(T * ldx)), *w = malloc(sizeof(float) * (size_t)(N * K));
     uint16_t *wb = malloc(2 * (size_t)(N * K)), *xb = malloc(2 * (size_t)(T * ldx));
     fill(x, T * ldx, 1.0f);
@@ -112,8 +113,8 @@ static void gemm_case(cu_gemm *g, int64_t T, int64_t N, int64_t K, cu_dtype xt, 
     CHECK(down(got, dy, sizeof(float) * (size_t)(T * ldy)) == 0);
     for (int64_t t = 0; t < T; t++) memcpy(gp + t * N, got + t * ldy, sizeof(float) * (size_t)N);
     char what[128];
-    snprintf(what, sizeof what, "gemm %s T=%lld N=%lld K=%lld a=%g b=%g", xt == CU_BF16 ? "bf16" : "fp32",
-             (long long)T, (long long)N, (long long)K, alpha, beta);
+    snprintf(what, sizeof what, "gemm %s T=%lld N=%lld K=%lld a=%g b=%g pad %d", xt == CU_BF16 ? "bf16" : "fp32",
+             (long long)T, (long long)N, (long long)K, alpha, beta, pad);
     CHECK(close_to(what, gp, ref, T * N, tol, 0, 0), "%s", what);
     cu_free(dx), cu_free(dw), cu_free(dy);
     free(x), free(w), free(wb), free(xb), free(y0), free(xp), free(ref), free(tol), free(got), free(gp);
@@ -127,9 +128,16 @@ static void test_gemm(void) {
     static const int64_t shapes[][3] = {{1, 37, 64}, {7, 100, 136}, {65, 259, 256}, {300, 1000, 1024}, {2, 4099, 512}};
     for (int i = 0; i < 5; i++)
         for (int xt = 0; xt < 2; xt++)
-            gemm_case(g, shapes[i][0], shapes[i][1], shapes[i][2], (cu_dtype)xt, 1.0f, 0.0f);
-    gemm_case(g, 33, 130, 264, CU_BF16, 0.7f, 1.0f); /* residual epilogue */
-    gemm_case(g, 33, 130, 264, CU_F32, 0.7f, 1.0f);
+            gemm_case(g, shapes[i][0], shapes[i][1], shapes[i][2], (cu_dtype)xt, 1.0f, 0.0f, xt == CU_BF16 ? 8 : 3);
+    gemm_case(g, 33, 130, 264, CU_BF16, 0.7f, 1.0f, 8); /* residual epilogue */
+    gemm_case(g, 33, 130, 264, CU_F32, 0.7f, 1.0f, 3);
+    /* decode-sized products on the GEMV kernel (aligned rows), both operand types, with and without beta */
+    for (int xt = 0; xt < 2; xt++) {
+        gemm_case(g, 1, 4099, 512, (cu_dtype)xt, 1.0f, 0.0f, 0);
+        gemm_case(g, 3, 131, 264, (cu_dtype)xt, 1.0f, 0.0f, 8);
+        gemm_case(g, 4, 1000, 1024, (cu_dtype)xt, 0.7f, 1.0f, 16);
+        gemm_case(g, 2, 1, 4096, (cu_dtype)xt, 1.0f, 0.0f, 0);
+    }
     cu_gemm_free(g);
 }
 

@@ -50,8 +50,21 @@ struct cuda_model {
     cudaStream_t stream;
 };
 
+/* GPU time per kind of op, measured with events when SALA_CUDA_PROFILE=1 (printed after each call) */
+enum { PROF_GEMM, PROF_NORM, PROF_LIGHTNING, PROF_DENSE, PROF_COMPRESS, PROF_LSE, PROF_SCORE, PROF_TOPK, PROF_SPARSE,
+       PROF_OTHER, PROF_N };
+#define PROF_EVENTS 1024
+typedef struct {
+    cudaEvent_t ev[PROF_EVENTS];
+    int cat[PROF_EVENTS / 2];
+    int n;
+    int64_t calls;         /* single-token calls folded into ms since the last print */
+    double ms[PROF_N];
+} cu_prof;
+
 struct cuda_session {
     cuda_model *cm;
+    cu_prof *prof;         /* NULL unless SALA_CUDA_PROFILE=1 */
     int64_t n_ctx;
     int chunk;
     void *pool;

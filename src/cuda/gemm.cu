@@ -10,7 +10,10 @@
  *
  * Choosing an algorithm (the heuristic) costs tens of microseconds, so plans are cached per shape,
  * stride and pointer alignment: a decode step reuses them. When cuBLASLt offers no algorithm for a shape
- * (odd strides), a plain tiled kernel computes the same product. */
+ * (odd strides), a plain tiled kernel computes the same product.
+ *
+ * Decode (T ≤ 4 rows) is a pure stream over W: a GEMV kernel reads each weight row once with 16-byte
+ * loads, two rows per warp in flight, for both operand types (fp32 x needs no widened copy of W there). */
 #include <cublasLt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,10 +203,77 @@ static int lt_matmul(cu_gemm *g, cudaStream_t st, gemm_plan *p, const void *A, c
     return s == CUBLAS_STATUS_SUCCESS ? 0 : (int)cudaErrorLaunchFailure;
 }
 
+/* y[t, n] = alpha · x[t, :]·W[n, :] + beta · y[t, n] for t < T ≤ 4: one warp per pair of rows of W */
+template <class XT, int T>
+__global__ void __launch_bounds__(256) k_gemv(float *y, int64_t ldy, const XT *x, int64_t ldx, const bf16 *W,
+                                              int64_t N, int64_t K, float alpha, float beta) {
+    const int lane = threadIdx.x & 31;
+    const int64_t warp = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+    const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+    for (int64_t n0 = 2 * warp; n0 < N; n0 += 2 * nwarps) {
+        const bool two = n0 + 1 < N;
+        const bf16 *w0 = W + n0 * K, *w1 = W + (two ? n0 + 1 : n0) * K;
+        float acc[2][T];
+#pragma unroll
+        for (int t = 0; t < T; t++) acc[0][t] = acc[1][t] = 0.f;
+        for (int64_t k = lane * 8; k < K; k += 256) {
+            uint4 a = *(const uint4 *)(w0 + k), b = *(const uint4 *)(w1 + k);
+            const bf16 *ha = (const bf16 *)&a, *hb = (const bf16 *)&b;
+#pragma unroll
+            for (int t = 0; t < T; t++) {
+                float xv[8];
+                const XT *xp = x + t * ldx + k;
+                if (sizeof(XT) == 4) {
+                    float4 u = *(const float4 *)xp, v = *(const float4 *)((const float *)xp + 4);
+                    xv[0] = u.x, xv[1] = u.y, xv[2] = u.z, xv[3] = u.w, xv[4] = v.x, xv[5] = v.y, xv[6] = v.z, xv[7] = v.w;
+                } else {
+                    uint4 u = *(const uint4 *)xp;
+                    const bf16 *hx = (const bf16 *)&u;
+#pragma unroll
+                    for (int i = 0; i < 8; i++) xv[i] = __bfloat162float(hx[i]);
+                }
+#pragma unroll
+                for (int i = 0; i < 8; i++) {
+                    acc[0][t] = fmaf(xv[i], __bfloat162float(ha[i]), acc[0][t]);
+                    acc[1][t] = fmaf(xv[i], __bfloat162float(hb[i]), acc[1][t]);
+                }
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            float s0 = warp_sum(acc[0][t]), s1 = warp_sum(acc[1][t]);
+            if (lane == 0) {
+                float *p0 = y + t * ldy + n0;
+                *p0 = beta == 0.f ? alpha * s0 : alpha * s0 + beta * *p0;
+                if (two) p0[1] = beta == 0.f ? alpha * s1 : alpha * s1 + beta * p0[1];
+            }
+        }
+    }
+}
+
+template <class XT>
+static int gemv_t(cudaStream_t st, float *y, int64_t ldy, const XT *x, int64_t ldx, const bf16 *W, int64_t T, int64_t N,
+                  int64_t K, float alpha, float beta) {
+    int64_t blocks = (N + 15) / 16; /* 8 warps × 2 rows */
+    if (blocks > 8192) blocks = 8192;
+    switch (T) {
+    case 1: k_gemv<XT, 1><<<(unsigned)blocks, 256, 0, st>>>(y, ldy, x, ldx, W, N, K, alpha, beta); break;
+    case 2: k_gemv<XT, 2><<<(unsigned)blocks, 256, 0, st>>>(y, ldy, x, ldx, W, N, K, alpha, beta); break;
+    case 3: k_gemv<XT, 3><<<(unsigned)blocks, 256, 0, st>>>(y, ldy, x, ldx, W, N, K, alpha, beta); break;
+    default: k_gemv<XT, 4><<<(unsigned)blocks, 256, 0, st>>>(y, ldy, x, ldx, W, N, K, alpha, beta); break;
+    }
+    return LAUNCH_CHECK();
+}
+
 extern "C" int cu_gemm_run(cu_gemm *g, void *stream, float *y, int64_t ldy, const void *x, cu_dtype xt, int64_t ldx,
                        const uint16_t *W, int64_t T, int64_t N, int64_t K, float alpha, float beta) {
     cudaStream_t st = (cudaStream_t)stream;
     if (T <= 0 || N <= 0) return 0;
+    const int es = xt == CU_BF16 ? 2 : 4;
+    if (T <= 4 && K % 8 == 0 && align_of(W) >= 16 && align_of(x) >= 16 && (ldx * es) % 16 == 0) {
+        if (xt == CU_BF16) return gemv_t(st, y, ldy, (const bf16 *)x, ldx, (const bf16 *)W, T, N, K, alpha, beta);
+        return gemv_t(st, y, ldy, (const float *)x, ldx, (const bf16 *)W, T, N, K, alpha, beta);
+    }
     if (xt == CU_BF16) {
         gemm_plan *p = plan_get(g, CU_BF16, N, T, K, K, ldx, ldy, align_of(W), align_of(x), align_of(y));
         if (!p) return gemm_fallback(st, y, ldy, x, xt, ldx, W, T, N, K, alpha, beta);

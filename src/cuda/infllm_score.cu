@@ -95,7 +95,10 @@ __global__ void __launch_bounds__(256) k_infllm_score(float *pooled, float *halo
     }
 }
 
-/* the same with the dot products on tensor cores: 4 warps × 16 pairs, 64 keys */
+/* The same with the dot products on tensor cores: 4 warps × 16 pairs against tiles of 64 keys. A block
+ * keeps its queries (as mma fragments) and their LSEs on chip and walks SC_TILES consecutive key tiles,
+ * so q is read once per block instead of once per tile. */
+#define SC_TILES 16
 template <int HD>
 __global__ void __launch_bounds__(128) k_infllm_score_mma(float *pooled, float *halo, const float *q, int64_t ldq,
                                                           const float *lse, const float *C1, int64_t n1_avail,
@@ -110,64 +113,79 @@ __global__ void __launch_bounds__(128) k_infllm_score_mma(float *pooled, float *
     __shared__ float Rs[64][ATT_BK + 1];
     const int g = blockIdx.z, G = nh / nkv, P = block / s1, NBT = ATT_BK / P;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-    const int64_t npairs = T * G, p0 = (int64_t)blockIdx.x * M, jt = blockIdx.y, j0 = jt * ATT_BK;
+    const int64_t npairs = T * G, p0 = (int64_t)blockIdx.x * M;
     const int64_t t_first = p0 / G;
     const int64_t t_last = (p0 + M - 1) / G < T - 1 ? (p0 + M - 1) / G : T - 1;
     const int R = (int)(t_last - t_first + 1);
-    if (jt * NBT > (pos0 + t_last) / block) return;
+    const int64_t qb_last = (pos0 + t_last) / block;
+    const int64_t jt0 = (int64_t)blockIdx.y * SC_TILES;
+    if (jt0 * NBT > qb_last) return; /* no row needs these blocks */
     const int64_t n1_call = nwin64(kv_len, l1, s1);
     int64_t vmax = infllm_vis(pos0 + t_last, kv_len, decode, l1, s1);
     if (vmax > n1_avail) vmax = n1_avail;
-    if (j0 < vmax) {
+    uint32_t qf[HD / 16][4];
+    int64_t v1r[2];
+    float Lr[2];
+    if (jt0 * ATT_BK < vmax) {
         mma_load_queries<HD, NT>(Qs, M, q, ldq, p0, npairs, G, g);
         for (int m = threadIdx.x; m < M; m += NT) {
             int64_t p = p0 + m;
             Ls[m] = p < npairs ? lse[(p / G) * nh + g * G + p % G] : 0.f;
         }
-        mma_load_keys<HD, NT>(Ks, C1 + (int64_t)g * HD, (int64_t)nkv * HD, j0, vmax);
         __syncthreads();
-        uint32_t qf[HD / 16][4];
         mma_q_frags<HD>(Qs, warp * 16, qf);
-        float S[8][4];
-        mma_qk<HD>(qf, Ks, S);
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             const int m = warp * 16 + gq + 8 * r;
             const int64_t p = p0 + m;
-            int64_t v1 = p < npairs ? infllm_vis(pos0 + p / G, kv_len, decode, l1, s1) : 0;
-            if (v1 > vmax) v1 = vmax;
-            const float L = Ls[m];
-#pragma unroll
-            for (int nt = 0; nt < 8; nt++)
-#pragma unroll
-                for (int j = 0; j < 2; j++) {
-                    int key = nt * 8 + 2 * tq + j;
-                    Es[m * EP + key] = j0 + key < v1 ? expf(S[nt][2 * r + j] * scale - L) : 0.f;
-                }
+            v1r[r] = p < npairs ? infllm_vis(pos0 + p / G, kv_len, decode, l1, s1) : 0;
+            if (v1r[r] > vmax) v1r[r] = vmax;
+            Lr[r] = Ls[m];
         }
-    } else {
-        for (int x = threadIdx.x; x < M * ATT_BK; x += NT) Es[(x / ATT_BK) * EP + x % ATT_BK] = 0.f;
     }
-    __syncthreads();
-    for (int x = threadIdx.x; x < R * ATT_BK; x += NT) {
-        int r = x / ATT_BK, n = x % ATT_BK;
-        int64_t pbase = (t_first + r) * G - p0;
-        float sum = 0.f;
-        for (int hh = 0; hh < G; hh++) sum += Es[(pbase + hh) * EP + n];
-        Rs[r][n] = j0 + n < n1_call ? sum : -INFINITY;
-    }
-    __syncthreads();
-    for (int x = threadIdx.x; x < R * NBT; x += NT) {
-        int r = x / NBT, bl = x % NBT;
-        int64_t t = t_first + r;
-        float v = -INFINITY;
-        for (int jj = bl * P - 1; jj <= bl * P + P - 1; jj++)
-            if (jj >= 0) v = fmaxf(v, Rs[r][jj]);
-        pooled[(t * nkv + g) * nblk_cap + jt * NBT + bl] = v;
-    }
-    for (int r = threadIdx.x; r < R; r += NT) {
-        int64_t t = t_first + r;
-        if (jt + 1 < ntile_cap) halo[(t * nkv + g) * ntile_cap + jt + 1] = Rs[r][ATT_BK - 1];
+    for (int64_t jt = jt0; jt < jt0 + SC_TILES && jt * NBT <= qb_last; jt++) {
+        const int64_t j0 = jt * ATT_BK;
+        __syncthreads(); /* the previous tile's Ks, Es and Rs are no longer read */
+        if (j0 < vmax) {
+            mma_load_keys<HD, NT>(Ks, C1 + (int64_t)g * HD, (int64_t)nkv * HD, j0, vmax);
+            __syncthreads();
+            float S[8][4];
+            mma_qk<HD>(qf, Ks, S);
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int m = warp * 16 + gq + 8 * r;
+#pragma unroll
+                for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                    for (int j = 0; j < 2; j++) {
+                        int key = nt * 8 + 2 * tq + j;
+                        Es[m * EP + key] = j0 + key < v1r[r] ? expf(S[nt][2 * r + j] * scale - Lr[r]) : 0.f;
+                    }
+            }
+        } else {
+            for (int x = threadIdx.x; x < M * ATT_BK; x += NT) Es[(x / ATT_BK) * EP + x % ATT_BK] = 0.f;
+        }
+        __syncthreads();
+        for (int x = threadIdx.x; x < R * ATT_BK; x += NT) {
+            int r = x / ATT_BK, n = x % ATT_BK;
+            int64_t pbase = (t_first + r) * G - p0;
+            float sum = 0.f;
+            for (int hh = 0; hh < G; hh++) sum += Es[(pbase + hh) * EP + n];
+            Rs[r][n] = j0 + n < n1_call ? sum : -INFINITY;
+        }
+        __syncthreads();
+        for (int x = threadIdx.x; x < R * NBT; x += NT) {
+            int r = x / NBT, bl = x % NBT;
+            int64_t t = t_first + r;
+            float v = -INFINITY;
+            for (int jj = bl * P - 1; jj <= bl * P + P - 1; jj++)
+                if (jj >= 0) v = fmaxf(v, Rs[r][jj]);
+            pooled[(t * nkv + g) * nblk_cap + jt * NBT + bl] = v;
+        }
+        for (int r = threadIdx.x; r < R; r += NT) {
+            int64_t t = t_first + r;
+            if (jt + 1 < ntile_cap) halo[(t * nkv + g) * ntile_cap + jt + 1] = Rs[r][ATT_BK - 1];
+        }
     }
 }
 
@@ -211,7 +229,7 @@ static int score_rm(cudaStream_t st, float *pooled, float *halo, const float *q,
         int P = d->block / d->s1;
         int64_t ntiles = ((pos0 + T - 1) / d->block + 1) * P / ATT_BK + 1;
         if (ntiles * (int64_t)(ATT_BK / P) > nblk_cap || ntiles + 1 > ntile_cap) return (int)cudaErrorInvalidValue;
-        dim3 grid((unsigned)nblk, (unsigned)ntiles, d->nkv);
+        dim3 grid((unsigned)nblk, (unsigned)((ntiles + SC_TILES - 1) / SC_TILES), d->nkv);
         k_infllm_score_mma<HD><<<grid, 128, smem, st>>>(pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode,
                                                          d->nh, d->nkv, d->l1, d->s1, d->block, d->scale, nblk_cap,
                                                          ntile_cap);

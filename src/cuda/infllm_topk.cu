@@ -17,9 +17,9 @@ static __device__ __forceinline__ uint32_t sort_key(float v) {
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-/* exclusive prefix sum over the block's 256 threads; *total gets the sum */
-static __device__ int scan256(int v, int *total) {
-    __shared__ int wsum[8];
+/* exclusive prefix sum over the block's NT threads; *total gets the sum */
+template <int NT> static __device__ int scan_block(int v, int *total) {
+    __shared__ int wsum[NT / 32];
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     int x = v;
     for (int o = 1; o < 32; o <<= 1) {
@@ -30,7 +30,7 @@ static __device__ int scan256(int v, int *total) {
     if (lane == 31) wsum[w] = x;
     __syncthreads();
     int base = 0, tot = 0;
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < NT / 32; i++) {
         if (i < w) base += wsum[i];
         tot += wsum[i];
     }
@@ -38,7 +38,8 @@ static __device__ int scan256(int v, int *total) {
     return base + x - v;
 }
 
-__global__ void __launch_bounds__(256) k_infllm_topk(int32_t *blocks, int32_t *nsel, float *pooled, const float *halo,
+template <int NT>
+__global__ void __launch_bounds__(NT) k_infllm_topk(int32_t *blocks, int32_t *nsel, float *pooled, const float *halo,
                                                      int64_t pos0, int nkv, int block, int init_blocks,
                                                      int local_blocks, int budget, int NBT, int64_t nblk_cap,
                                                      int64_t ntile_cap) {
@@ -49,14 +50,14 @@ __global__ void __launch_bounds__(256) k_infllm_topk(int32_t *blocks, int32_t *n
     const int64_t r = pos0 + t, qb = r / block, ncand = qb + 1;
     int32_t *out = blocks + tg * budget;
     if (ncand <= budget) {
-        for (int64_t b = threadIdx.x; b < ncand; b += 256) out[b] = (int32_t)b;
+        for (int64_t b = threadIdx.x; b < ncand; b += NT) out[b] = (int32_t)b;
         if (threadIdx.x == 0) nsel[tg] = (int32_t)ncand;
         return;
     }
     float *pv = pooled + tg * nblk_cap;
     uint32_t *key = (uint32_t *)pv;
     const float *hal = halo + tg * ntile_cap;
-    for (int64_t b = threadIdx.x; b < ncand; b += 256) {
+    for (int64_t b = threadIdx.x; b < ncand; b += NT) {
         bool forced = b < init_blocks || (b >= qb - local_blocks && b <= qb);
         float v;
         if (forced) {
@@ -71,11 +72,20 @@ __global__ void __launch_bounds__(256) k_infllm_topk(int32_t *blocks, int32_t *n
     int k = budget;
     for (int shift = 24; shift >= 0; shift -= 8) {
         __syncthreads();
-        hist[threadIdx.x] = 0;
+        if (threadIdx.x < 256) hist[threadIdx.x] = 0;
         __syncthreads();
-        for (int64_t b = threadIdx.x; b < ncand; b += 256) {
-            uint32_t u = key[b];
-            if ((u & maskbits) == prefix) atomicAdd(&hist[(u >> shift) & 255u], 1);
+        /* scores cluster in a few exponents: lanes of a warp adding to the same bin are merged first
+         * (one atomic per distinct bin and warp), else the first passes serialise on one address */
+        for (int64_t base = 0; base < ncand; base += NT) {
+            const int64_t b = base + threadIdx.x;
+            const uint32_t u = b < ncand ? key[b] : 0u;
+            const bool act = b < ncand && (u & maskbits) == prefix;
+            const unsigned active = __ballot_sync(0xffffffffu, act);
+            if (act) {
+                const unsigned bin = (u >> shift) & 255u;
+                const unsigned peers = __match_any_sync(active, bin);
+                if ((threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
+            }
         }
         __syncthreads();
         if (threadIdx.x == 0) {
@@ -93,12 +103,12 @@ __global__ void __launch_bounds__(256) k_infllm_topk(int32_t *blocks, int32_t *n
         k = sel_k;
     }
     const uint32_t thr = prefix; /* the budget-th largest key; take k of its equals, lowest index first */
-    const int64_t seg = (ncand + 255) / 256, b0 = threadIdx.x * seg;
+    const int64_t seg = (ncand + NT - 1) / NT, b0 = threadIdx.x * seg;
     const int64_t b1 = b0 + seg < ncand ? b0 + seg : ncand;
     int neq = 0;
     for (int64_t b = b0; b < b1; b++) neq += key[b] == thr;
     int tot;
-    int eq_base = scan256(neq, &tot);
+    int eq_base = scan_block<NT>(neq, &tot);
     int ntake = 0;
     for (int64_t b = b0, e = eq_base; b < b1; b++) {
         uint32_t u = key[b];
@@ -109,7 +119,7 @@ __global__ void __launch_bounds__(256) k_infllm_topk(int32_t *blocks, int32_t *n
             e++;
         }
     }
-    int out_base = scan256(ntake, &tot);
+    int out_base = scan_block<NT>(ntake, &tot);
     for (int64_t b = b0, e = eq_base; b < b1; b++) {
         uint32_t u = key[b];
         bool take = u > thr;
@@ -126,8 +136,14 @@ extern "C" int cu_infllm_topk(void *st, int32_t *blocks, int32_t *nsel, float *p
                               int64_t pos0, const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
     if (T <= 0) return 0;
     int P = d->block / d->s1;
-    k_infllm_topk<<<(unsigned)(T * d->nkv), 256, 0, (cudaStream_t)st>>>(blocks, nsel, pooled, halo, pos0, d->nkv,
-                                                                         d->block, d->init_blocks, d->local_blocks,
-                                                                         d->budget, 64 / P, nblk_cap, ntile_cap);
+    /* few rows (decode): one wide block per row and group; many rows: 256 threads each, many blocks */
+    if (T * d->nkv < 64)
+        k_infllm_topk<1024><<<(unsigned)(T * d->nkv), 1024, 0, (cudaStream_t)st>>>(
+            blocks, nsel, pooled, halo, pos0, d->nkv, d->block, d->init_blocks, d->local_blocks, d->budget, 64 / P,
+            nblk_cap, ntile_cap);
+    else
+        k_infllm_topk<256><<<(unsigned)(T * d->nkv), 256, 0, (cudaStream_t)st>>>(
+            blocks, nsel, pooled, halo, pos0, d->nkv, d->block, d->init_blocks, d->local_blocks, d->budget, 64 / P,
+            nblk_cap, ntile_cap);
     return LAUNCH_CHECK();
 }

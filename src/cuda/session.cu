@@ -199,6 +199,11 @@ extern "C" sala_status cuda_session_new(cuda_model *cm, int64_t n_ctx, int chunk
     cv.base = (char *)s->pool;
     cv.off = 0;
     session_layout(s, &cv, &s->plan);
+    const char *pe = getenv("SALA_CUDA_PROFILE");
+    if (pe && *pe == '1') {
+        s->prof = (cu_prof *)xcalloc(1, sizeof(cu_prof));
+        for (int i = 0; i < PROF_EVENTS; i++) cudaEventCreate(&s->prof->ev[i]);
+    }
     cuda_session_reset(s);
     int e = cu_sync();
     if (e) {
@@ -209,8 +214,15 @@ extern "C" sala_status cuda_session_new(cuda_model *cm, int64_t n_ctx, int chunk
     return SALA_OK;
 }
 
+static void prof_print(cuda_session *s, int64_t n);
+
 extern "C" void cuda_session_free(cuda_session *s) {
     if (!s) return;
+    if (s->prof) {
+        if (s->prof->calls) prof_print(s, 1);
+        for (int i = 0; i < PROF_EVENTS; i++) cudaEventDestroy(s->prof->ev[i]);
+        free(s->prof);
+    }
     cu_free(s->pool);
     session_arrays_free(s);
     free(s);
@@ -240,6 +252,55 @@ typedef struct {
         if (e_) return cu_fail(e_, what);    \
     } while (0)
 
+static void prof_begin(cuda_session *s, int cat) {
+    cu_prof *p = s->prof;
+    if (!p || p->n >= PROF_EVENTS / 2) return;
+    p->cat[p->n] = cat;
+    cudaEventRecord(p->ev[2 * p->n], s->cm->stream);
+}
+static void prof_end(cuda_session *s) {
+    cu_prof *p = s->prof;
+    if (!p || p->n >= PROF_EVENTS / 2) return;
+    cudaEventRecord(p->ev[2 * p->n + 1], s->cm->stream);
+    p->n++;
+}
+/* after a stream sync: fold the recorded intervals into the totals */
+static void prof_collect(cuda_session *s) {
+    cu_prof *p = s->prof;
+    if (!p) return;
+    for (int i = 0; i < p->n; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, p->ev[2 * i], p->ev[2 * i + 1]) == cudaSuccess) p->ms[p->cat[i]] += ms;
+    }
+    p->n = 0;
+}
+static void prof_print(cuda_session *s, int64_t n) {
+    cu_prof *p = s->prof;
+    if (!p) return;
+    static const char *names[PROF_N] = {"gemm", "norm/gate/rope", "lightning", "dense attn", "compress",
+                                        "lse", "stage1 score", "top-k", "sparse attn", "other"};
+    double tot = 0;
+    for (int i = 0; i < PROF_N; i++) tot += p->ms[i];
+    if (n > 1)
+        fprintf(stderr, "sala: GPU time of a %lld-token call: %.3f s =", (long long)n, tot / 1e3);
+    else
+        fprintf(stderr, "sala: GPU time of %lld decode steps: %.3f ms/step =", (long long)p->calls,
+                tot / (double)(p->calls ? p->calls : 1));
+    for (int i = 0; i < PROF_N; i++)
+        if (p->ms[i] > 0) fprintf(stderr, " %s %.3f", names[i], p->ms[i] / 1e3);
+    fprintf(stderr, "\n");
+    memset(p->ms, 0, sizeof p->ms);
+}
+
+/* TRY with the op's GPU time counted under `cat` */
+#define TRYP(cat, expr, what)               \
+    do {                                    \
+        prof_begin(s, cat);                 \
+        int e_ = (expr);                    \
+        prof_end(s);                        \
+        if (e_) return cu_fail(e_, what);   \
+    } while (0)
+
 static sala_status mixer_sparse(cuda_session *s, int l, const chunk_ctx *cx) {
     cuda_model *cm = s->cm;
     const sala_config *c = &cm->cfg;
@@ -249,29 +310,29 @@ static sala_status mixer_sparse(cuda_session *s, int l, const chunk_ctx *cx) {
     float *q = s->mix, *k = s->mix + L->qd, *v = s->mix + L->qd + L->kvd, *gate = s->mix + L->qd + 2 * L->kvd;
     cu_infllm_dims d = make_dims(cm);
     if (c->attn_use_rope)
-        TRY(cu_qknorm_rope(st, s->mix, ld, C, c->nh + c->nkv, c->nh, c->hd, NULL, NULL, (float)c->eps, 0, cm->inv_freq_s,
+        TRYP(PROF_NORM, cu_qknorm_rope(st, s->mix, ld, C, c->nh + c->nkv, c->nh, c->hd, NULL, NULL, (float)c->eps, 0, cm->inv_freq_s,
                            cx->p0, 1), "rope");
-    TRY(cu_kv_append(st, s->K[l], s->V[l], cm->act, k, v, ld, C, cx->p0, L->kvd), "kv append");
+    TRYP(PROF_OTHER, cu_kv_append(st, s->K[l], s->V[l], cm->act, k, v, ld, C, cx->p0, L->kvd), "kv append");
     if (!cx->sparse_regime) {
-        TRY(cu_attn_dense(st, s->o, L->qd, q, ld, s->K[l], s->V[l], cm->act, C, cx->p0, c->nh, c->nkv, c->hd, d.scale,
+        TRYP(PROF_DENSE, cu_attn_dense(st, s->o, L->qd, q, ld, s->K[l], s->V[l], cm->act, C, cx->p0, c->nh, c->nkv, c->hd, d.scale,
                           s->scratch, s->scratch_floats), "dense attention");
     } else {
         if (cx->n1h > s->comp_n1)
-            TRY(cu_infllm_compress(st, s->C1[l], s->K[l], cm->act, s->comp_n1, cx->n1h, d.l1, d.s1, c->nkv, c->hd),
+            TRYP(PROF_COMPRESS, cu_infllm_compress(st, s->C1[l], s->K[l], cm->act, s->comp_n1, cx->n1h, d.l1, d.s1, c->nkv, c->hd),
                 "compress keys");
         if (cx->n2h > s->comp_n2)
-            TRY(cu_infllm_compress(st, s->C2[l], s->K[l], cm->act, s->comp_n2, cx->n2h, d.l2, d.s2, c->nkv, c->hd),
+            TRYP(PROF_COMPRESS, cu_infllm_compress(st, s->C2[l], s->K[l], cm->act, s->comp_n2, cx->n2h, d.l2, d.s2, c->nkv, c->hd),
                 "compress keys");
-        TRY(cu_infllm_lse(st, s->lse, q, ld, s->C2[l], cx->n2h, C, cx->p0, cx->kv_len, cx->decode, &d, s->scratch,
+        TRYP(PROF_LSE, cu_infllm_lse(st, s->lse, q, ld, s->C2[l], cx->n2h, C, cx->p0, cx->kv_len, cx->decode, &d, s->scratch,
                           s->scratch_floats), "infllm lse");
-        TRY(cu_infllm_score(st, s->pooled, s->halo, q, ld, s->lse, s->C1[l], cx->n1h, C, cx->p0, cx->kv_len, cx->decode,
+        TRYP(PROF_SCORE, cu_infllm_score(st, s->pooled, s->halo, q, ld, s->lse, s->C1[l], cx->n1h, C, cx->p0, cx->kv_len, cx->decode,
                             &d, s->nblk_cap, s->ntile_cap), "infllm stage 1");
-        TRY(cu_infllm_topk(st, s->blocks, s->nsel, s->pooled, s->halo, C, cx->p0, &d, s->nblk_cap, s->ntile_cap),
+        TRYP(PROF_TOPK, cu_infllm_topk(st, s->blocks, s->nsel, s->pooled, s->halo, C, cx->p0, &d, s->nblk_cap, s->ntile_cap),
             "infllm top-k");
-        TRY(cu_attn_sparse(st, s->o, L->qd, q, ld, s->K[l], s->V[l], cm->act, s->blocks, s->nsel, C, cx->p0, &d,
+        TRYP(PROF_SPARSE, cu_attn_sparse(st, s->o, L->qd, q, ld, s->K[l], s->V[l], cm->act, s->blocks, s->nsel, C, cx->p0, &d,
                            s->scratch, s->scratch_floats), "sparse attention");
     }
-    TRY(cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? gate : NULL, ld, NULL, C, L->qd,
+    TRYP(PROF_NORM, cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? gate : NULL, ld, NULL, C, L->qd,
                      (float)c->eps), "gate");
     return SALA_OK;
 }
@@ -284,16 +345,16 @@ static sala_status mixer_lightning(cuda_session *s, int l, const chunk_ctx *cx) 
     const int64_t ld = L->n_in, C = cx->C;
     const int nh = c->lin_nh, hd = c->lin_hd;
     float *q = s->mix, *k = s->mix + L->qd, *v = s->mix + 2 * L->qd, *z = s->mix + 3 * L->qd;
-    TRY(cu_qknorm_rope(st, s->mix, ld, C, 2 * nh, nh, hd, L->q_norm, L->k_norm, (float)c->eps, c->qk_norm,
+    TRYP(PROF_NORM, cu_qknorm_rope(st, s->mix, ld, C, 2 * nh, nh, hd, L->q_norm, L->k_norm, (float)c->eps, c->qk_norm,
                        cm->inv_freq_l, cx->p0, c->lightning_use_rope), "qk norm + rope");
     float scale = c->lightning_scale == LSCALE_INV_SQRT_D ? (float)(1.0 / sqrt((double)hd))
                   : c->lightning_scale == LSCALE_INV_D    ? (float)(1.0 / hd)
                                                           : 1.0f;
     if (C <= 4)
-        TRY(cu_lightning_decode(st, s->o, L->qd, q, k, v, ld, s->state[l], cm->lambda, scale, C, nh, hd), "lightning");
+        TRYP(PROF_LIGHTNING, cu_lightning_decode(st, s->o, L->qd, q, k, v, ld, s->state[l], cm->lambda, scale, C, nh, hd), "lightning");
     else
-        TRY(cu_lightning_prefill(st, s->o, L->qd, q, k, v, ld, s->state[l], cm->lambda, scale, C, nh, hd), "lightning");
-    TRY(cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? z : NULL, ld,
+        TRYP(PROF_LIGHTNING, cu_lightning_prefill(st, s->o, L->qd, q, k, v, ld, s->state[l], cm->lambda, scale, C, nh, hd), "lightning");
+    TRYP(PROF_NORM, cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? z : NULL, ld,
                      c->use_output_norm ? L->o_norm : NULL, C, L->qd, (float)c->eps), "output norm + gate");
     return SALA_OK;
 }
@@ -304,19 +365,19 @@ static sala_status forward_chunk(cuda_session *s, const chunk_ctx *cx) {
     cudaStream_t st = cm->stream;
     const int64_t C = cx->C, H = c->hidden, I = c->inter;
     const float eps = (float)c->eps, r = (float)(c->scale_depth / sqrt((double)c->n_layers));
-    TRY(cu_embed(st, s->x, cm->embed, s->ids, C, (int)H, (float)c->scale_emb), "embedding");
+    TRYP(PROF_OTHER, cu_embed(st, s->x, cm->embed, s->ids, C, (int)H, (float)c->scale_emb), "embedding");
     for (int l = 0; l < c->n_layers; l++) {
         const cu_layer *L = &cm->layers[l];
-        TRY(cu_rmsnorm(st, s->a, cm->act, H, s->x, H, L->ln1, C, (int)H, eps, 1.0f), "rmsnorm");
-        TRY(cu_gemm_run(cm->gemm, st, s->mix, L->n_in, s->a, cm->act, H, L->w_in, C, L->n_in, H, 1.0f, 0.0f),
+        TRYP(PROF_NORM, cu_rmsnorm(st, s->a, cm->act, H, s->x, H, L->ln1, C, (int)H, eps, 1.0f), "rmsnorm");
+        TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->mix, L->n_in, s->a, cm->act, H, L->w_in, C, L->n_in, H, 1.0f, 0.0f),
             "projection GEMM");
         sala_status ss = L->sparse ? mixer_sparse(s, l, cx) : mixer_lightning(s, l, cx);
         if (ss) return ss;
-        TRY(cu_gemm_run(cm->gemm, st, s->x, H, s->a, cm->act, L->qd, L->w_o, C, H, L->qd, r, 1.0f), "o_proj GEMM");
-        TRY(cu_rmsnorm(st, s->a, cm->act, H, s->x, H, L->ln2, C, (int)H, eps, 1.0f), "rmsnorm");
-        TRY(cu_gemm_run(cm->gemm, st, s->mix, 2 * I, s->a, cm->act, H, L->w_gu, C, 2 * I, H, 1.0f, 0.0f), "gate/up GEMM");
-        TRY(cu_swiglu(st, s->a, cm->act, s->mix, C, (int)I), "swiglu");
-        TRY(cu_gemm_run(cm->gemm, st, s->x, H, s->a, cm->act, I, L->w_down, C, H, I, r, 1.0f), "down GEMM");
+        TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->x, H, s->a, cm->act, L->qd, L->w_o, C, H, L->qd, r, 1.0f), "o_proj GEMM");
+        TRYP(PROF_NORM, cu_rmsnorm(st, s->a, cm->act, H, s->x, H, L->ln2, C, (int)H, eps, 1.0f), "rmsnorm");
+        TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->mix, 2 * I, s->a, cm->act, H, L->w_gu, C, 2 * I, H, 1.0f, 0.0f), "gate/up GEMM");
+        TRYP(PROF_NORM, cu_swiglu(st, s->a, cm->act, s->mix, C, (int)I), "swiglu");
+        TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->x, H, s->a, cm->act, I, L->w_down, C, H, I, r, 1.0f), "down GEMM");
     }
     return SALA_OK;
 }
@@ -390,10 +451,22 @@ static sala_status session_eval(cuda_session *s, int64_t pos, const int32_t *ids
         }
         /* the host ids buffer must stay valid until the upload ran; sync per chunk also bounds the queue */
         TRY((int)cudaStreamSynchronize(st), "forward pass");
+        prof_collect(s);
         done += cx.C;
         if (progress && progress(ud, done, n) && done < n)
             return sala_set_error(SALA_ERR_INTERRUPTED, "stopped after %lld of %lld tokens (the session holds them)",
                                   (long long)done, (long long)n);
+    }
+    if (s->prof) {
+        if (n > 1) {
+            if (s->prof->calls) { /* decode steps before this call were not printed yet */
+                s->prof->calls = 0;
+                memset(s->prof->ms, 0, sizeof s->prof->ms);
+            }
+            prof_print(s, n);
+        } else {
+            s->prof->calls++;
+        }
     }
     return SALA_OK;
 }
