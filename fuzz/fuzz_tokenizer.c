@@ -5,13 +5,17 @@
  *   - as text: encode (any bytes), decode; whole decode == streaming decode; for valid UTF-8 without
  *     added-token strings and without a literal `▁`, decode(encode(x)) == x byte for byte (both tokenizers);
  *   - as ids (little-endian int32, some out of range): decode must fail cleanly on a bad id, the stream must
- *     skip it, and on valid ids whole and streaming decode agree. */
+ *     skip it, and on valid ids whole and streaming decode agree;
+ *   - when it starts with '{' (JSON) or 0x0A (protobuf field 1), as a tokenizer.json / tokenizer.model of its
+ *     own: loading may fail (with a message) but must not crash or leak; if it loads, encode and decode run. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sala_tokenizer.h"
+#include "util.h"
 
 static sala_tokenizer *g_json, *g_spm;
 
@@ -160,8 +164,53 @@ static void check_ids(const sala_tokenizer *t, const uint8_t *data, size_t size)
     free(ids);
 }
 
+/* an input that looks like a tokenizer file is also loaded as one: errors are fine, crashes and leaks not */
+static char g_tmpdir[64];
+
+static void cleanup_tmpdir(void) {
+    char p[128];
+    snprintf(p, sizeof p, "%s/tokenizer.json", g_tmpdir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/tokenizer.model", g_tmpdir);
+    unlink(p);
+    rmdir(g_tmpdir);
+}
+
+static void check_as_file(const uint8_t *data, size_t size) {
+    if (!g_tmpdir[0]) {
+        snprintf(g_tmpdir, sizeof g_tmpdir, "/tmp/fuzz_tokenizer_XXXXXX");
+        if (!mkdtemp(g_tmpdir)) abort();
+        atexit(cleanup_tmpdir);
+    }
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", g_tmpdir, data[0] == '{' ? "tokenizer.json" : "tokenizer.model");
+    FILE *f = fopen(path, "wb");
+    if (!f) abort();
+    fwrite(data, 1, size, f);
+    fclose(f);
+    sala_tokenizer *t = NULL;
+    sala_clear_error();
+    if (sala_tokenizer_load_file(path, &t) == SALA_OK) {
+        static const char text[] = "Hello <s> w\xC3\xB6rld \xE2\x96\x81\xFF!";
+        int32_t *ids;
+        int64_t n;
+        if (sala_tokenizer_encode(t, text, sizeof text - 1, 1, &ids, &n) == SALA_OK) {
+            for (int64_t i = 0; i < n; i++)
+                if (ids[i] < 0 || ids[i] >= sala_tokenizer_n_vocab(t)) abort();
+            char *s = sala_tokenizer_decode(t, ids, n, 0);
+            free(s);
+            free(ids);
+        }
+        sala_tokenizer_free(t);
+    } else if (!sala_last_error()[0]) {
+        abort(); /* a failure must say why */
+    }
+    unlink(path);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!g_json) init();
+    if (size > 0 && (data[0] == '{' || data[0] == 0x0A)) check_as_file(data, size);
     check_text(g_json, data, size);
     if (g_spm) check_text(g_spm, data, size);
     check_ids(g_json, data, size);

@@ -98,6 +98,9 @@ seed_corpus() { # name corpus_dir
       printf 'Hello world' >"$dir/seed_hello"
       printf '<|im_start|>user\nHello, world!<|im_end|>\n<|im_start|>assistant\n' >"$dir/seed_chat"
       printf '\xe4\xbd\xa0\xe5\xa5\xbd \xf0\x9f\x98\x80 \xff\xfe \xe2\x96\x81 <s></s>' >"$dir/seed_mixed"
+      # inputs starting with '{' or 0x0A are also loaded as tokenizer files by fuzz_tokenizer
+      printf '%s' '{"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2,"<0x41>":3,"_":5},"merges":["a b"],"unk_token":"a","byte_fallback":true,"fuse_unk":true},"added_tokens":[{"id":4,"content":"<s>","special":true}],"normalizer":{"type":"Sequence","normalizers":[{"type":"Prepend","prepend":"_"},{"type":"Replace","pattern":{"String":" "},"content":"_"}]},"post_processor":{"type":"TemplateProcessing","single":[{"SpecialToken":{"id":"<s>","type_id":0}},{"Sequence":{"id":"A","type_id":0}}],"special_tokens":{"<s>":{"id":"<s>","ids":[4],"tokens":["<s>"]}}},"decoder":{"type":"Sequence","decoders":[{"type":"Replace","pattern":{"String":"_"},"content":" "},{"type":"ByteFallback"},{"type":"Fuse"},{"type":"Strip","content":" ","start":1,"stop":0}]}}' >"$dir/seed_tiny_json"
+      [ -f "$SALA_TOKENIZER_DIR/tokenizer.model" ] && head -c 3000 "$SALA_TOKENIZER_DIR/tokenizer.model" >"$dir/seed_model_head"
       # each vector line (JSON text with the case's string inside) as one input
       for v in tests/data/tokenizer/vectors/curated.jsonl; do
         [ -f "$v" ] || continue

@@ -23,7 +23,7 @@
 #include "tokenizer/tok_internal.h"
 #include "util.h"
 
-#define TOK_MAX_ID (1 << 24)
+#define TOK_MAX_ID (1 << 21) /* 2M ids: far above real vocabularies, bounds what a bad file can allocate */
 
 /* ---- storage and tables ---- */
 
