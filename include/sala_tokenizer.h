@@ -3,8 +3,11 @@
  *
  * Source files, in order of preference:
  *   tokenizer.json   Hugging Face `tokenizers` format: the reference (tests/data/tokenizer/README.md).
- *   tokenizer.model  SentencePiece protobuf, used only when tokenizer.json is missing; BPE by piece score
- *                    (SentencePiece semantics, so a few strings may encode differently from the JSON).
+ *   tokenizer.model  SentencePiece protobuf, used only when tokenizer.json is missing: SentencePiece's own
+ *                    BPE by piece score and its NormalizerSpec (what sentencepiece / transformers' slow
+ *                    LlamaTokenizer give). For MiniCPM that differs from tokenizer.json on most texts: the
+ *                    model has add_dummy_prefix=false (no `▁` in front) and keeps user-defined pieces such as
+ *                    <SEP> or `...` atomic. <s>, </s>, <unk> are matched as special tokens in the text.
  * tokenizer_config.json / special_tokens_map.json / added_tokens.json are read when present (added tokens,
  * bos/eos names). sala_tokenizer_source() tells which file was loaded.
  *
