@@ -24,7 +24,10 @@ stage() {
     make CUDA=1 BUILD=build/gpu CUARCH="$arch" -j"$(nproc)" all >/dev/null
     rm -rf build/stage && mkdir -p build/stage/tests build/stage/lib
     cp build/gpu/sala build/stage/sala
-    cp build/gpu/tests/test_* build/stage/tests/
+    # the CUDA tests and the golden test; STAGE_ALL=1 stages every test (for `run suite`; mind the 64 MiB
+    # the device tool carries)
+    if [ "${STAGE_ALL:-0}" = 1 ]; then cp build/gpu/tests/test_* build/stage/tests/
+    else cp build/gpu/tests/test_cuda_* build/gpu/tests/test_golden build/stage/tests/; fi
     strip --strip-debug build/stage/sala build/stage/tests/*
     # libraries of the host side the GPU image does not have (CUDA's own come from its toolkit)
     for lib in $(ldd build/gpu/sala | awk '/=>/ {print $3}'); do
@@ -81,7 +84,10 @@ run() {
                 --gen 32 --budget-s "${BENCH_BUDGET:-420}" --json "$out/bench.jsonl" >"$out/bench.log" 2>&1
             [ -n "${BENCH_FULL:-$full}" ] && timeout 200 build/stage/sala bench --device cuda --arch full \
                 --contexts "${BENCH_FULL:-$full}" --gen 32 --budget-s 150 --json "$out/bench.jsonl" >>"$out/bench.log" 2>&1
-            grep -vE '^  prefill' "$out/bench.log" | grep -E '^ *[0-9]|^arch' >>"$summary"
+            # one profiled call (SALA_CUDA_PROFILE=1): the GPU time of each kind of op
+            [ -n "${BENCH_PROFILE_CTX:-}" ] && SALA_CUDA_PROFILE=1 timeout 120 build/stage/sala bench --device cuda \
+                --arch sala --contexts "$BENCH_PROFILE_CTX" --gen 8 >>"$out/bench.log" 2>&1
+            grep -vE '^  prefill' "$out/bench.log" | grep -E '^ *[0-9]|^arch|GPU time' >>"$summary"
             ;;
         *) echo "unknown part $p" >>"$summary" ;;
         esac

@@ -118,6 +118,7 @@ __global__ void __launch_bounds__(NW * 32) k_infllm_lse_mma(float *lse, const fl
     const int64_t ntiles = (vmax + MMA_BK - 1) / MMA_BK, tps = (ntiles + nsplit - 1) / nsplit;
     const int64_t kt0 = split * tps, kt1 = kt0 + tps < ntiles ? kt0 + tps : ntiles;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, O[HD / 8][4];
+    const float sl2 = scale * LOG2E_F; /* log2 units: lse = (m + log2 l)·ln 2 */
     for (int64_t kt = kt0; kt < kt1; kt++) {
         const int64_t k0 = kt * MMA_BK;
         __syncthreads();
@@ -131,7 +132,7 @@ __global__ void __launch_bounds__(NW * 32) k_infllm_lse_mma(float *lse, const fl
             for (int nt = 0; nt < 8; nt++)
 #pragma unroll
                 for (int j = 0; j < 2; j++)
-                    S[nt][2 * r + j] = k0 + nt * 8 + 2 * tq + j < vis[r] ? S[nt][2 * r + j] * scale : -INFINITY;
+                    S[nt][2 * r + j] = k0 + nt * 8 + 2 * tq + j < vis[r] ? S[nt][2 * r + j] * sl2 : -INFINITY;
         mma_softmax<HD>(S, m, l, O, false);
     }
     if (tq != 0) return;
@@ -141,10 +142,10 @@ __global__ void __launch_bounds__(NW * 32) k_infllm_lse_mma(float *lse, const fl
         if (p >= npairs) continue;
         int64_t t = p / G, h = g * G + p % G;
         if (nsplit == 1) {
-            lse[t * nh + h] = l[r] > 0.f ? m[r] + logf(l[r]) : -INFINITY;
-        } else {
+            lse[t * nh + h] = l[r] > 0.f ? (m[r] + log2f(l[r])) * LN2_F : -INFINITY;
+        } else { /* the combine works in natural units: m·ln 2 with the same l */
             float *rec = part + ((int64_t)split * T * nh + t * nh + h) * 2;
-            rec[0] = m[r];
+            rec[0] = m[r] * LN2_F;
             rec[1] = l[r];
         }
     }

@@ -143,6 +143,10 @@ __global__ void __launch_bounds__(128) k_infllm_score_mma(float *pooled, float *
             Lr[r] = Ls[m];
         }
     }
+    /* G == 16: a warp's 16 pairs are the heads of one row, so the group sum is a reduction across the
+     * warp's rows in registers; otherwise the exps go through shared memory */
+    const bool fast = G == 16;
+    const float sl2 = scale * LOG2E_F;
     for (int64_t jt = jt0; jt < jt0 + SC_TILES && jt * NBT <= qb_last; jt++) {
         const int64_t j0 = jt * ATT_BK;
         __syncthreads(); /* the previous tile's Ks, Es and Rs are no longer read */
@@ -151,29 +155,57 @@ __global__ void __launch_bounds__(128) k_infllm_score_mma(float *pooled, float *
             __syncthreads();
             float S[8][4];
             mma_qk<HD>(qf, Ks, S);
+            float e[8][4];
 #pragma unroll
-            for (int r = 0; r < 2; r++) {
-                const int m = warp * 16 + gq + 8 * r;
+            for (int r = 0; r < 2; r++)
 #pragma unroll
                 for (int nt = 0; nt < 8; nt++)
 #pragma unroll
                     for (int j = 0; j < 2; j++) {
                         int key = nt * 8 + 2 * tq + j;
-                        Es[m * EP + key] = j0 + key < v1r[r] ? expf(S[nt][2 * r + j] * scale - Lr[r]) : 0.f;
+                        e[nt][2 * r + j] = j0 + key < v1r[r] ? exp2f(S[nt][2 * r + j] * sl2 - Lr[r] * LOG2E_F) : 0.f;
                     }
+            if (fast) {
+#pragma unroll
+                for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                    for (int j = 0; j < 2; j++) {
+                        float v = e[nt][j] + e[nt][2 + j]; /* rows g and g+8 */
+                        v += __shfl_xor_sync(0xffffffffu, v, 4);
+                        v += __shfl_xor_sync(0xffffffffu, v, 8);
+                        v += __shfl_xor_sync(0xffffffffu, v, 16);
+                        int key = nt * 8 + 2 * tq + j;
+                        if (gq == 0 && warp < R) Rs[warp][key] = j0 + key < n1_call ? v : -INFINITY;
+                    }
+            } else {
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const int m = warp * 16 + gq + 8 * r;
+#pragma unroll
+                    for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                        for (int j = 0; j < 2; j++) Es[m * EP + nt * 8 + 2 * tq + j] = e[nt][2 * r + j];
+                }
             }
-        } else {
+        } else if (!fast) {
             for (int x = threadIdx.x; x < M * ATT_BK; x += NT) Es[(x / ATT_BK) * EP + x % ATT_BK] = 0.f;
+        } else {
+            for (int x = threadIdx.x; x < R * ATT_BK; x += NT) {
+                int n = x % ATT_BK;
+                Rs[x / ATT_BK][n] = j0 + n < n1_call ? 0.f : -INFINITY;
+            }
         }
         __syncthreads();
-        for (int x = threadIdx.x; x < R * ATT_BK; x += NT) {
-            int r = x / ATT_BK, n = x % ATT_BK;
-            int64_t pbase = (t_first + r) * G - p0;
-            float sum = 0.f;
-            for (int hh = 0; hh < G; hh++) sum += Es[(pbase + hh) * EP + n];
-            Rs[r][n] = j0 + n < n1_call ? sum : -INFINITY;
+        if (!fast) {
+            for (int x = threadIdx.x; x < R * ATT_BK; x += NT) {
+                int r = x / ATT_BK, n = x % ATT_BK;
+                int64_t pbase = (t_first + r) * G - p0;
+                float sum = 0.f;
+                for (int hh = 0; hh < G; hh++) sum += Es[(pbase + hh) * EP + n];
+                Rs[r][n] = j0 + n < n1_call ? sum : -INFINITY;
+            }
+            __syncthreads();
         }
-        __syncthreads();
         for (int x = threadIdx.x; x < R * NBT; x += NT) {
             int r = x / NBT, bl = x % NBT;
             int64_t t = t_first + r;

@@ -15,6 +15,8 @@
 #include "cuda/common.cuh"
 
 #define MMA_BK 64
+#define LOG2E_F 1.4426950408889634f
+#define LN2_F 0.6931471805599453f
 
 template <int HD> struct mma_shape {
     static constexpr int QP = HD + 8;     /* pitch (bf16) of Qs and Ks rows */
@@ -125,8 +127,62 @@ static __device__ __forceinline__ void mma_pv(const float P[8][4], const bf16 *V
     }
 }
 
-/* Online softmax over a tile for the thread's two rows (g: elements 0,1; g+8: elements 2,3); S holds scaled
- * scores with −inf where masked and becomes P. Row statistics reduce over the quad (lanes 4g..4g+3). */
+/* ---- asynchronous copies (cp.async, sm_80+) and ldmatrix ---- */
+
+static __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid) {
+    unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    int n = valid ? 16 : 0; /* 0: no read, the 16 bytes are zero-filled */
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(gmem), "r"(n));
+}
+static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> static __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/* rows [0, 64) of dst (pitch HD+8) = bf16 rows first.. of src (row stride `stride`), zero at or past limit */
+template <int HD, int NT>
+static __device__ __forceinline__ void mma_async_rows(bf16 *dst, const bf16 *src, int64_t stride, int64_t first,
+                                                      int64_t limit) {
+    constexpr int QP = mma_shape<HD>::QP, CH = HD / 8;
+    for (int e = threadIdx.x; e < MMA_BK * CH; e += NT) {
+        int n = e / CH, c = (e % CH) * 8;
+        int64_t r = first + n;
+        bool v = r < limit;
+        cp_async16(dst + n * QP + c, v ? (const void *)(src + r * stride + c) : (const void *)src, v);
+    }
+}
+
+static __device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], const bf16 *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+/* O += P V with V row-major in Vs [64 keys][HD+8]: ldmatrix.trans gives the B fragments (k = key, n = d) of
+ * two 8-wide d tiles at once: lanes 0-15 address keys ks·16 + lane, lanes 16-31 the same keys 8 columns on */
+template <int HD>
+static __device__ __forceinline__ void mma_pv_rows(const float P[8][4], const bf16 *Vs, float O[HD / 8][4]) {
+    constexpr int QP = mma_shape<HD>::QP;
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int ks = 0; ks < 4; ks++) {
+        uint32_t a[4] = {pack_bf16(P[2 * ks][0], P[2 * ks][1]), pack_bf16(P[2 * ks][2], P[2 * ks][3]),
+                         pack_bf16(P[2 * ks + 1][0], P[2 * ks + 1][1]), pack_bf16(P[2 * ks + 1][2], P[2 * ks + 1][3])};
+#pragma unroll
+        for (int dp = 0; dp < HD / 16; dp++) {
+            uint32_t r[4];
+            ldsm_x4_trans(r, Vs + (ks * 16 + (lane & 15)) * QP + dp * 16 + (lane >> 4) * 8);
+            uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+            mma16816(O[2 * dp], a, b0);
+            mma16816(O[2 * dp + 1], a, b1);
+        }
+    }
+}
+
+/* Online softmax over a tile for the thread's two rows (g: elements 0,1; g+8: elements 2,3); S holds scores
+ * in log2 units (scaled by scale·log2 e) with −inf where masked and becomes P; m and l are in log2 units
+ * too (exp2 is one MUFU instruction). Row statistics reduce over the quad (lanes 4g..4g+3). */
 template <int HD>
 static __device__ __forceinline__ void mma_softmax(float S[8][4], float m[2], float l[2], float O[HD / 8][4],
                                                    bool with_v) {
@@ -138,13 +194,13 @@ static __device__ __forceinline__ void mma_softmax(float S[8][4], float m[2], fl
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         float mnew = fmaxf(m[r], mx), alpha = 1.f, rs = 0.f;
-        if (mnew != -INFINITY) alpha = m[r] == -INFINITY ? 0.f : expf(m[r] - mnew);
+        if (mnew != -INFINITY) alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
 #pragma unroll
         for (int nt = 0; nt < 8; nt++)
 #pragma unroll
             for (int j = 0; j < 2; j++) {
                 float s = S[nt][2 * r + j];
-                float p = (mnew == -INFINITY || s == -INFINITY) ? 0.f : expf(s - mnew);
+                float p = (mnew == -INFINITY || s == -INFINITY) ? 0.f : exp2f(s - mnew);
                 S[nt][2 * r + j] = p;
                 rs += p;
             }
