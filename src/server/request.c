@@ -170,9 +170,9 @@ static int get_int(const cJSON *obj, const char *name, double lo, double hi, int
     double d = v->valuedouble;
     if (!isfinite(d) || d != floor(d))
         return bad_type(e, name, "an integer", v);
-    if (d < lo || d > hi) {
+    if (d < lo || d > hi || fabs(d) > 9.0e18) { /* beyond int64: the conversion itself would be undefined */
         srv_error_set(e, 400, IRE, name, "invalid_value", "Invalid value for '%s': %.0f is not in [%.0f, %.0f].", name,
-                      d, lo, hi);
+                      d, fmax(lo, -9.0e18), fmin(hi, 9.0e18));
         return -1;
     }
     *out = (int64_t)d;
