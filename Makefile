@@ -43,7 +43,7 @@ TESTS   = $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
 FUZZSRC = $(wildcard fuzz/fuzz_*.c)
 DEPS_OK = $(BUILD)/.deps-ok
 
-.PHONY: all test asan fuzz fuzz-long format bench test-cuda clean deps run-default
+.PHONY: all check test asan fuzz fuzz-long format bench test-cuda clean deps run-default
 
 all: $(BIN) $(TESTS)
 
@@ -73,6 +73,11 @@ $(BIN): $(TOOLSRC) tools/cmds.h $(LIB)
 $(BUILD)/tests/%: tests/%.c tests/test.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
+
+# The README's test command (CI runs it): the suite, then the suite again under ASan + UBSan.
+check:
+	$(MAKE) test
+	$(MAKE) asan
 
 test: $(BIN) $(TESTS)
 	@BUILD=$(BUILD) bash tests/run.sh
