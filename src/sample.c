@@ -313,41 +313,33 @@ static int partition(cand *c, int lo, int hi) {
     return st;
 }
 
+/* Sifts c[j] down the binary heap c[0..k) whose parents are worse than their children (root = the worst). */
+static void worst_heap_sift_down(cand *c, int k, int j) {
+    for (;;) {
+        int l = 2 * j + 1, r = l + 1, w = j;
+        if (l < k && better(c[w], c[l]))
+            w = l;
+        if (r < k && better(c[w], c[r]))
+            w = r;
+        if (w == j)
+            break;
+        cswap(&c[j], &c[w]);
+        j = w;
+    }
+}
+
 /* Rearranges c[0..n) so that c[0..k) are the k best (in no particular order), 0 < k < n. */
 static void select_best(cand *c, int n, int k) {
     if (k <= 256) {
         /* one pass with a heap of the k best (root = the worst of them): most ids are rejected by a
          * single comparison */
-        for (int i = k / 2 - 1; i >= 0; i--) { /* heapify c[0..k): parent worse than children */
-            int j = i;
-            for (;;) {
-                int l = 2 * j + 1, r = l + 1, w = j;
-                if (l < k && better(c[w], c[l]))
-                    w = l;
-                if (r < k && better(c[w], c[r]))
-                    w = r;
-                if (w == j)
-                    break;
-                cswap(&c[j], &c[w]);
-                j = w;
-            }
-        }
+        for (int i = k / 2 - 1; i >= 0; i--) /* heapify c[0..k) */
+            worst_heap_sift_down(c, k, i);
         for (int i = k; i < n; i++) {
             if (!better(c[i], c[0]))
                 continue;
             cswap(&c[i], &c[0]);
-            int j = 0;
-            for (;;) {
-                int l = 2 * j + 1, r = l + 1, w = j;
-                if (l < k && better(c[w], c[l]))
-                    w = l;
-                if (r < k && better(c[w], c[r]))
-                    w = r;
-                if (w == j)
-                    break;
-                cswap(&c[j], &c[w]);
-                j = w;
-            }
+            worst_heap_sift_down(c, k, 0);
         }
         return;
     }
