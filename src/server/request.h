@@ -69,7 +69,10 @@ typedef struct {
     int stream, include_usage;
 } srv_request;
 
-/* 1 when buf[0..len) is well-formed UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF). */
+/* Length of the well-formed UTF-8 sequence at p[0..avail) (1..4), or 0 when it is not one (no overlongs,
+ * no surrogates, nothing above U+10FFFF). avail >= 1. */
+size_t srv_utf8_seq(const unsigned char *p, size_t avail);
+/* 1 when buf[0..len) is well-formed UTF-8 (every sequence passes srv_utf8_seq). */
 int srv_utf8_valid(const char *buf, size_t len);
 
 /* Parses and validates a request body. Returns 0 and fills *req (free with srv_request_free), or -1 and

@@ -38,39 +38,6 @@ static void jb_int(jbuf *b, int64_t v) {
     jb_add(b, t, (size_t)snprintf(t, sizeof t, "%" PRId64, v));
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 when it is not one. */
-static size_t utf8_seq(const unsigned char *p, size_t avail) {
-    unsigned c = p[0];
-    size_t n;
-    unsigned cp, min;
-    if (c < 0x80)
-        return 1;
-    if ((c & 0xE0) == 0xC0) {
-        n = 2;
-        cp = c & 0x1F;
-        min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-        n = 3;
-        cp = c & 0x0F;
-        min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-        n = 4;
-        cp = c & 0x07;
-        min = 0x10000;
-    } else
-        return 0;
-    if (avail < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return n;
-}
-
 /* A JSON string literal of arbitrary bytes: control characters escaped, invalid UTF-8 as U+FFFD. */
 static void jb_str(jbuf *b, const char *s, size_t len) {
     const unsigned char *p = (const unsigned char *)s, *end = p + len;
@@ -105,7 +72,7 @@ static void jb_str(jbuf *b, const char *s, size_t len) {
             jb_add(b, t, 6);
             p++;
         } else {
-            size_t n = utf8_seq(p, (size_t)(end - p));
+            size_t n = srv_utf8_seq(p, (size_t)(end - p));
             if (n) {
                 jb_add(b, (const char *)p, n);
                 p += n;
