@@ -149,13 +149,19 @@ int srv_job_take_suspended(srv_job *j) {
     return 1;
 }
 
-void srv_job_wake(srv_job *j) {
-    pthread_mutex_lock(&j->mu);
+/* Called with j->mu held: releases it and, if the connection was suspended, resumes it (outside the lock,
+ * as the suspend/resume protocol in internal.h asks). */
+static void job_unlock_resume(srv_job *j) {
     int resume = srv_job_take_suspended(j);
     struct MHD_Connection *c = j->conn;
     pthread_mutex_unlock(&j->mu);
     if (resume)
         MHD_resume_connection(c);
+}
+
+void srv_job_wake(srv_job *j) {
+    pthread_mutex_lock(&j->mu);
+    job_unlock_resume(j);
 }
 
 void srv_job_fail(srv_job *j, const srv_error *e) {
@@ -167,11 +173,7 @@ void srv_job_fail(srv_job *j, const srv_error *e) {
     j->status = e->status;
     j->state = JOB_DONE;
     j->finish = "error";
-    int resume = srv_job_take_suspended(j);
-    struct MHD_Connection *c = j->conn;
-    pthread_mutex_unlock(&j->mu);
-    if (resume)
-        MHD_resume_connection(c);
+    job_unlock_resume(j);
 }
 
 /* Token counts and finish reason, for the request log (read by the MHD thread). */
@@ -192,11 +194,7 @@ static void job_answer(srv_job *j, char *body, size_t len) {
     j->body_len = len;
     j->status = 200;
     j->state = JOB_DONE;
-    int resume = srv_job_take_suspended(j);
-    struct MHD_Connection *c = j->conn;
-    pthread_mutex_unlock(&j->mu);
-    if (resume)
-        MHD_resume_connection(c);
+    job_unlock_resume(j);
 }
 
 /* Streaming: hands bytes to the connection (and the end of the stream when done). */
@@ -213,11 +211,7 @@ static void job_stream(srv_job *j, const char *data, size_t len, int done) {
     j->sse = 1;
     if (done)
         j->state = JOB_DONE;
-    int resume = srv_job_take_suspended(j);
-    struct MHD_Connection *c = j->conn;
-    pthread_mutex_unlock(&j->mu);
-    if (resume)
-        MHD_resume_connection(c);
+    job_unlock_resume(j);
 }
 
 /* A job that ends without an answer (the client is gone): the connection, if suspended, is resumed so
@@ -228,11 +222,7 @@ static void job_drop(srv_job *j) {
     j->state = JOB_DONE;
     if (!j->finish[0])
         j->finish = "cancelled";
-    int resume = srv_job_take_suspended(j);
-    struct MHD_Connection *c = j->conn;
-    pthread_mutex_unlock(&j->mu);
-    if (resume)
-        MHD_resume_connection(c);
+    job_unlock_resume(j);
 }
 
 /* 1 when the job must stop: cancelled, or (while its connection is suspended and so not watched by MHD)
