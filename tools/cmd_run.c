@@ -174,6 +174,22 @@ static int parse_args(int argc, char **argv, run_opts *o) {
         fprintf(stderr, "sala %s: bad value '%s' for %s (see --help)\n", argv[0], val, a);                             \
         return 2;                                                                                                      \
     } while (0)
+/* an option that takes a number: parse its value (an integer must lie in [lo, hi], a range that fits dst's
+ * type) and store it in dst */
+#define INT_VALUE(lo, hi, dst)                                                                                         \
+    do {                                                                                                               \
+        NEED();                                                                                                        \
+        if (parse_i64(val, lo, hi, &iv))                                                                               \
+            BAD();                                                                                                     \
+        (dst) = iv;                                                                                                    \
+    } while (0)
+#define FLOAT_VALUE(dst)                                                                                               \
+    do {                                                                                                               \
+        NEED();                                                                                                        \
+        if (parse_f(val, &fv))                                                                                         \
+            BAD();                                                                                                     \
+        (dst) = fv;                                                                                                    \
+    } while (0)
         int64_t iv;
         float fv;
         int used = 0;
@@ -209,68 +225,32 @@ static int parse_args(int argc, char **argv, run_opts *o) {
         } else if (IS("--hide-think")) {
             o->show_think = 0;
         } else if (IS("-n") || IS("--n-predict")) {
-            NEED();
-            if (parse_i64(val, -1, INT64_MAX, &iv))
-                BAD();
-            o->n_predict = iv;
+            INT_VALUE(-1, INT64_MAX, o->n_predict);
         } else if (IS("-c") || IS("--ctx") || IS("--ctx-size")) {
-            NEED();
-            if (parse_i64(val, 0, INT64_MAX, &iv))
-                BAD();
-            o->n_ctx = iv;
+            INT_VALUE(0, INT64_MAX, o->n_ctx);
         } else if (IS("-t") || IS("--threads")) {
-            NEED();
-            if (parse_i64(val, 0, 4096, &iv))
-                BAD();
-            o->threads = (int)iv;
+            INT_VALUE(0, 4096, o->threads);
         } else if (IS("--device")) {
             NEED();
             o->device = val;
         } else if (IS("--chunk")) {
-            NEED();
-            if (parse_i64(val, 1, 1 << 20, &iv))
-                BAD();
-            o->chunk = (int)iv;
+            INT_VALUE(1, 1 << 20, o->chunk);
         } else if (IS("--temp") || IS("--temperature")) {
-            NEED();
-            if (parse_f(val, &fv))
-                BAD();
-            o->sp.temperature = fv;
+            FLOAT_VALUE(o->sp.temperature);
         } else if (IS("--top-k")) {
-            NEED();
-            if (parse_i64(val, 0, INT32_MAX, &iv))
-                BAD();
-            o->sp.top_k = (int)iv;
+            INT_VALUE(0, INT32_MAX, o->sp.top_k);
         } else if (IS("--top-p")) {
-            NEED();
-            if (parse_f(val, &fv))
-                BAD();
-            o->sp.top_p = fv;
+            FLOAT_VALUE(o->sp.top_p);
         } else if (IS("--min-p")) {
-            NEED();
-            if (parse_f(val, &fv))
-                BAD();
-            o->sp.min_p = fv;
+            FLOAT_VALUE(o->sp.min_p);
         } else if (IS("--repeat-penalty")) {
-            NEED();
-            if (parse_f(val, &fv))
-                BAD();
-            o->sp.repeat_penalty = fv;
+            FLOAT_VALUE(o->sp.repeat_penalty);
         } else if (IS("--repeat-last-n")) {
-            NEED();
-            if (parse_i64(val, -1, INT32_MAX, &iv))
-                BAD();
-            o->sp.repeat_last_n = (int)iv;
+            INT_VALUE(-1, INT32_MAX, o->sp.repeat_last_n);
         } else if (IS("--presence-penalty")) {
-            NEED();
-            if (parse_f(val, &fv))
-                BAD();
-            o->sp.presence_penalty = fv;
+            FLOAT_VALUE(o->sp.presence_penalty);
         } else if (IS("--frequency-penalty")) {
-            NEED();
-            if (parse_f(val, &fv))
-                BAD();
-            o->sp.frequency_penalty = fv;
+            FLOAT_VALUE(o->sp.frequency_penalty);
         } else if (IS("--seed")) {
             NEED();
             if (parse_i64(val, -1, INT64_MAX, &iv))
@@ -304,6 +284,8 @@ static int parse_args(int argc, char **argv, run_opts *o) {
 #undef IS
 #undef NEED
 #undef BAD
+#undef INT_VALUE
+#undef FLOAT_VALUE
     }
     if (!o->model_dir) {
         fprintf(stderr, "sala %s: no model: give -m DIR (see --help)\n", argv[0]);
