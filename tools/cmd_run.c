@@ -592,6 +592,23 @@ static int64_t default_ctx(const run_opts *o, const run_ctx *c, int64_t need) {
     return want < max ? want : max;
 }
 
+/* sala_generate's parameters for run and chat: c's model, tokenizer, sampler and eos ids, o's token budget
+ * and stop strings (gp.stop points into *o), tokens to on_token with *os */
+static sala_generate_params gen_params(const run_ctx *c, const run_opts *o, out_state *os) {
+    sala_generate_params gp = sala_generate_default_params();
+    gp.model = c->model;
+    gp.tokenizer = c->tok;
+    gp.sampler = c->smp;
+    gp.max_tokens = o->n_predict;
+    gp.eos_ids = c->eos;
+    gp.n_eos = c->n_eos;
+    gp.stop = o->stops;
+    gp.n_stop = o->n_stops;
+    gp.on_token = on_token;
+    gp.ud = os;
+    return gp;
+}
+
 /* ---- sala run ---- */
 
 int cmd_run(int argc, char **argv) {
@@ -682,17 +699,7 @@ int cmd_run(int argc, char **argv) {
         think = sala_think_new(o.chat_wrap && sala_chat_template_opens_think(c.tpl), on_think_piece, &os);
         os.think = think;
     }
-    sala_generate_params gp = sala_generate_default_params();
-    gp.model = c.model;
-    gp.tokenizer = c.tok;
-    gp.sampler = c.smp;
-    gp.max_tokens = o.n_predict;
-    gp.eos_ids = c.eos;
-    gp.n_eos = c.n_eos;
-    gp.stop = o.stops;
-    gp.n_stop = o.n_stops;
-    gp.on_token = on_token;
-    gp.ud = &os;
+    sala_generate_params gp = gen_params(&c, &o, &os);
     g_run_hard = 1;
     install_sigint();
     sala_generate_result res;
@@ -775,17 +782,7 @@ int cmd_chat(int argc, char **argv) {
     out_state os = {0};
     sala_think *think = !o.show_think ? sala_think_new(0, on_think_piece, &os) : NULL;
     os.think = think;
-    sala_generate_params gp = sala_generate_default_params();
-    gp.model = c.model;
-    gp.tokenizer = c.tok;
-    gp.sampler = c.smp;
-    gp.max_tokens = o.n_predict;
-    gp.eos_ids = c.eos;
-    gp.n_eos = c.n_eos;
-    gp.stop = o.stops;
-    gp.n_stop = o.n_stops;
-    gp.on_token = on_token;
-    gp.ud = &os;
+    sala_generate_params gp = gen_params(&c, &o, &os);
 
     int turns = 0;          /* turns in the session since the last reset */
     int32_t pending = -1;   /* last answer's token not yet fed */
