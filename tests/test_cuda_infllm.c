@@ -154,28 +154,34 @@ static void infllm_case(const sel_cfg *c, int64_t kv_len, int64_t pos0, int64_t 
     float *C1 = malloc(sizeof(float) * (size_t)((n1 + 1) * kvrow)), *C2 = malloc(sizeof(float) * (size_t)((n2 + 1) * kvrow));
     op_compress_keys(C1, K, 0, n1, d.l1, d.s1, c->nkv, c->hd);
     op_compress_keys(C2, K, 0, n2, d.l2, d.s2, c->nkv, c->hd);
-    float *dC1 = dnew(sizeof(float) * (size_t)((n1 + 1) * kvrow)), *dC2 = dnew(sizeof(float) * (size_t)((n2 + 1) * kvrow));
+    /* compressed keys are stored in the cache's dtype: bf16 (rounded once) in the bf16 mode */
+    size_t ces = bf16 ? 2 : 4;
+    void *dC1 = dnew(ces * (size_t)((n1 + 1) * kvrow)), *dC2 = dnew(ces * (size_t)((n2 + 1) * kvrow));
     cu_dtype kt = bf16 ? CU_BF16 : CU_F32;
     /* in two steps, as a session grows them */
     CHECK(cu_infllm_compress(NULL, dC1, dK, kt, 0, n1h / 2, d.l1, d.s1, c->nkv, c->hd) == 0);
     CHECK(cu_infllm_compress(NULL, dC1, dK, kt, n1h / 2, n1h, d.l1, d.s1, c->nkv, c->hd) == 0);
     CHECK(cu_infllm_compress(NULL, dC2, dK, kt, 0, n2h, d.l2, d.s2, c->nkv, c->hd) == 0);
     float *g1 = malloc(sizeof(float) * (size_t)((n1 + 1) * kvrow)), *g2 = malloc(sizeof(float) * (size_t)((n2 + 1) * kvrow));
-    CHECK(down(g1, dC1, sizeof(float) * (size_t)(n1h * kvrow)) == 0);
-    CHECK(down(g2, dC2, sizeof(float) * (size_t)(n2h * kvrow)) == 0);
-    char what[160];
-    snprintf(what, sizeof what, "%s kv_len=%lld rows %lld..%lld%s%s: C1", c->name, (long long)kv_len, (long long)pos0,
-             (long long)(pos0 + T - 1), decode ? " decode" : "", bf16 ? " bf16" : "");
-    CHECK(close_to(what, g1, C1, n1h * kvrow, NULL, 0, 1e-6), "%s", what);
-    what[strlen(what) - 1] = '2';
-    CHECK(close_to(what, g2, C2, n2h * kvrow, NULL, 0, 1e-6), "%s", what);
-    float *C1s = C1, *C2s = C2; /* what the reference selection reads */
+    char *raw = malloc(ces * (size_t)((n1 + n2 + 2) * kvrow));
+    CHECK(down(raw, dC1, ces * (size_t)(n1h * kvrow)) == 0);
+    for (int64_t i = 0; i < n1h * kvrow; i++) g1[i] = bf16 ? bf16_to_f32(((uint16_t *)raw)[i]) : ((float *)raw)[i];
+    CHECK(down(raw, dC2, ces * (size_t)(n2h * kvrow)) == 0);
+    for (int64_t i = 0; i < n2h * kvrow; i++) g2[i] = bf16 ? bf16_to_f32(((uint16_t *)raw)[i]) : ((float *)raw)[i];
+    free(raw);
+    float *C1s = C1, *C2s = C2; /* what the reference selection reads: the same bf16 values in bf16 mode */
     if (bf16) {
         C1s = malloc(sizeof(float) * (size_t)((n1 + 1) * kvrow));
         C2s = malloc(sizeof(float) * (size_t)((n2 + 1) * kvrow));
         for (int64_t i = 0; i < n1 * kvrow; i++) C1s[i] = bf(C1[i]);
         for (int64_t i = 0; i < n2 * kvrow; i++) C2s[i] = bf(C2[i]);
     }
+    char what[160];
+    snprintf(what, sizeof what, "%s kv_len=%lld rows %lld..%lld%s%s: C1", c->name, (long long)kv_len, (long long)pos0,
+             (long long)(pos0 + T - 1), decode ? " decode" : "", bf16 ? " bf16" : "");
+    CHECK(close_to(what, g1, C1s, n1h * kvrow, NULL, 0, 1e-6), "%s", what);
+    what[strlen(what) - 1] = '2';
+    CHECK(close_to(what, g2, C2s, n2h * kvrow, NULL, 0, 1e-6), "%s", what);
     /* GPU selection */
     int64_t nblk_cap = (kv_len + 63) / 64 + 64 / (d.block / d.s1) + 2, ntile_cap = nblk_cap / 16 + 3;
     float *dq = up(qb, sizeof(float) * (size_t)(T * ldq)), *dlse = dnew(sizeof(float) * (size_t)(T * c->nh));

@@ -72,7 +72,7 @@ struct cuda_session {
     cuda_mem_plan plan;
     /* caches */
     void **K, **V;         /* [L] -> [n_ctx, nkv, hd] (act dtype), sparse layers */
-    float **C1, **C2;      /* [L] -> [n1cap, nkv, hd], [n2cap, nkv, hd] */
+    void **C1, **C2;       /* [L] -> [n1cap, nkv, hd], [n2cap, nkv, hd] compressed keys (act dtype) */
     float **state;         /* [L] -> [lin_nh, lin_hd, lin_hd], linear layers */
     int64_t n1cap, n2cap, comp_n1, comp_n2; /* compressed keys computed so far (all sparse layers) */
     /* activations for one chunk of C rows */

@@ -91,17 +91,18 @@ static int launch_lse(cudaStream_t st, float *lse, const float *q, int64_t ldq, 
 }
 
 template <int HD, int NW>
-__global__ void __launch_bounds__(NW * 32) k_infllm_lse_mma(float *lse, const float *q, int64_t ldq, const float *C2,
+__global__ void __launch_bounds__(NW * 32) k_infllm_lse_mma(float *lse, const float *q, int64_t ldq, const bf16 *C2,
                                                             int64_t n2_avail, int64_t T, int64_t pos0, int64_t kv_len,
                                                             int decode, int nh, int nkv, int l2, int s2, float scale,
                                                             int nsplit, float *part) {
     constexpr int M = 16 * NW, NT = 32 * NW, QP = mma_shape<HD>::QP;
     extern __shared__ uint4 smem_u4[];
-    bf16 *Qs = (bf16 *)smem_u4, *Ks = Qs + M * QP;
+    bf16 *Qs = (bf16 *)smem_u4, *Ks = Qs + M * QP; /* Ks: two stages of 64 keys */
     const int g = blockIdx.y, split = blockIdx.z, G = nh / nkv;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
     const int64_t npairs = T * G, p0 = (int64_t)blockIdx.x * M;
     const int64_t t_last = (p0 + M - 1) / G < T - 1 ? (p0 + M - 1) / G : T - 1;
+    constexpr int TILE = MMA_BK * QP;
     mma_load_queries<HD, NT>(Qs, M, q, ldq, p0, npairs, G, g);
     __syncthreads();
     uint32_t qf[HD / 16][4];
@@ -119,13 +120,24 @@ __global__ void __launch_bounds__(NW * 32) k_infllm_lse_mma(float *lse, const fl
     const int64_t kt0 = split * tps, kt1 = kt0 + tps < ntiles ? kt0 + tps : ntiles;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, O[HD / 8][4];
     const float sl2 = scale * LOG2E_F; /* log2 units: lse = (m + log2 l)·ln 2 */
+    const bf16 *Cg = C2 + (int64_t)g * HD;
+    if (kt0 < kt1) {
+        mma_async_rows<HD, NT>(Ks, Cg, (int64_t)nkv * HD, kt0 * MMA_BK, vmax);
+        cp_async_commit();
+    }
     for (int64_t kt = kt0; kt < kt1; kt++) {
         const int64_t k0 = kt * MMA_BK;
-        __syncthreads();
-        mma_load_keys<HD, NT>(Ks, C2 + (int64_t)g * HD, (int64_t)nkv * HD, k0, vmax);
+        const int buf = (int)((kt - kt0) & 1);
+        if (kt + 1 < kt1) { /* the next tile loads while this one is scored */
+            mma_async_rows<HD, NT>(Ks + (buf ^ 1) * TILE, Cg, (int64_t)nkv * HD, k0 + MMA_BK, vmax);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
         __syncthreads();
         float S[8][4];
-        mma_qk<HD>(qf, Ks, S);
+        mma_qk<HD>(qf, Ks + buf * TILE, S);
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
@@ -134,6 +146,7 @@ __global__ void __launch_bounds__(NW * 32) k_infllm_lse_mma(float *lse, const fl
                 for (int j = 0; j < 2; j++)
                     S[nt][2 * r + j] = k0 + nt * 8 + 2 * tq + j < vis[r] ? S[nt][2 * r + j] * sl2 : -INFINITY;
         mma_softmax<HD>(S, m, l, O, false);
+        __syncthreads(); /* this stage is refilled next */
     }
     if (tq != 0) return;
 #pragma unroll
@@ -152,11 +165,11 @@ __global__ void __launch_bounds__(NW * 32) k_infllm_lse_mma(float *lse, const fl
 }
 
 template <int HD, int NW>
-static int launch_lse_mma(cudaStream_t st, float *lse, const float *q, int64_t ldq, const float *C2, int64_t n2_avail,
+static int launch_lse_mma(cudaStream_t st, float *lse, const float *q, int64_t ldq, const bf16 *C2, int64_t n2_avail,
                           int64_t T, int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch,
                           int64_t scratch_floats) {
     constexpr int M = 16 * NW;
-    size_t smem = sizeof(bf16) * (size_t)((M + MMA_BK) * mma_shape<HD>::QP);
+    size_t smem = sizeof(bf16) * (size_t)((M + 2 * MMA_BK) * mma_shape<HD>::QP);
     static bool attr = false;
     if (!attr) {
         cudaFuncSetAttribute(k_infllm_lse_mma<HD, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -175,19 +188,21 @@ static int launch_lse_mma(cudaStream_t st, float *lse, const float *q, int64_t l
 }
 
 template <int HD>
-static int lse_rm(cudaStream_t st, float *lse, const float *q, int64_t ldq, const float *C2, int64_t n2_avail, int64_t T,
+static int lse_rm(cudaStream_t st, float *lse, const float *q, int64_t ldq, const void *C2v, int64_t n2_avail, int64_t T,
                   int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch, int64_t sf) {
     if (d->bf16) {
+        const bf16 *C2 = (const bf16 *)C2v;
         if (T * (d->nh / d->nkv) <= 16)
             return launch_lse_mma<HD, 1>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
         return launch_lse_mma<HD, 4>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
     }
+    const float *C2 = (const float *)C2v;
     if (T * (d->nh / d->nkv) <= 64)
         return launch_lse<HD, 1>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
     return launch_lse<HD, 4>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
 }
 
-extern "C" int cu_infllm_lse(void *stream, float *lse, const float *q, int64_t ldq, const float *C2, int64_t n2_avail,
+extern "C" int cu_infllm_lse(void *stream, float *lse, const float *q, int64_t ldq, const void *C2, int64_t n2_avail,
                              int64_t T, int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d,
                              float *scratch, int64_t scratch_floats) {
     cudaStream_t st = (cudaStream_t)stream;

@@ -101,14 +101,15 @@ __global__ void __launch_bounds__(256) k_infllm_score(float *pooled, float *halo
 #define SC_TILES 16
 template <int HD>
 __global__ void __launch_bounds__(128) k_infllm_score_mma(float *pooled, float *halo, const float *q, int64_t ldq,
-                                                          const float *lse, const float *C1, int64_t n1_avail,
+                                                          const float *lse, const bf16 *C1, int64_t n1_avail,
                                                           int64_t T, int64_t pos0, int64_t kv_len, int decode, int nh,
                                                           int nkv, int l1, int s1, int block, float scale,
                                                           int64_t nblk_cap, int64_t ntile_cap) {
     constexpr int M = 64, NT = 128, QP = mma_shape<HD>::QP, EP = ATT_BK + 1;
     extern __shared__ uint4 smem_u4[];
-    bf16 *Qs = (bf16 *)smem_u4, *Ks = Qs + M * QP;
-    float *Es = (float *)(Ks + MMA_BK * QP); /* [M][EP] */
+    constexpr int TILE = MMA_BK * QP;
+    bf16 *Qs = (bf16 *)smem_u4, *Ks = Qs + M * QP;  /* Ks: two stages of 64 keys */
+    float *Es = (float *)(Ks + 2 * TILE);          /* [M][EP] */
     __shared__ float Ls[M];
     __shared__ float Rs[64][ATT_BK + 1];
     const int g = blockIdx.z, G = nh / nkv, P = block / s1, NBT = ATT_BK / P;
@@ -147,14 +148,29 @@ __global__ void __launch_bounds__(128) k_infllm_score_mma(float *pooled, float *
      * warp's rows in registers; otherwise the exps go through shared memory */
     const bool fast = G == 16;
     const float sl2 = scale * LOG2E_F;
-    for (int64_t jt = jt0; jt < jt0 + SC_TILES && jt * NBT <= qb_last; jt++) {
+    /* key tiles of this block: [jt0, jt_end); those below vmax stream through two cp.async stages */
+    int64_t jt_end = jt0 + SC_TILES;
+    if (jt_end > qb_last / NBT + 1) jt_end = qb_last / NBT + 1;
+    const bf16 *Cg = C1 + (int64_t)g * HD;
+    if (jt0 * ATT_BK < vmax) {
+        mma_async_rows<HD, NT>(Ks, Cg, (int64_t)nkv * HD, jt0 * ATT_BK, vmax);
+        cp_async_commit();
+    }
+    for (int64_t jt = jt0; jt < jt_end; jt++) {
         const int64_t j0 = jt * ATT_BK;
-        __syncthreads(); /* the previous tile's Ks, Es and Rs are no longer read */
+        const int buf = (int)((jt - jt0) & 1);
+        __syncthreads(); /* the previous tile's Ks stage, Es and Rs are no longer read */
         if (j0 < vmax) {
-            mma_load_keys<HD, NT>(Ks, C1 + (int64_t)g * HD, (int64_t)nkv * HD, j0, vmax);
+            if (jt + 1 < jt_end && j0 + ATT_BK < vmax) {
+                mma_async_rows<HD, NT>(Ks + (buf ^ 1) * TILE, Cg, (int64_t)nkv * HD, j0 + ATT_BK, vmax);
+                cp_async_commit();
+                cp_async_wait<1>();
+            } else {
+                cp_async_wait<0>();
+            }
             __syncthreads();
             float S[8][4];
-            mma_qk<HD>(qf, Ks, S);
+            mma_qk<HD>(qf, Ks + buf * TILE, S);
             float e[8][4];
 #pragma unroll
             for (int r = 0; r < 2; r++)
@@ -247,11 +263,11 @@ static int launch_score(cudaStream_t st, float *pooled, float *halo, const float
 
 template <int HD>
 static int score_rm(cudaStream_t st, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
-                    const float *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
+                    const void *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
                     const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
     int G = d->nh / d->nkv;
     if (d->bf16) {
-        size_t smem = sizeof(bf16) * (size_t)(128 * mma_shape<HD>::QP) + sizeof(float) * 64 * (ATT_BK + 1);
+        size_t smem = sizeof(bf16) * (size_t)(192 * mma_shape<HD>::QP) + sizeof(float) * 64 * (ATT_BK + 1);
         static bool attr = false;
         if (!attr) {
             cudaFuncSetAttribute(k_infllm_score_mma<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -262,20 +278,21 @@ static int score_rm(cudaStream_t st, float *pooled, float *halo, const float *q,
         int64_t ntiles = ((pos0 + T - 1) / d->block + 1) * P / ATT_BK + 1;
         if (ntiles * (int64_t)(ATT_BK / P) > nblk_cap || ntiles + 1 > ntile_cap) return (int)cudaErrorInvalidValue;
         dim3 grid((unsigned)nblk, (unsigned)((ntiles + SC_TILES - 1) / SC_TILES), d->nkv);
-        k_infllm_score_mma<HD><<<grid, 128, smem, st>>>(pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode,
+        k_infllm_score_mma<HD><<<grid, 128, smem, st>>>(pooled, halo, q, ldq, lse, (const bf16 *)C1, n1_avail, T, pos0,
+                                                         kv_len, decode,
                                                          d->nh, d->nkv, d->l1, d->s1, d->block, d->scale, nblk_cap,
                                                          ntile_cap);
         return LAUNCH_CHECK();
     }
     if (G <= 16 && T * G <= 16)
-        return launch_score<HD, 1>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d, nblk_cap,
+        return launch_score<HD, 1>(st, pooled, halo, q, ldq, lse, (const float *)C1, n1_avail, T, pos0, kv_len, decode, d, nblk_cap,
                                    ntile_cap);
-    return launch_score<HD, 4>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d, nblk_cap,
+    return launch_score<HD, 4>(st, pooled, halo, q, ldq, lse, (const float *)C1, n1_avail, T, pos0, kv_len, decode, d, nblk_cap,
                                ntile_cap);
 }
 
 extern "C" int cu_infllm_score(void *stream, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
-                               const float *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
+                               const void *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
                                const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
     cudaStream_t st = (cudaStream_t)stream;
     if (T <= 0) return 0;

@@ -100,12 +100,14 @@ typedef struct {
                               * like the official kernels); 0 = fp32 FMA (the exact mode) */
 } cu_infllm_dims;
 
-/* C[j, nkv, hd] = mean(K[s·j .. s·j+l-1]) for j in [j0, j1), fp32, summed in key order (infllm_compress.cu) */
-int cu_infllm_compress(void *stream, float *C, const void *K, cu_dtype kvt, int64_t j0, int64_t j1, int l, int s,
+/* C[j, nkv, hd] = mean(K[s·j .. s·j+l-1]) for j in [j0, j1), summed in fp32 in key order, stored in the
+ * cache's dtype kvt (bf16: rounded once, what the tensor-core stage 1 reads) (infllm_compress.cu) */
+int cu_infllm_compress(void *stream, void *C, const void *K, cu_dtype kvt, int64_t j0, int64_t j1, int l, int s,
                        int nkv, int hd);
 /* lse[T, nh] = log Σ_{j < v2(r)} exp(scale · q_h(r)·C2[j]) for rows r = pos0 + t of a call with kv_len
- * (infllm_lse.cu). n2_avail: compressed keys present in C2 (every visible one is). */
-int cu_infllm_lse(void *stream, float *lse, const float *q, int64_t ldq, const float *C2, int64_t n2_avail,
+ * (infllm_lse.cu). n2_avail: compressed keys present in C2 (every visible one is). Compressed keys are
+ * bf16 when d->bf16, else fp32 (here and in cu_infllm_score). */
+int cu_infllm_lse(void *stream, float *lse, const float *q, int64_t ldq, const void *C2, int64_t n2_avail,
                   int64_t T, int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch,
                   int64_t scratch_floats);
 /* Stage 1 + max-pool (infllm_score.cu): for each row and KV group, the pooled block scores
@@ -113,7 +115,7 @@ int cu_infllm_lse(void *stream, float *lse, const float *q, int64_t ldq, const f
  * 64-key tiles of C1, and halo[t, g, tile] = the score of key 64·tile − 1 (which pools into the first
  * block of that tile). n1_avail: level-1 keys present in C1. */
 int cu_infllm_score(void *stream, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
-                    const float *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
+                    const void *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
                     const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap);
 /* Forced + top-K blocks per row and group, ties to the lower block index, ascending (infllm_topk.cu):
  * blocks[t, g, budget], nsel[t, g]. Overwrites pooled with sort keys. */

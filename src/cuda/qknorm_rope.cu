@@ -1,7 +1,8 @@
 /* qknorm_rope.cu — Lightning layers' q/k preparation, in place: per-head RMSNorm (q_norm / k_norm) and
  * then rotate-half RoPE at absolute positions (MODEL.md §3; angles as the official code: the fp32 product
- * pos · inv_freq_i, cos/sin of it in double). One block per row: the row's hd/2 cos/sin pairs are
- * computed once in shared memory and shared by all its q and k heads; one warp per head. */
+ * pos · inv_freq_i, cos/sin of it in double). One block per (row, 8 heads), one warp per head: the row's
+ * hd/2 cos/sin pairs are computed in shared memory and shared by the block's heads. (Eight heads per block
+ * rather than the whole row keeps a decode step — one row — spread over the GPU.) */
 #include "cuda/common.cuh"
 
 __global__ void k_qknorm_rope(float *qk, int64_t ld, int nheads, int nq, int hd, const float *qw, const float *kw,
@@ -17,7 +18,7 @@ __global__ void k_qknorm_rope(float *qk, int64_t ld, int nheads, int nq, int hd,
             cs[2 * i + 1] = sin((double)ang);
         }
     __syncthreads();
-    for (int h = warp; h < nheads; h += nw) {
+    for (int h = blockIdx.y * nw + warp; h < nheads && h < (int)(blockIdx.y + 1) * nw; h += nw) {
         float *v = qk + t * ld + (int64_t)h * hd; /* [hd] */
         const float *w = h < nq ? qw : kw;
         float inv = 1.0f;
@@ -50,7 +51,8 @@ extern "C" int cu_qknorm_rope(void *st, float *qk, int64_t ld, int64_t T, int nh
                               int do_rope) {
     if (T <= 0 || (!do_norm && !do_rope)) return 0;
     size_t smem = sizeof(double) * (size_t)hd;
-    k_qknorm_rope<<<(unsigned)T, 256, smem, (cudaStream_t)st>>>(qk, ld, nheads, nq, hd, qw, kw, eps, do_norm, inv_freq,
+    dim3 grid((unsigned)T, (unsigned)((nheads + 7) / 8));
+    k_qknorm_rope<<<grid, 256, smem, (cudaStream_t)st>>>(qk, ld, nheads, nq, hd, qw, kw, eps, do_norm, inv_freq,
                                                                  pos0, do_rope);
     return LAUNCH_CHECK();
 }

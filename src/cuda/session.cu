@@ -1,7 +1,7 @@
 /* session.cu — a sequence on the GPU: caches allocated up front for n_ctx tokens, and the forward pass
  * (MODEL.md §3–4) run chunk by chunk, mirroring src/session.c.
  *
- * Memory: one pool per session holds the sparse layers' K/V (act dtype) and compressed keys (fp32),
+ * Memory: one pool per session holds the sparse layers' K/V and compressed keys (act dtype),
  * the Lightning states (fp32), and activations sized by the prefill chunk; nothing is allocated while
  * tokens run. The plan is printed at start-up (verbose) and a session that does not fit the card or
  * mem_limit is refused with SALA_ERR_NOMEM and the plan in the message.
@@ -80,8 +80,8 @@ static void session_layout(cuda_session *s, carver *cv, cuda_mem_plan *plan) {
     off0 = cv->off;
     for (int l = 0; l < c->n_layers; l++) {
         if (!c->sparse[l]) continue;
-        s->C1[l] = (float *)carve(cv, s->n1cap * kvrow * 4);
-        s->C2[l] = (float *)carve(cv, s->n2cap * kvrow * 4);
+        s->C1[l] = carve(cv, s->n1cap * kvrow * es);
+        s->C2[l] = carve(cv, s->n2cap * kvrow * es);
     }
     plan->comp = cv->off - off0;
     off0 = cv->off;
@@ -118,8 +118,8 @@ static void session_layout(cuda_session *s, carver *cv, cuda_mem_plan *plan) {
 static void session_arrays(cuda_session *s, int L) {
     s->K = (void **)xcalloc((size_t)L, sizeof(void *));
     s->V = (void **)xcalloc((size_t)L, sizeof(void *));
-    s->C1 = (float **)xcalloc((size_t)L, sizeof(float *));
-    s->C2 = (float **)xcalloc((size_t)L, sizeof(float *));
+    s->C1 = (void **)xcalloc((size_t)L, sizeof(void *));
+    s->C2 = (void **)xcalloc((size_t)L, sizeof(void *));
     s->state = (float **)xcalloc((size_t)L, sizeof(float *));
 }
 
