@@ -131,6 +131,11 @@ static int bad_type(srv_error *e, const char *param, const char *want, const cJS
     return -1;
 }
 
+static int missing_param(srv_error *e, const char *param) {
+    srv_error_set(e, 400, IRE, param, "missing_required_parameter", "Missing required parameter: '%s'.", param);
+    return -1;
+}
+
 /* Field lookup: NULL when absent or JSON null (both mean "not given"). */
 static const cJSON *field(const cJSON *obj, const char *name) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
@@ -260,10 +265,8 @@ static int parse_content(const cJSON *v, int i, const char *role, char **out, sr
 
 static int parse_messages(const cJSON *root, srv_request *r, srv_error *e) {
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
-    if (!msgs || cJSON_IsNull(msgs)) {
-        srv_error_set(e, 400, IRE, "messages", "missing_required_parameter", "Missing required parameter: 'messages'.");
-        return -1;
-    }
+    if (!msgs || cJSON_IsNull(msgs))
+        return missing_param(e, "messages");
     if (!cJSON_IsArray(msgs))
         return bad_type(e, "messages", "an array", msgs);
     int n = cJSON_GetArraySize(msgs);
@@ -282,10 +285,8 @@ static int parse_messages(const cJSON *root, srv_request *r, srv_error *e) {
             return bad_type(e, param, "an object", m);
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
         snprintf(param, sizeof param, "messages[%d].role", i);
-        if (!role || cJSON_IsNull(role)) {
-            srv_error_set(e, 400, IRE, param, "missing_required_parameter", "Missing required parameter: '%s'.", param);
-            return -1;
-        }
+        if (!role || cJSON_IsNull(role))
+            return missing_param(e, param);
         if (!cJSON_IsString(role))
             return bad_type(e, param, "a string", role);
         const char *rs = role->valuestring;
@@ -311,10 +312,8 @@ static int parse_messages(const cJSON *root, srv_request *r, srv_error *e) {
 
 static int parse_prompt(const cJSON *root, srv_request *r, srv_error *e) {
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");
-    if (!p || cJSON_IsNull(p)) {
-        srv_error_set(e, 400, IRE, "prompt", "missing_required_parameter", "Missing required parameter: 'prompt'.");
-        return -1;
-    }
+    if (!p || cJSON_IsNull(p))
+        return missing_param(e, "prompt");
     if (cJSON_IsString(p)) {
         r->prompt = dup_str(p->valuestring);
         return 0;
