@@ -147,11 +147,11 @@ sala_status config_parse(sala_config *c, const char *json, size_t len) {
     const cJSON *eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
     if (eos && !cJSON_IsNull(eos)) {
         c->n_eos = 0;
-        if (cJSON_IsNumber(eos)) {
-            c->eos[c->n_eos++] = (int)eos->valuedouble;
-        } else if (cJSON_IsArray(eos)) {
-            for (const cJSON *e = eos->child; e; e = e->next) {
-                if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= BIG)
+        if (cJSON_IsNumber(eos) || cJSON_IsArray(eos)) {
+            /* one id or a list of ids, each checked before the conversion */
+            for (const cJSON *e = cJSON_IsArray(eos) ? eos->child : eos; e; e = cJSON_IsArray(eos) ? e->next : NULL) {
+                if (!cJSON_IsNumber(e) || !(e->valuedouble >= 0 && e->valuedouble < BIG) ||
+                    e->valuedouble != floor(e->valuedouble))
                     TRY(sala_set_error(SALA_ERR_CONFIG, "config.json: eos_token_id entries must be token ids"));
                 if (c->n_eos < SALA_MAX_EOS) c->eos[c->n_eos++] = (int)e->valuedouble;
             }
