@@ -99,17 +99,17 @@ __global__ void __launch_bounds__(256) k_infllm_score(float *pooled, float *halo
  * keeps its queries (as mma fragments) and their LSEs on chip and walks SC_TILES consecutive key tiles,
  * so q is read once per block instead of once per tile. */
 #define SC_TILES 16
-template <int HD>
-__global__ void __launch_bounds__(128) k_infllm_score_mma(float *pooled, float *halo, const float *q, int64_t ldq,
+template <int HD, int NW>
+__global__ void __launch_bounds__(NW * 32) k_infllm_score_mma(float *pooled, float *halo, const float *q, int64_t ldq,
                                                           const float *lse, const bf16 *C1, int64_t n1_avail,
                                                           int64_t T, int64_t pos0, int64_t kv_len, int decode, int nh,
                                                           int nkv, int l1, int s1, int block, float scale,
                                                           int64_t nblk_cap, int64_t ntile_cap) {
-    constexpr int M = 64, NT = 128, QP = mma_shape<HD>::QP, EP = ATT_BK + 1;
+    constexpr int M = 16 * NW, NT = 32 * NW, QP = mma_shape<HD>::QP, EP = ATT_BK + 1;
     extern __shared__ uint4 smem_u4[];
     constexpr int TILE = MMA_BK * QP;
     bf16 *Qs = (bf16 *)smem_u4, *Ks = Qs + M * QP;  /* Ks: two stages of 64 keys */
-    float *Es = (float *)(Ks + 2 * TILE);          /* [M][EP] */
+    float *Es = (float *)(Ks + 2 * TILE);          /* [M][EP], only when G != 16 */
     __shared__ float Ls[M];
     __shared__ float Rs[64][ATT_BK + 1];
     const int g = blockIdx.z, G = nh / nkv, P = block / s1, NBT = ATT_BK / P;
@@ -267,21 +267,31 @@ static int score_rm(cudaStream_t st, float *pooled, float *halo, const float *q,
                     const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
     int G = d->nh / d->nkv;
     if (d->bf16) {
-        size_t smem = sizeof(bf16) * (size_t)(192 * mma_shape<HD>::QP) + sizeof(float) * 64 * (ATT_BK + 1);
-        static bool attr = false;
-        if (!attr) {
-            cudaFuncSetAttribute(k_infllm_score_mma<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-            attr = true;
-        }
-        int64_t nblk = (T * G + 63) / 64;
+        /* G == 16: 8 warps = 8 rows per block share each key tile and sum their heads in registers;
+         * other group sizes: 4 warps, the exps staged in shared memory */
+        const int nw = G == 16 ? 8 : 4, M = 16 * nw;
+        size_t smem = sizeof(bf16) * (size_t)((M + 2 * MMA_BK) * mma_shape<HD>::QP) +
+                      (G == 16 ? 0 : sizeof(float) * (size_t)M * (ATT_BK + 1));
+        static size_t attr4 = 0, attr8 = 0;
+        if (nw == 8 && smem > attr8)
+            cudaFuncSetAttribute(k_infllm_score_mma<HD, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                attr8 = smem;
+        if (nw == 4 && smem > attr4)
+            cudaFuncSetAttribute(k_infllm_score_mma<HD, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                attr4 = smem;
+        int64_t nblk = (T * G + M - 1) / M;
         int P = d->block / d->s1;
         int64_t ntiles = ((pos0 + T - 1) / d->block + 1) * P / ATT_BK + 1;
         if (ntiles * (int64_t)(ATT_BK / P) > nblk_cap || ntiles + 1 > ntile_cap) return (int)cudaErrorInvalidValue;
         dim3 grid((unsigned)nblk, (unsigned)((ntiles + SC_TILES - 1) / SC_TILES), d->nkv);
-        k_infllm_score_mma<HD><<<grid, 128, smem, st>>>(pooled, halo, q, ldq, lse, (const bf16 *)C1, n1_avail, T, pos0,
-                                                         kv_len, decode,
-                                                         d->nh, d->nkv, d->l1, d->s1, d->block, d->scale, nblk_cap,
-                                                         ntile_cap);
+        if (nw == 8)
+            k_infllm_score_mma<HD, 8><<<grid, 256, smem, st>>>(pooled, halo, q, ldq, lse, (const bf16 *)C1, n1_avail, T,
+                                                               pos0, kv_len, decode, d->nh, d->nkv, d->l1, d->s1,
+                                                               d->block, d->scale, nblk_cap, ntile_cap);
+        else
+            k_infllm_score_mma<HD, 4><<<grid, 128, smem, st>>>(pooled, halo, q, ldq, lse, (const bf16 *)C1, n1_avail, T,
+                                                               pos0, kv_len, decode, d->nh, d->nkv, d->l1, d->s1,
+                                                               d->block, d->scale, nblk_cap, ntile_cap);
         return LAUNCH_CHECK();
     }
     if (G <= 16 && T * G <= 16)
