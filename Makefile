@@ -95,9 +95,12 @@ fuzz: $(DEPS_OK)
 bench: $(BIN)
 	@echo "see bench/ and docs/PERF.md; e.g. $(BIN) bench --help"
 
+# The GPU suite (on a machine with a GPU): every kernel against the CPU reference ops (test_cuda_*) and
+# every golden case on the GPU in fp32 and bf16 mode, chunked and one-shot (test_golden).
+# scripts/gpu-check.sh does the same from a build staged here, plus the benchmark.
 test-cuda:
 	$(MAKE) CUDA=1 BUILD=build/cuda all
-	@BUILD=build/cuda SALA_TEST_CUDA=1 bash tests/run.sh
+	@BUILD=build/cuda SALA_TEST_CUDA=1 SALA_TEST_ONLY="test_cuda_ test_golden" bash tests/run.sh
 
 format:
 	clang-format -i include/*.h $(wildcard src/*.c src/*.h src/*/*.c src/*/*.h src/cuda/*.cu src/cuda/*.cuh) tools/*.c tests/*.c tests/*.h $(wildcard fuzz/*.c)

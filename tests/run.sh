@@ -29,11 +29,15 @@ run_one() {
   fi
   rm -f "$log"
 }
+# SALA_TEST_ONLY="prefix1 prefix2": run only the test programs whose names start so, and no scripts
+only=${SALA_TEST_ONLY:-}
+selected() { [ -z "$only" ] && return 0; for p in $only; do [[ $1 == "$p"* ]] && return 0; done; return 1; }
 for t in "$BUILD"/tests/test_*; do
   [ -x "$t" ] || continue
+  selected "$(basename "$t")" || continue
   run_one "$(basename "$t")" "$t"
 done
-for s in tests/t_*.sh; do
+[ -n "$only" ] || for s in tests/t_*.sh; do
   [ -f "$s" ] || continue
   run_one "$(basename "$s")" bash "$s"
 done
