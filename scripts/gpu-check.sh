@@ -14,6 +14,9 @@
 #        suite    the whole test suite with SALA_TEST_CUDA=1 (what `make test-cuda` runs)
 #        bench    sala bench --device cuda on synthetic 9B weights, 8K..1M, then --arch full
 #        bench-quick  the bench at 8K and 32K only
+#        bench-nograph  the bench at ${BENCH_CTX_NG:-8k} with SALA_CUDA_GRAPH=0 (decode launched op by op), to
+#                 compare with the graph decode on the same card; the graph-vs-no-graph logits check itself is
+#                 tests/test_cuda_graph (part of kernels)
 # The device tool's `run` call: carry ["build/stage"], command `bash scripts/gpu-check.sh run ...`.
 set -u
 cd "$(dirname "$0")/.."
@@ -82,12 +85,17 @@ run() {
             rm -f "$out/bench.jsonl"
             timeout "${BENCH_TIMEOUT:-560}" build/stage/sala bench --device cuda --arch sala --contexts "${BENCH_CTX:-$ctx}" \
                 --gen 32 --budget-s "${BENCH_BUDGET:-420}" --json "$out/bench.jsonl" >"$out/bench.log" 2>&1
-            [ -n "${BENCH_FULL:-$full}" ] && timeout 200 build/stage/sala bench --device cuda --arch full \
-                --contexts "${BENCH_FULL:-$full}" --gen 32 --budget-s 150 --json "$out/bench.jsonl" >>"$out/bench.log" 2>&1
+            [ -n "${BENCH_FULL-$full}" ] && timeout 200 build/stage/sala bench --device cuda --arch full \
+                --contexts "${BENCH_FULL-$full}" --gen 32 --budget-s 150 --json "$out/bench.jsonl" >>"$out/bench.log" 2>&1
             # one profiled call (SALA_CUDA_PROFILE=1): the GPU time of each kind of op
             [ -n "${BENCH_PROFILE_CTX:-}" ] && SALA_CUDA_PROFILE=1 timeout 120 build/stage/sala bench --device cuda \
                 --arch sala --contexts "$BENCH_PROFILE_CTX" --gen 8 >>"$out/bench.log" 2>&1
             grep -vE '^  prefill' "$out/bench.log" | grep -E '^ *[0-9]|^arch|GPU time' >>"$summary"
+            ;;
+        bench-nograph)
+            SALA_CUDA_GRAPH=0 timeout 200 build/stage/sala bench --device cuda --arch sala --contexts "${BENCH_CTX_NG:-8k}" \
+                --gen 32 --budget-s 150 --json "$out/bench-nograph.jsonl" >"$out/bench-nograph.log" 2>&1
+            { echo "SALA_CUDA_GRAPH=0:"; grep -vE '^  prefill' "$out/bench-nograph.log" | grep -E '^ *[0-9]'; } >>"$summary"
             ;;
         *) echo "unknown part $p" >>"$summary" ;;
         esac

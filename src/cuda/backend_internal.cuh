@@ -93,6 +93,15 @@ struct cuda_session {
     void *fnorm;           /* [logit_rows, H] act dtype */
     float *logits;         /* [logit_rows, V] */
     int32_t *next;         /* [1] argmax */
+    /* CUDA graphs of the decode step (SALA_CUDA_GRAPH=0 disables): the step's launches between the
+     * sparse layers' attention cores are captured once into segments and replayed */
+    int64_t *dpos;         /* [1] device: the step's position (read by RoPE in the graphs) */
+    int graph_on;          /* graphs allowed for this session */
+    int gmode, gbuild;     /* this call replays (gmode) / first captures (gbuild) the segments */
+    int skip;              /* replaying: the ops of the open segment are not enqueued */
+    int capturing;         /* the stream is capturing a segment */
+    int seg, nseg;         /* segment of the call so far; segments captured */
+    cudaGraphExec_t *gexec;/* [n_layers + 2] */
 };
 
 /* device failure -> SALA_ERR_DEVICE with the CUDA message */

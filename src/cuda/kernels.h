@@ -65,6 +65,10 @@ int cu_swiglu(void *stream, void *h, cu_dtype ht, const float *gu, int64_t rows,
  * rest) when do_norm, then RoPE at positions pos0.. when do_rope (qknorm_rope.cu). inv_freq: [hd/2]. */
 int cu_qknorm_rope(void *stream, float *qk, int64_t ld, int64_t T, int nheads, int nq, int hd, const float *qw,
                    const float *kw, float eps, int do_norm, const float *inv_freq, int64_t pos0, int do_rope);
+/* the same with the first position read from device memory *dpos when dpos != NULL (graph replay) */
+int cu_qknorm_rope_dev(void *stream, float *qk, int64_t ld, int64_t T, int nheads, int nq, int hd, const float *qw,
+                       const float *kw, float eps, int do_norm, const float *inv_freq, int64_t pos0,
+                       const int64_t *dpos, int do_rope);
 /* K[pos0 + t], V[pos0 + t] = k[t], v[t]: append T rows of width kvd to a cache [N, kvd] (kv_append.cu) */
 int cu_kv_append(void *stream, void *K, void *V, cu_dtype kvt, const float *k, const float *v, int64_t ld,
                  int64_t T, int64_t pos0, int kvd);

@@ -110,6 +110,7 @@ static void session_layout(cuda_session *s, carver *cv, cuda_mem_plan *plan) {
     s->fnorm = carve(cv, (int64_t)s->logit_rows * H * es);
     s->logits = (float *)carve(cv, (int64_t)s->logit_rows * V * 4);
     s->next = (int32_t *)carve(cv, 256);
+    s->dpos = (int64_t *)carve(cv, 256);
     plan->act = cv->off - off0;
     plan->weights = cm->pool_bytes;
     plan->total = plan->weights + cv->off;
@@ -121,6 +122,7 @@ static void session_arrays(cuda_session *s, int L) {
     s->C1 = (void **)xcalloc((size_t)L, sizeof(void *));
     s->C2 = (void **)xcalloc((size_t)L, sizeof(void *));
     s->state = (float **)xcalloc((size_t)L, sizeof(float *));
+    s->gexec = (cudaGraphExec_t *)xcalloc((size_t)L + 2, sizeof(cudaGraphExec_t));
 }
 
 static void session_arrays_free(cuda_session *s) {
@@ -129,6 +131,7 @@ static void session_arrays_free(cuda_session *s) {
     free(s->C1);
     free(s->C2);
     free(s->state);
+    free(s->gexec);
 }
 
 extern "C" cuda_mem_plan cuda_model_plan(const cuda_model *cm, int64_t n_ctx, int chunk) {
@@ -204,6 +207,8 @@ extern "C" sala_status cuda_session_new(cuda_model *cm, int64_t n_ctx, int chunk
         s->prof = (cu_prof *)xcalloc(1, sizeof(cu_prof));
         for (int i = 0; i < PROF_EVENTS; i++) cudaEventCreate(&s->prof->ev[i]);
     }
+    const char *ge = getenv("SALA_CUDA_GRAPH");
+    s->graph_on = !(ge && *ge == '0');
     cuda_session_reset(s);
     int e = cu_sync();
     if (e) {
@@ -223,6 +228,8 @@ extern "C" void cuda_session_free(cuda_session *s) {
         for (int i = 0; i < PROF_EVENTS; i++) cudaEventDestroy(s->prof->ev[i]);
         free(s->prof);
     }
+    for (int i = 0; i < s->nseg; i++)
+        if (s->gexec[i]) cudaGraphExecDestroy(s->gexec[i]);
     cu_free(s->pool);
     session_arrays_free(s);
     free(s);
@@ -295,11 +302,54 @@ static void prof_print(cuda_session *s, int64_t n) {
 /* TRY with the op's GPU time counted under `cat` */
 #define TRYP(cat, expr, what)               \
     do {                                    \
+        if (s->skip) break;                 \
         prof_begin(s, cat);                 \
         int e_ = (expr);                    \
         prof_end(s);                        \
         if (e_) return cu_fail(e_, what);   \
     } while (0)
+/* TRY that a replayed segment skips */
+#define TRYS(expr, what)                    \
+    do {                                    \
+        if (s->skip) break;                 \
+        int e_ = (expr);                    \
+        if (e_) return cu_fail(e_, what);   \
+    } while (0)
+
+/* Decode-step graphs. A segment is a run of launches that reads nothing a step changes except through
+ * device memory (the token id in s->ids, the position in s->dpos): the first graph step captures each
+ * segment (cudaStreamBeginCapture .. EndCapture, instantiate) and launches it; later steps skip its
+ * launches (s->skip) and launch the instantiated graph. Outside the segments (KV append, dense attention
+ * or the InfLLM-v2 chain, whose grids follow the context length) the launches run as usual. */
+static sala_status seg_open(cuda_session *s) {
+    if (!s->gmode) return SALA_OK;
+    if (s->gbuild) {
+        TRY((int)cudaStreamBeginCapture(s->cm->stream, cudaStreamCaptureModeThreadLocal), "graph capture");
+        s->capturing = 1;
+    } else {
+        s->skip = 1;
+    }
+    return SALA_OK;
+}
+
+static sala_status seg_close(cuda_session *s) {
+    if (!s->gmode) return SALA_OK;
+    cudaStream_t st = s->cm->stream;
+    if (s->gbuild) {
+        cudaGraph_t g = NULL;
+        s->capturing = 0;
+        TRY((int)cudaStreamEndCapture(st, &g), "graph capture");
+        int e = (int)cudaGraphInstantiateWithFlags(&s->gexec[s->seg], g, 0);
+        cudaGraphDestroy(g);
+        TRY(e, "graph instantiate");
+        s->nseg = s->seg + 1;
+    } else if (s->seg >= s->nseg) {
+        return sala_set_error(SALA_ERR_DEVICE, "decode graph: more segments than captured");
+    }
+    s->skip = 0;
+    TRY((int)cudaGraphLaunch(s->gexec[s->seg++], st), "graph launch");
+    return SALA_OK;
+}
 
 static sala_status mixer_sparse(cuda_session *s, int l, const chunk_ctx *cx) {
     cuda_model *cm = s->cm;
@@ -310,8 +360,10 @@ static sala_status mixer_sparse(cuda_session *s, int l, const chunk_ctx *cx) {
     float *q = s->mix, *k = s->mix + L->qd, *v = s->mix + L->qd + L->kvd, *gate = s->mix + L->qd + 2 * L->kvd;
     cu_infllm_dims d = make_dims(cm);
     if (c->attn_use_rope)
-        TRYP(PROF_NORM, cu_qknorm_rope(st, s->mix, ld, C, c->nh + c->nkv, c->nh, c->hd, NULL, NULL, (float)c->eps, 0, cm->inv_freq_s,
-                           cx->p0, 1), "rope");
+        TRYP(PROF_NORM, cu_qknorm_rope_dev(st, s->mix, ld, C, c->nh + c->nkv, c->nh, c->hd, NULL, NULL, (float)c->eps, 0,
+                                           cm->inv_freq_s, cx->p0, s->gmode ? s->dpos : NULL, 1), "rope");
+    sala_status ss = seg_close(s);
+    if (ss) return ss;
     TRYP(PROF_OTHER, cu_kv_append(st, s->K[l], s->V[l], cm->act, k, v, ld, C, cx->p0, L->kvd), "kv append");
     if (!cx->sparse_regime) {
         TRYP(PROF_DENSE, cu_attn_dense(st, s->o, L->qd, q, ld, s->K[l], s->V[l], cm->act, C, cx->p0, c->nh, c->nkv, c->hd, d.scale,
@@ -332,6 +384,8 @@ static sala_status mixer_sparse(cuda_session *s, int l, const chunk_ctx *cx) {
         TRYP(PROF_SPARSE, cu_attn_sparse(st, s->o, L->qd, q, ld, s->K[l], s->V[l], cm->act, s->blocks, s->nsel, C, cx->p0, &d,
                            s->scratch, s->scratch_floats), "sparse attention");
     }
+    ss = seg_open(s);
+    if (ss) return ss;
     TRYP(PROF_NORM, cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? gate : NULL, ld, NULL, C, L->qd,
                      (float)c->eps), "gate");
     return SALA_OK;
@@ -345,8 +399,9 @@ static sala_status mixer_lightning(cuda_session *s, int l, const chunk_ctx *cx) 
     const int64_t ld = L->n_in, C = cx->C;
     const int nh = c->lin_nh, hd = c->lin_hd;
     float *q = s->mix, *k = s->mix + L->qd, *v = s->mix + 2 * L->qd, *z = s->mix + 3 * L->qd;
-    TRYP(PROF_NORM, cu_qknorm_rope(st, s->mix, ld, C, 2 * nh, nh, hd, L->q_norm, L->k_norm, (float)c->eps, c->qk_norm,
-                       cm->inv_freq_l, cx->p0, c->lightning_use_rope), "qk norm + rope");
+    TRYP(PROF_NORM, cu_qknorm_rope_dev(st, s->mix, ld, C, 2 * nh, nh, hd, L->q_norm, L->k_norm, (float)c->eps, c->qk_norm,
+                                       cm->inv_freq_l, cx->p0, s->gmode ? s->dpos : NULL, c->lightning_use_rope),
+         "qk norm + rope");
     float scale = c->lightning_scale == LSCALE_INV_SQRT_D ? (float)(1.0 / sqrt((double)hd))
                   : c->lightning_scale == LSCALE_INV_D    ? (float)(1.0 / hd)
                                                           : 1.0f;
@@ -359,19 +414,24 @@ static sala_status mixer_lightning(cuda_session *s, int l, const chunk_ctx *cx) 
     return SALA_OK;
 }
 
+static sala_status chunk_logits(cuda_session *s, int64_t r0, int64_t n);
+
+/* In graph mode (s->gmode, a decode step) the step runs as segments and ends with the last row's logits. */
 static sala_status forward_chunk(cuda_session *s, const chunk_ctx *cx) {
     cuda_model *cm = s->cm;
     const sala_config *c = &cm->cfg;
     cudaStream_t st = cm->stream;
     const int64_t C = cx->C, H = c->hidden, I = c->inter;
     const float eps = (float)c->eps, r = (float)(c->scale_depth / sqrt((double)c->n_layers));
+    sala_status ss = seg_open(s);
+    if (ss) return ss;
     TRYP(PROF_OTHER, cu_embed(st, s->x, cm->embed, s->ids, C, (int)H, (float)c->scale_emb), "embedding");
     for (int l = 0; l < c->n_layers; l++) {
         const cu_layer *L = &cm->layers[l];
         TRYP(PROF_NORM, cu_rmsnorm(st, s->a, cm->act, H, s->x, H, L->ln1, C, (int)H, eps, 1.0f), "rmsnorm");
         TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->mix, L->n_in, s->a, cm->act, H, L->w_in, C, L->n_in, H, 1.0f, 0.0f),
             "projection GEMM");
-        sala_status ss = L->sparse ? mixer_sparse(s, l, cx) : mixer_lightning(s, l, cx);
+        ss = L->sparse ? mixer_sparse(s, l, cx) : mixer_lightning(s, l, cx);
         if (ss) return ss;
         TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->x, H, s->a, cm->act, L->qd, L->w_o, C, H, L->qd, r, 1.0f), "o_proj GEMM");
         TRYP(PROF_NORM, cu_rmsnorm(st, s->a, cm->act, H, s->x, H, L->ln2, C, (int)H, eps, 1.0f), "rmsnorm");
@@ -379,7 +439,11 @@ static sala_status forward_chunk(cuda_session *s, const chunk_ctx *cx) {
         TRYP(PROF_NORM, cu_swiglu(st, s->a, cm->act, s->mix, C, (int)I), "swiglu");
         TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->x, H, s->a, cm->act, I, L->w_down, C, H, I, r, 1.0f), "down GEMM");
     }
-    return SALA_OK;
+    if (s->gmode) {
+        ss = chunk_logits(s, C - 1, 1);
+        if (ss) return ss;
+    }
+    return seg_close(s);
 }
 
 /* logits of rows [r0, r0 + n) of the chunk into s->logits [n, V] */
@@ -388,9 +452,9 @@ static sala_status chunk_logits(cuda_session *s, int64_t r0, int64_t n) {
     const sala_config *c = &cm->cfg;
     const int64_t H = c->hidden;
     float div = (float)(c->hidden / c->dim_model_base);
-    TRY(cu_rmsnorm(cm->stream, s->fnorm, cm->act, H, s->x + r0 * H, H, cm->final_norm, n, (int)H, (float)c->eps, div),
+    TRYS(cu_rmsnorm(cm->stream, s->fnorm, cm->act, H, s->x + r0 * H, H, cm->final_norm, n, (int)H, (float)c->eps, div),
         "final norm");
-    TRY(cu_gemm_run(cm->gemm, cm->stream, s->logits, c->vocab, s->fnorm, cm->act, H, cm->lm_head, n, c->vocab, H, 1.0f,
+    TRYS(cu_gemm_run(cm->gemm, cm->stream, s->logits, c->vocab, s->fnorm, cm->act, H, cm->lm_head, n, c->vocab, H, 1.0f,
                     0.0f), "lm_head GEMM");
     return SALA_OK;
 }
@@ -415,6 +479,16 @@ static sala_status session_eval(cuda_session *s, int64_t pos, const int32_t *ids
     cx.decode = n == 1 && pos > 0;
     cx.sparse_regime = cm->n_sparse > 0 && cx.kv_len >= c->dense_len;
     cudaStream_t st = cm->stream;
+    /* a decode step runs as CUDA graphs (see seg_open) unless disabled or profiled */
+    int gm = s->graph_on && !s->prof && n == 1 && pos > 0 && which != SALA_LOGITS_NONE;
+    s->gmode = gm;
+    s->gbuild = gm && s->nseg == 0;
+    s->seg = 0;
+    s->skip = 0;
+    if (gm) {
+        int64_t p = pos;
+        TRY((int)cudaMemcpyAsync(s->dpos, &p, sizeof p, cudaMemcpyHostToDevice, st), "position upload");
+    }
     for (int64_t done = 0; done < n;) {
         cx.p0 = pos + done;
         cx.C = n - done < s->chunk ? n - done : s->chunk;
@@ -423,7 +497,24 @@ static sala_status session_eval(cuda_session *s, int64_t pos, const int32_t *ids
         TRY((int)cudaMemcpyAsync(s->ids, ids + done, sizeof(int32_t) * (size_t)cx.C, cudaMemcpyHostToDevice, st),
             "token upload");
         sala_status ss = forward_chunk(s, &cx);
-        if (ss) return ss;
+        if (!ss && gm && s->seg != s->nseg)
+            ss = sala_set_error(SALA_ERR_DEVICE, "decode graph: %d segments of %d replayed", s->seg, s->nseg);
+        s->gmode = s->skip = 0;
+        if (ss) {
+            if (s->capturing) { /* a failed capture: end it, drop the graphs and run this session without them */
+                cudaGraph_t g = NULL;
+                cudaStreamEndCapture(st, &g);
+                if (g) cudaGraphDestroy(g);
+                cudaGetLastError();
+                s->capturing = 0;
+            }
+            if (gm) {
+                for (int i = 0; i < s->nseg; i++) cudaGraphExecDestroy(s->gexec[i]);
+                s->nseg = 0;
+                s->graph_on = 0;
+            }
+            return ss;
+        }
         if (cx.sparse_regime) {
             if (cx.n1h > s->comp_n1) s->comp_n1 = cx.n1h;
             if (cx.n2h > s->comp_n2) s->comp_n2 = cx.n2h;
@@ -432,14 +523,14 @@ static sala_status session_eval(cuda_session *s, int64_t pos, const int32_t *ids
         if (which == SALA_LOGITS_ALL) {
             for (int64_t r0 = 0; r0 < cx.C; r0 += s->logit_rows) {
                 int64_t rows = cx.C - r0 < s->logit_rows ? cx.C - r0 : s->logit_rows;
-                ss = chunk_logits(s, r0, rows);
+                if (!gm) ss = chunk_logits(s, r0, rows);
                 if (ss) return ss;
                 TRY((int)cudaMemcpyAsync(logits + (done + r0) * c->vocab, s->logits,
                                          sizeof(float) * (size_t)(rows * c->vocab), cudaMemcpyDeviceToHost, st),
                     "logits download");
             }
         } else if (last && (which == SALA_LOGITS_LAST || which == 3)) {
-            ss = chunk_logits(s, cx.C - 1, 1);
+            if (!gm) ss = chunk_logits(s, cx.C - 1, 1);
             if (ss) return ss;
             if (which == 3) {
                 TRY(cu_argmax(st, s->next, s->logits, 1, c->vocab), "argmax");
