@@ -17,58 +17,7 @@ int main(void) {
 #include "cpu/ops.h"
 #include "cuda/kernels.h"
 #include "test.h"
-
-static uint64_t rng_s = 0x9e3779b97f4a7c15ull;
-static inline float frand(void) { /* uniform [-1, 1) */
-    rng_s ^= rng_s << 13;
-    rng_s ^= rng_s >> 7;
-    rng_s ^= rng_s << 17;
-    return (float)((double)(rng_s >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
-}
-static inline void fill(float *x, int64_t n, float a) {
-    for (int64_t i = 0; i < n; i++) x[i] = a * frand();
-}
-static inline void *up(const void *h, size_t n) {
-    void *d = cu_malloc(n);
-    if (d) cu_h2d(d, h, n);
-    return d;
-}
-static inline void *dnew(size_t n) { /* poisoned: all-ones bytes are NaN in fp32 and bf16 */
-    void *d = cu_malloc(n);
-    if (d) cu_memset(d, 0xff, n);
-    return d;
-}
-static inline int down(void *h, const void *d, size_t n) {
-    int e = cu_sync();
-    if (!e) e = cu_d2h(h, d, n);
-    return e;
-}
-static inline float bf(float x) { return bf16_to_f32(f32_to_bf16(x)); }
-
-/* per-element |got − ref| ≤ atol[i] (or atol0 when atol is NULL) + rtol·|ref|; prints the worst */
-static int close_to(const char *what, const float *got, const float *ref, int64_t n, const double *atol, double atol0,
-                    double rtol) {
-    double worst = 0;
-    int64_t bad = 0, first = -1;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - ref[i]), lim = (atol ? atol[i] : atol0) + rtol * fabs(ref[i]);
-        if (!(d <= lim)) {
-            if (first < 0) first = i;
-            bad++;
-        }
-        if (d > worst || d != d) worst = d != d ? INFINITY : d;
-    }
-    printf("   %-44s max|d| %.3g%s\n", what, worst, bad ? "  MISMATCH" : "");
-    if (bad)
-        fprintf(stderr, "  %s: %lld of %lld elements off; first at %lld: got %.9g want %.9g\n", what, (long long)bad,
-                (long long)n, (long long)first, got[first], ref[first]);
-    return bad == 0;
-}
-
-static int gpu_ready(void) {
-    const char *e = getenv("SALA_TEST_CUDA");
-    return e && *e == '1' && cu_device_count() > 0;
-}
+#include "cuda_test.h"
 
 /* One call of T tokens: GPU (prefill or decode kernel) vs op_lightning_ref, from the same random state;
  * q|k|v sit side by side in one strided buffer like the fused projection output. */
