@@ -27,26 +27,6 @@ struct sala_chat_template {
 
 /* ---- small growable string ---- */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 256;
-        while (c < b->n + n + 1)
-            c *= 2;
-        b->p = xrealloc(b->p, c);
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void sb_puts(sbuf *b, const char *s) {
-    sb_add(b, s, strlen(s));
-}
 
 /* ---- recognition ---- */
 
@@ -103,23 +83,23 @@ static char *find_default_system(const char *t) {
                 plain = 0;
         if (!plain)
             continue;
-        sbuf b = {0};
+        sala_buf b = {0};
         for (const char *r = q; r < e; r++) {
             if (r[0] == '\\' && r + 1 < e) {
                 char c = r[1];
                 r++;
                 if (c == 'n')
-                    sb_add(&b, "\n", 1);
+                    sala_buf_add(&b, "\n", 1);
                 else if (c == 't')
-                    sb_add(&b, "\t", 1);
+                    sala_buf_add(&b, "\t", 1);
                 else
-                    sb_add(&b, &c, 1);
+                    sala_buf_add(&b, &c, 1);
             } else {
-                sb_add(&b, r, 1);
+                sala_buf_add(&b, r, 1);
             }
         }
         if (!b.p)
-            sb_puts(&b, "");
+            sala_buf_puts(&b, "");
         return b.p;
     }
     return NULL;
@@ -338,27 +318,27 @@ sala_status sala_chat_render(const sala_chat_template *t, const sala_chat_messag
     for (int i = 0; i < n; i++)
         if (!msgs[i].role || !msgs[i].role[0])
             return sala_set_error(SALA_ERR_ARG, "chat message %d has no role", i);
-    sbuf b = {0};
-    sb_puts(&b, "");
+    sala_buf b = {0};
+    sala_buf_puts(&b, "");
     if (!(flags & SALA_CHAT_CONTINUE)) {
-        sb_puts(&b, t->bos);
+        sala_buf_puts(&b, t->bos);
         if (t->default_system && n > 0 && strcmp(msgs[0].role, "system") != 0) {
-            sb_puts(&b, IM_START "system\n");
-            sb_puts(&b, t->default_system);
-            sb_puts(&b, IM_END "\n");
+            sala_buf_puts(&b, IM_START "system\n");
+            sala_buf_puts(&b, t->default_system);
+            sala_buf_puts(&b, IM_END "\n");
         }
     }
     for (int i = 0; i < n; i++) {
-        sb_puts(&b, IM_START);
-        sb_puts(&b, msgs[i].role);
-        sb_puts(&b, "\n");
-        sb_puts(&b, msgs[i].content ? msgs[i].content : "");
-        sb_puts(&b, IM_END "\n");
+        sala_buf_puts(&b, IM_START);
+        sala_buf_puts(&b, msgs[i].role);
+        sala_buf_puts(&b, "\n");
+        sala_buf_puts(&b, msgs[i].content ? msgs[i].content : "");
+        sala_buf_puts(&b, IM_END "\n");
     }
     if (flags & SALA_CHAT_ADD_GENERATION_PROMPT) {
-        sb_puts(&b, IM_START "assistant\n");
+        sala_buf_puts(&b, IM_START "assistant\n");
         if (t->opens_think)
-            sb_puts(&b, "<think>\n");
+            sala_buf_puts(&b, "<think>\n");
     }
     *out = b.p;
     return SALA_OK;
@@ -369,7 +349,7 @@ sala_status sala_chat_render(const sala_chat_template *t, const sala_chat_messag
 struct sala_think {
     int in_reasoning;
     int skip_ws; /* drop whitespace until the first other character (right after a tag) */
-    sbuf held;
+    sala_buf held;
     sala_think_emit_fn emit;
     void *ud;
 };
@@ -469,7 +449,7 @@ static void process(sala_think *th) {
 void sala_think_push(sala_think *th, const char *text, size_t len) {
     if (!len)
         return;
-    sb_add(&th->held, text, len);
+    sala_buf_add(&th->held, text, len);
     process(th);
 }
 

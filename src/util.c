@@ -66,6 +66,20 @@ char *xstrdup(const char *s) {
     return p;
 }
 
+void sala_buf_add(sala_buf *b, const char *s, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        size_t c = b->cap ? b->cap : 256;
+        while (c < b->n + n + 1) c *= 2;
+        b->p = xrealloc(b->p, c);
+        b->cap = c;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+void sala_buf_puts(sala_buf *b, const char *s) { sala_buf_add(b, s, strlen(s)); }
+
 double sala_time(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -41,6 +41,14 @@ char *xstrdup(const char *s);
 
 double sala_time(void); /* seconds, monotonic */
 
+/* A growable NUL-terminated string: zero-initialise, append, free(b.p) when done. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+} sala_buf;
+void sala_buf_add(sala_buf *b, const char *s, size_t n);
+void sala_buf_puts(sala_buf *b, const char *s);
+
 /* Whole file into a NUL-terminated buffer (len excludes the NUL). */
 sala_status sala_read_file(const char *path, char **out, size_t *len);
 /* path join into a malloc'd string */

@@ -195,20 +195,6 @@ static char *dup_str(const char *s) {
     return xstrdup(s ? s : "");
 }
 
-/* Growable string for joining content parts. */
-typedef struct {
-    char *p;
-    size_t n, cap;
-} sbuf;
-static void sbuf_add(sbuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        b->cap = (b->n + n + 1) * 2;
-        b->p = xrealloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
 
 /* content: string | [{"type":"text","text":...}, ...] | null (assistant/tool only) */
 static int parse_content(const cJSON *v, int i, const char *role, char **out, srv_error *e) {
@@ -229,8 +215,8 @@ static int parse_content(const cJSON *v, int i, const char *role, char **out, sr
     }
     if (!cJSON_IsArray(v))
         return bad_type(e, param, "a string or an array of content parts", v);
-    sbuf b = {0};
-    sbuf_add(&b, "", 0);
+    sala_buf b = {0};
+    sala_buf_add(&b, "", 0);
     int k = 0;
     const cJSON *part;
     cJSON_ArrayForEach(part, v) {
@@ -255,8 +241,8 @@ static int parse_content(const cJSON *v, int i, const char *role, char **out, sr
             return bad_type(e, pp, "a string", text);
         }
         if (k > 0)
-            sbuf_add(&b, "\n", 1);
-        sbuf_add(&b, text->valuestring, strlen(text->valuestring));
+            sala_buf_add(&b, "\n", 1);
+        sala_buf_add(&b, text->valuestring, strlen(text->valuestring));
         k++;
     }
     *out = b.p;

@@ -16,75 +16,58 @@
 
 /* ---------------------------------------------------------------- small JSON writer */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} jbuf;
-
-static void jb_add(jbuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        b->cap = (b->n + n + 1) * 2 + 64;
-        b->p = xrealloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void jb_raw(jbuf *b, const char *s) {
-    jb_add(b, s, strlen(s));
-}
-static void jb_int(jbuf *b, int64_t v) {
+static void jb_int(sala_buf *b, int64_t v) {
     char t[32];
-    jb_add(b, t, (size_t)snprintf(t, sizeof t, "%" PRId64, v));
+    sala_buf_add(b, t, (size_t)snprintf(t, sizeof t, "%" PRId64, v));
 }
 
 /* A JSON string literal of arbitrary bytes: control characters escaped, invalid UTF-8 as U+FFFD. */
-static void jb_str(jbuf *b, const char *s, size_t len) {
+static void jb_str(sala_buf *b, const char *s, size_t len) {
     const unsigned char *p = (const unsigned char *)s, *end = p + len;
-    jb_add(b, "\"", 1);
+    sala_buf_add(b, "\"", 1);
     while (p < end) {
         const unsigned char *run = p;
         while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
             p++;
         if (p > run)
-            jb_add(b, (const char *)run, (size_t)(p - run));
+            sala_buf_add(b, (const char *)run, (size_t)(p - run));
         if (p >= end)
             break;
         unsigned c = *p;
         if (c == '"') {
-            jb_add(b, "\\\"", 2);
+            sala_buf_add(b, "\\\"", 2);
             p++;
         } else if (c == '\\') {
-            jb_add(b, "\\\\", 2);
+            sala_buf_add(b, "\\\\", 2);
             p++;
         } else if (c == '\n') {
-            jb_add(b, "\\n", 2);
+            sala_buf_add(b, "\\n", 2);
             p++;
         } else if (c == '\r') {
-            jb_add(b, "\\r", 2);
+            sala_buf_add(b, "\\r", 2);
             p++;
         } else if (c == '\t') {
-            jb_add(b, "\\t", 2);
+            sala_buf_add(b, "\\t", 2);
             p++;
         } else if (c < 0x20) {
             char t[8];
             snprintf(t, sizeof t, "\\u%04x", c);
-            jb_add(b, t, 6);
+            sala_buf_add(b, t, 6);
             p++;
         } else {
             size_t n = srv_utf8_seq(p, (size_t)(end - p));
             if (n) {
-                jb_add(b, (const char *)p, n);
+                sala_buf_add(b, (const char *)p, n);
                 p += n;
             } else {
-                jb_add(b, "\\ufffd", 6);
+                sala_buf_add(b, "\\ufffd", 6);
                 p++;
             }
         }
     }
-    jb_add(b, "\"", 1);
+    sala_buf_add(b, "\"", 1);
 }
-static void jb_cstr(jbuf *b, const char *s) {
+static void jb_cstr(sala_buf *b, const char *s) {
     jb_str(b, s, strlen(s));
 }
 
@@ -305,38 +288,38 @@ int srv_queue_submit(struct srv_server *S, srv_job *j) {
 
 /* ---------------------------------------------------------------- generation */
 
-static void ev_begin_chunk(srv_worker *w, jbuf *b) {
+static void ev_begin_chunk(srv_worker *w, sala_buf *b) {
     srv_job *j = w->job;
     int chat = j->req.endpoint == SRV_EP_CHAT;
-    jb_raw(b, "data: {\"id\":");
+    sala_buf_puts(b, "data: {\"id\":");
     jb_cstr(b, j->id);
-    jb_raw(b, chat ? ",\"object\":\"chat.completion.chunk\",\"created\":"
+    sala_buf_puts(b, chat ? ",\"object\":\"chat.completion.chunk\",\"created\":"
                    : ",\"object\":\"text_completion\",\"created\":");
     jb_int(b, j->created);
-    jb_raw(b, ",\"model\":");
+    sala_buf_puts(b, ",\"model\":");
     jb_cstr(b, w->srv->opt.model_id);
-    jb_raw(b, ",\"choices\":[");
+    sala_buf_puts(b, ",\"choices\":[");
 }
 
-static void ev_end_chunk(srv_worker *w, jbuf *b) {
-    jb_raw(b, "]");
+static void ev_end_chunk(srv_worker *w, sala_buf *b) {
+    sala_buf_puts(b, "]");
     if (w->job->req.include_usage)
-        jb_raw(b, ",\"usage\":null");
-    jb_raw(b, "}\n\n");
+        sala_buf_puts(b, ",\"usage\":null");
+    sala_buf_puts(b, "}\n\n");
 }
 
 /* One streamed piece: a delta of content (kind 0) or reasoning (kind 1), or completion text. */
 static void ev_text(srv_worker *w, int kind, const char *text, size_t len) {
-    jbuf b = {w->ev, w->ev_len, w->ev_cap};
+    sala_buf b = {w->ev, w->ev_len, w->ev_cap};
     ev_begin_chunk(w, &b);
     if (w->job->req.endpoint == SRV_EP_CHAT) {
-        jb_raw(&b, kind ? "{\"index\":0,\"delta\":{\"reasoning_content\":" : "{\"index\":0,\"delta\":{\"content\":");
+        sala_buf_puts(&b, kind ? "{\"index\":0,\"delta\":{\"reasoning_content\":" : "{\"index\":0,\"delta\":{\"content\":");
         jb_str(&b, text, len);
-        jb_raw(&b, "},\"logprobs\":null,\"finish_reason\":null}");
+        sala_buf_puts(&b, "},\"logprobs\":null,\"finish_reason\":null}");
     } else {
-        jb_raw(&b, "{\"text\":");
+        sala_buf_puts(&b, "{\"text\":");
         jb_str(&b, text, len);
-        jb_raw(&b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":null}");
+        sala_buf_puts(&b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":null}");
     }
     ev_end_chunk(w, &b);
     w->ev = b.p, w->ev_len = b.n, w->ev_cap = b.cap;
@@ -409,14 +392,14 @@ static int on_progress(void *ud, int64_t done, int64_t total) {
     return job_should_stop(w->job);
 }
 
-static void usage_json(jbuf *b, int64_t np, int64_t ng) {
-    jb_raw(b, "{\"prompt_tokens\":");
+static void usage_json(sala_buf *b, int64_t np, int64_t ng) {
+    sala_buf_puts(b, "{\"prompt_tokens\":");
     jb_int(b, np);
-    jb_raw(b, ",\"completion_tokens\":");
+    sala_buf_puts(b, ",\"completion_tokens\":");
     jb_int(b, ng);
-    jb_raw(b, ",\"total_tokens\":");
+    sala_buf_puts(b, ",\"total_tokens\":");
     jb_int(b, np + ng);
-    jb_raw(b, "}");
+    sala_buf_puts(b, "}");
 }
 
 static const char *finish_reason(sala_stop_reason r) {
@@ -559,10 +542,10 @@ static void job_run(srv_worker *w, srv_job *j) {
 
     if (r->stream) {
         /* headers and the opening chunk go out now; the prefill follows */
-        jbuf b = {w->ev, w->ev_len, w->ev_cap};
+        sala_buf b = {w->ev, w->ev_len, w->ev_cap};
         if (r->endpoint == SRV_EP_CHAT) {
             ev_begin_chunk(w, &b);
-            jb_raw(&b, "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,"
+            sala_buf_puts(&b, "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,"
                        "\"finish_reason\":null}");
             ev_end_chunk(w, &b);
         }
@@ -624,10 +607,10 @@ static void job_run(srv_worker *w, srv_job *j) {
             return;
         }
         char *ej = srv_error_json(&e);
-        jbuf b = {w->ev, w->ev_len, w->ev_cap};
-        jb_raw(&b, "data: ");
-        jb_raw(&b, ej);
-        jb_raw(&b, "\n\ndata: [DONE]\n\n");
+        sala_buf b = {w->ev, w->ev_len, w->ev_cap};
+        sala_buf_puts(&b, "data: ");
+        sala_buf_puts(&b, ej);
+        sala_buf_puts(&b, "\n\ndata: [DONE]\n\n");
         free(ej);
         w->ev = b.p, w->ev_len = b.n, w->ev_cap = b.cap;
         job_set_stats(j, n, res.n_gen, "error");
@@ -638,52 +621,52 @@ static void job_run(srv_worker *w, srv_job *j) {
     job_set_stats(j, n, res.n_gen, fin);
     int64_t ng = res.n_gen;
     if (r->stream) {
-        jbuf b = {w->ev, w->ev_len, w->ev_cap};
+        sala_buf b = {w->ev, w->ev_len, w->ev_cap};
         ev_begin_chunk(w, &b);
-        jb_raw(&b, r->endpoint == SRV_EP_CHAT ? "{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":"
+        sala_buf_puts(&b, r->endpoint == SRV_EP_CHAT ? "{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":"
                                               : "{\"text\":\"\",\"index\":0,\"logprobs\":null,\"finish_reason\":");
         jb_cstr(&b, fin);
-        jb_raw(&b, "}");
+        sala_buf_puts(&b, "}");
         ev_end_chunk(w, &b);
         if (r->include_usage) {
             ev_begin_chunk(w, &b);
-            jb_raw(&b, "],\"usage\":");
+            sala_buf_puts(&b, "],\"usage\":");
             usage_json(&b, n, ng);
-            jb_raw(&b, "}\n\n");
+            sala_buf_puts(&b, "}\n\n");
         }
-        jb_raw(&b, "data: [DONE]\n\n");
+        sala_buf_puts(&b, "data: [DONE]\n\n");
         w->ev = b.p, w->ev_len = b.n, w->ev_cap = b.cap;
         flush_events(w, 1);
         return;
     }
-    jbuf b = {0};
-    jb_raw(&b, "{\"id\":");
+    sala_buf b = {0};
+    sala_buf_puts(&b, "{\"id\":");
     jb_cstr(&b, j->id);
     if (r->endpoint == SRV_EP_CHAT) {
-        jb_raw(&b, ",\"object\":\"chat.completion\",\"created\":");
+        sala_buf_puts(&b, ",\"object\":\"chat.completion\",\"created\":");
         jb_int(&b, j->created);
-        jb_raw(&b, ",\"model\":");
+        sala_buf_puts(&b, ",\"model\":");
         jb_cstr(&b, S->opt.model_id);
-        jb_raw(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+        sala_buf_puts(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
         jb_str(&b, w->acc[0] ? w->acc[0] : "", w->acc_len[0]);
         if (w->acc_len[1]) {
-            jb_raw(&b, ",\"reasoning_content\":");
+            sala_buf_puts(&b, ",\"reasoning_content\":");
             jb_str(&b, w->acc[1], w->acc_len[1]);
         }
-        jb_raw(&b, "},\"logprobs\":null,\"finish_reason\":");
+        sala_buf_puts(&b, "},\"logprobs\":null,\"finish_reason\":");
     } else {
-        jb_raw(&b, ",\"object\":\"text_completion\",\"created\":");
+        sala_buf_puts(&b, ",\"object\":\"text_completion\",\"created\":");
         jb_int(&b, j->created);
-        jb_raw(&b, ",\"model\":");
+        sala_buf_puts(&b, ",\"model\":");
         jb_cstr(&b, S->opt.model_id);
-        jb_raw(&b, ",\"choices\":[{\"text\":");
+        sala_buf_puts(&b, ",\"choices\":[{\"text\":");
         jb_str(&b, w->acc[0] ? w->acc[0] : "", w->acc_len[0]);
-        jb_raw(&b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":");
+        sala_buf_puts(&b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":");
     }
     jb_cstr(&b, fin);
-    jb_raw(&b, "}],\"usage\":");
+    sala_buf_puts(&b, "}],\"usage\":");
     usage_json(&b, n, ng);
-    jb_raw(&b, "}");
+    sala_buf_puts(&b, "}");
     job_answer(j, b.p, b.n);
 }
 
