@@ -27,24 +27,6 @@ int main(void) {
 #include "test.h"
 #include "cuda_test.h"
 
-/* K/V cache [N, nkv, hd] random, rounded to bf16 when the cache is bf16 (the reference sees the same values) */
-static void make_cache(float *K, float *V, int64_t n, int bf16, void **dK, void **dV) {
-    fill(K, n, 1.5f);
-    fill(V, n, 1.0f);
-    if (bf16) {
-        uint16_t *kb = malloc(2 * (size_t)n), *vb = malloc(2 * (size_t)n);
-        for (int64_t i = 0; i < n; i++) {
-            kb[i] = f32_to_bf16(K[i]), K[i] = bf16_to_f32(kb[i]);
-            vb[i] = f32_to_bf16(V[i]), V[i] = bf16_to_f32(vb[i]);
-        }
-        *dK = up(kb, 2 * (size_t)n);
-        *dV = up(vb, 2 * (size_t)n);
-        free(kb), free(vb);
-    } else {
-        *dK = up(K, sizeof(float) * (size_t)n);
-        *dV = up(V, sizeof(float) * (size_t)n);
-    }
-}
 typedef struct {
     const char *name;
     int nh, nkv, hd, topk, local, init;
