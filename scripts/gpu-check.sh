@@ -17,39 +17,48 @@
 #        bench-nograph  the bench at ${BENCH_CTX_NG:-8k} with SALA_CUDA_GRAPH=0 (decode launched op by op), to
 #                 compare with the graph decode on the same card; the graph-vs-no-graph logits check itself is
 #                 tests/test_cuda_graph (part of kernels)
+#        ncu      Nsight Compute (--set ${NCU_SET:-detailed}) on the kernels matching the regex $NCU_KERNEL in one
+#                 bench call at ${NCU_CTX:-32k}, at most ${NCU_COUNT:-3} launches after skipping ${NCU_SKIP:-0}
+#        profile  one SALA_CUDA_PROFILE=1 bench call at ${PROFILE_CTX:-128k} (GPU time per kind of op), plus the
+#                 ordinary bench at the same context (TTFT and decode with graphs)
 # The device tool's `run` call: carry ["build/stage"], command `bash scripts/gpu-check.sh run ...`.
+# BUILD_DIR (default build/gpu) and STAGE (default build/stage) name other folders, so that several
+# worktrees can stage builds of their own: `STAGE=build/stage-x bash scripts/gpu-check.sh run ...`.
 set -u
 cd "$(dirname "$0")/.."
+
+STAGE=${STAGE:-build/stage}
+BUILD_DIR=${BUILD_DIR:-build/gpu}
 
 stage() {
     set -e
     local arch="-gencode arch=compute_90a,code=sm_90a"
-    make CUDA=1 BUILD=build/gpu CUARCH="$arch" -j"$(nproc)" all >/dev/null
-    rm -rf build/stage && mkdir -p build/stage/tests build/stage/lib
-    cp build/gpu/sala build/stage/sala
+    make CUDA=1 BUILD=$BUILD_DIR CUARCH="$arch" -j"$(nproc)" all >/dev/null
+    rm -rf $STAGE && mkdir -p $STAGE/tests $STAGE/lib
+    cp $BUILD_DIR/sala $STAGE/sala
     # the CUDA tests and the golden test; STAGE_ALL=1 stages every test (for `run suite`; mind the 64 MiB
     # the device tool carries)
-    if [ "${STAGE_ALL:-0}" = 1 ]; then cp build/gpu/tests/test_* build/stage/tests/
-    else cp build/gpu/tests/test_cuda_* build/gpu/tests/test_golden build/stage/tests/; fi
-    strip --strip-debug build/stage/sala build/stage/tests/*
+    if [ "${STAGE_ALL:-0}" = 1 ]; then cp $BUILD_DIR/tests/test_* $STAGE/tests/
+    else cp $BUILD_DIR/tests/test_cuda_* $BUILD_DIR/tests/test_golden $STAGE/tests/; fi
+    strip --strip-debug $STAGE/sala $STAGE/tests/*
     # libraries of the host side the GPU image does not have (CUDA's own come from its toolkit)
-    for lib in $(ldd build/gpu/sala | awk '/=>/ {print $3}'); do
+    for lib in $(ldd $BUILD_DIR/sala | awk '/=>/ {print $3}'); do
         case "$(basename "$lib")" in
         libc.so* | libm.so* | libdl.so* | librt.so* | libpthread.so* | libstdc++* | libgcc_s* | libgomp* | \
             libcudart* | libcublas* | ld-linux*) ;;
-        *) cp -L "$lib" build/stage/lib/ ;;
+        *) cp -L "$lib" $STAGE/lib/ ;;
         esac
     done
-    git rev-parse --short HEAD >build/stage/COMMIT
-    git status --porcelain src/cuda tests/test_cuda_*.c tools/cmd_bench.c | grep -q . && echo "+dirty" >>build/stage/COMMIT
-    du -sh build/stage
+    git rev-parse --short HEAD >$STAGE/COMMIT
+    git status --porcelain src/cuda tests/test_cuda_*.c tools/cmd_bench.c | grep -q . && echo "+dirty" >>$STAGE/COMMIT
+    du -sh $STAGE
 }
 
 run() {
     local out=${OUT:-out}
     mkdir -p "$out"
-    export LD_LIBRARY_PATH="$PWD/build/stage/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-    export SALA_COMMIT="$(tr -d '\n' <build/stage/COMMIT 2>/dev/null)"
+    export LD_LIBRARY_PATH="$PWD/$STAGE/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+    export SALA_COMMIT="$(tr -d '\n' <$STAGE/COMMIT 2>/dev/null)"
     local parts=("$@")
     ((${#parts[@]})) || parts=(info kernels golden bench)
     local summary="$out/summary.txt"
@@ -58,12 +67,12 @@ run() {
         local t0=$SECONDS
         case $p in
         info)
-            { nvidia-smi; ls build/stage/lib; echo "commit $SALA_COMMIT"; } >"$out/info.log" 2>&1
+            { nvidia-smi; ls $STAGE/lib; echo "commit $SALA_COMMIT"; } >"$out/info.log" 2>&1
             echo "info: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)" >>"$summary"
             ;;
         kernels)
             : >"$out/kernels.log"
-            for t in build/stage/tests/test_cuda_*; do
+            for t in $STAGE/tests/test_cuda_*; do
                 echo "== $(basename "$t")" >>"$out/kernels.log"
                 SALA_TEST_CUDA=1 timeout "${KERNEL_TIMEOUT:-150}" "$t" >/tmp/k.log 2>&1
                 local rc=$?
@@ -72,30 +81,44 @@ run() {
             done
             ;;
         golden)
-            SALA_TEST_CUDA=1 timeout "${GOLDEN_TIMEOUT:-300}" build/stage/tests/test_golden >"$out/golden.log" 2>&1
+            SALA_TEST_CUDA=1 timeout "${GOLDEN_TIMEOUT:-300}" $STAGE/tests/test_golden >"$out/golden.log" 2>&1
             echo "test_golden (cuda): $(tail -n 1 "$out/golden.log")" >>"$summary"
             ;;
         suite)
-            BUILD=build/stage SALA=build/stage/sala SALA_TEST_CUDA=1 timeout 500 bash tests/run.sh >"$out/suite.log" 2>&1
+            BUILD=$STAGE SALA=$STAGE/sala SALA_TEST_CUDA=1 timeout 500 bash tests/run.sh >"$out/suite.log" 2>&1
             echo "suite: $(tail -n 1 "$out/suite.log")" >>"$summary"
             ;;
         bench | bench-quick)
             local ctx="8k,32k,128k,256k,512k,1024k" full="8k,32k"
             [ "$p" = bench-quick ] && ctx="8k,32k" && full="8k"
             rm -f "$out/bench.jsonl"
-            timeout "${BENCH_TIMEOUT:-560}" build/stage/sala bench --device cuda --arch sala --contexts "${BENCH_CTX:-$ctx}" \
+            timeout "${BENCH_TIMEOUT:-560}" $STAGE/sala bench --device cuda --arch sala --contexts "${BENCH_CTX:-$ctx}" \
                 --gen 32 --budget-s "${BENCH_BUDGET:-420}" --json "$out/bench.jsonl" >"$out/bench.log" 2>&1
-            [ -n "${BENCH_FULL-$full}" ] && timeout 200 build/stage/sala bench --device cuda --arch full \
+            [ -n "${BENCH_FULL-$full}" ] && timeout 200 $STAGE/sala bench --device cuda --arch full \
                 --contexts "${BENCH_FULL-$full}" --gen 32 --budget-s 150 --json "$out/bench.jsonl" >>"$out/bench.log" 2>&1
             # one profiled call (SALA_CUDA_PROFILE=1): the GPU time of each kind of op
-            [ -n "${BENCH_PROFILE_CTX:-}" ] && SALA_CUDA_PROFILE=1 timeout 120 build/stage/sala bench --device cuda \
+            [ -n "${BENCH_PROFILE_CTX:-}" ] && SALA_CUDA_PROFILE=1 timeout 120 $STAGE/sala bench --device cuda \
                 --arch sala --contexts "$BENCH_PROFILE_CTX" --gen 8 >>"$out/bench.log" 2>&1
             grep -vE '^  prefill' "$out/bench.log" | grep -E '^ *[0-9]|^arch|GPU time' >>"$summary"
             ;;
         bench-nograph)
-            SALA_CUDA_GRAPH=0 timeout 200 build/stage/sala bench --device cuda --arch sala --contexts "${BENCH_CTX_NG:-8k}" \
+            SALA_CUDA_GRAPH=0 timeout 200 $STAGE/sala bench --device cuda --arch sala --contexts "${BENCH_CTX_NG:-8k}" \
                 --gen 32 --budget-s 150 --json "$out/bench-nograph.jsonl" >"$out/bench-nograph.log" 2>&1
             { echo "SALA_CUDA_GRAPH=0:"; grep -vE '^  prefill' "$out/bench-nograph.log" | grep -E '^ *[0-9]'; } >>"$summary"
+            ;;
+        profile)
+            SALA_CUDA_PROFILE=1 timeout 300 $STAGE/sala bench --device cuda --arch sala --contexts "${PROFILE_CTX:-128k}" \
+                --gen 8 >"$out/profile.log" 2>&1
+            timeout 300 $STAGE/sala bench --device cuda --arch sala --contexts "${PROFILE_CTX:-128k}" --gen 32 \
+                >>"$out/profile.log" 2>&1
+            grep -vE '^  prefill' "$out/profile.log" | grep -E '^ *[0-9]|GPU time' >>"$summary"
+            ;;
+        ncu)
+            # hardware counters of the kernels matching $NCU_KERNEL (a regex) in one bench call at ${NCU_CTX:-32k}
+            timeout "${NCU_TIMEOUT:-300}" ncu --clock-control none -k "regex:${NCU_KERNEL:-.}" -c "${NCU_COUNT:-3}" --launch-skip "${NCU_SKIP:-0}" \
+                --set "${NCU_SET:-detailed}" $STAGE/sala bench --device cuda --arch sala --contexts "${NCU_CTX:-32k}" \
+                --gen 2 >"$out/ncu.log" 2>&1
+            echo "ncu: $(grep -c 'Duration' "$out/ncu.log") kernel reports in ncu.log" >>"$summary"
             ;;
         *) echo "unknown part $p" >>"$summary" ;;
         esac
