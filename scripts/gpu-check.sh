@@ -19,6 +19,8 @@
 #                 tests/test_cuda_graph (part of kernels)
 #        ncu      Nsight Compute (--set ${NCU_SET:-detailed}) on the kernels matching the regex $NCU_KERNEL in one
 #                 bench call at ${NCU_CTX:-32k}, at most ${NCU_COUNT:-3} launches after skipping ${NCU_SKIP:-0}
+#        sdpa     PyTorch SDPA (flash, causal, 32/2 heads, d 128) per layer at ${SDPA_CTX:-128k} (scripts/sdpa_ref.py),
+#                 and the GPU time of sala's dense attention in a profiled --arch full prefill of that length
 #        profile  one SALA_CUDA_PROFILE=1 bench call at ${PROFILE_CTX:-128k} (GPU time per kind of op), plus the
 #                 ordinary bench at the same context (TTFT and decode with graphs)
 # The device tool's `run` call: carry ["build/stage"], command `bash scripts/gpu-check.sh run ...`.
@@ -119,6 +121,14 @@ run() {
                 --set "${NCU_SET:-detailed}" $STAGE/sala bench --device cuda --arch sala --contexts "${NCU_CTX:-32k}" \
                 --gen 2 >"$out/ncu.log" 2>&1
             echo "ncu: $(grep -c 'Duration' "$out/ncu.log") kernel reports in ncu.log" >>"$summary"
+            ;;
+        sdpa)
+            # the full-attention kernel against PyTorch SDPA (flash) at ${SDPA_CTX:-128k}: SDPA's time per layer, and
+            # sala's dense attention GPU time of an --arch full prefill (all 32 layers, chunked) from the profile
+            python3 scripts/sdpa_ref.py --ctx "$(($(echo "${SDPA_CTX:-128k}" | tr -d k) * 1024))" >"$out/sdpa.log" 2>&1
+            SALA_CUDA_PROFILE=1 timeout 400 $STAGE/sala bench --device cuda --arch full --contexts "${SDPA_CTX:-128k}" \
+                --gen 2 --budget-s 380 >>"$out/sdpa.log" 2>&1
+            grep -E '^sdpa|GPU time of a|^ *[0-9]' "$out/sdpa.log" | grep -v decode >>"$summary"
             ;;
         *) echo "unknown part $p" >>"$summary" ;;
         esac
