@@ -7,13 +7,22 @@
  *     S      ← λ^Cn S + Σ_j λ^(Cn−1−j) k_jᵀ v_j
  * which equals the recurrence S ← λS + kᵀv, o = s·q·S (MODEL.md §3).
  *
- * Two kernels. The intra-chunk part (A and s·A·V) depends on no state: one block per (chunk, head), all
- * chunks at once, writing o. The inter-chunk part is a sweep: one block per (head, slice of DV value
- * columns) walks the chunks in order adding s·λ^(i+1)·q_i S to o and updating its S[hd][DV] slice, which
- * never leaves shared memory until the end (slicing the columns gives nh·hd/DV blocks, 256 for the
- * released model). All products are fp32 FMA (the exact mode needs fp32; a tensor-core variant for the
- * bf16 mode is future work, see docs/PERF.md). */
+ * fp32 (exact) mode, two kernels of fp32 FMA. The intra-chunk part (A and s·A·V) depends on no state: one
+ * block per (chunk, head), all chunks at once, writing o. The inter-chunk part is a sweep: one block per
+ * (head, slice of DV value columns) walks the chunks in order adding s·λ^(i+1)·q_i S to o and updating its
+ * S[hd][DV] slice, which never leaves shared memory until the end (nh·hd/DV blocks, 256 for the released
+ * model).
+ *
+ * bf16 mode (cu_lightning_prefill_mma), one kernel on tensor cores (mma.sync m16n8k16, bf16 operands, fp32
+ * accumulation): one block of 8 warps per (head, slice of BV = 32 value columns) walks the chunks with its
+ * S[hd][BV] slice in registers (fp32 mma accumulators) and does the whole chunk — A = QKᵀ masked and
+ * decayed, A·V, λ^(i+1)·Q·S, the state update — so q, k, v are read once from DRAM (the four slices of a
+ * head share them through L2) and o is written once: no workspace. The next chunk's q|k|v are loaded into
+ * registers while the current one is computed. Rounding as the fla reference (chunk_simple_gla): q, k, v,
+ * A and the state inside q·S are bf16, the decay weights λ^(Cn−1−j) are applied to v before its rounding,
+ * everything accumulates in fp32, the state itself stays fp32. */
 #include "cuda/common.cuh"
+#include "cuda/mma_core.cuh"
 
 #define LC 64 /* chunk length */
 
@@ -203,6 +212,280 @@ static int launch_prefill(cudaStream_t st, float *o, int64_t ldo, const float *q
     return LAUNCH_CHECK();
 }
 
+/* ---- bf16 mode: one tensor-core sweep per (head, BV value columns) ---- */
+
+template <int D, int BV> struct lt_shape {
+    static constexpr int QP = D + 8;             /* pitch (bf16) of Qs, Ks rows: conflict-free fragments */
+    static constexpr int VP = BV + 8;            /* pitch (bf16) of Vs, Vw, Sb rows */
+    static constexpr int OP = BV + 8;            /* pitch (fp32) of Op rows: conflict-free float2 stores */
+    static constexpr int MT = D / 16;            /* 16-row tiles (key dims) of the state slice */
+    static constexpr int NT = BV / 8;            /* 8-column tiles (value columns) of the slice */
+    static constexpr int SPW = (MT + 7) / 8;     /* state row tiles per warp */
+    static constexpr int QF = LC * D / 4 / 256;  /* float4 of q (and of k) per thread and chunk */
+    static constexpr int VF = LC * BV / 4 / 256; /* float4 of the value slice per thread and chunk */
+    static constexpr size_t smem =
+        sizeof(float) * (size_t)(LC * OP + LC + 4) + sizeof(bf16) * (size_t)(2 * LC * QP + 2 * LC * VP + D * VP);
+};
+
+static __device__ __forceinline__ void st_bf16x4(bf16 *p, float4 x) {
+    *(uint2 *)p = make_uint2(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w));
+}
+
+/* the next chunk's q, k (all D dims) and value slice into registers, rows ≥ Cn zero */
+template <int D, int BV>
+static __device__ __forceinline__ void lt_fetch(float4 (&pq)[lt_shape<D, BV>::QF], float4 (&pk)[lt_shape<D, BV>::QF],
+                                                float4 (&pv)[lt_shape<D, BV>::VF], const float *qh, const float *kh,
+                                                const float *vh, int64_t ld, int64_t t0, int Cn) {
+    using SH = lt_shape<D, BV>;
+    const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int i = 0; i < SH::QF; i++) {
+        const int e = threadIdx.x + 256 * i, r = e / (D / 4), c = (e % (D / 4)) * 4;
+        pq[i] = pk[i] = z;
+        if (r < Cn) {
+            const int64_t off = (t0 + r) * ld + c;
+            pq[i] = __ldg((const float4 *)(qh + off));
+            pk[i] = __ldg((const float4 *)(kh + off));
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < SH::VF; i++) {
+        const int e = threadIdx.x + 256 * i, r = e / (BV / 4), c = (e % (BV / 4)) * 4;
+        pv[i] = r < Cn ? __ldg((const float4 *)(vh + (t0 + r) * ld + c)) : z;
+    }
+}
+
+/* registers → bf16 tiles: Qs, Ks, Vs and Vw (v_j · λ^(Cn−1−j)) */
+template <int D, int BV>
+static __device__ __forceinline__ void lt_stash(const float4 (&pq)[lt_shape<D, BV>::QF],
+                                                const float4 (&pk)[lt_shape<D, BV>::QF],
+                                                const float4 (&pv)[lt_shape<D, BV>::VF], bf16 *Qs, bf16 *Ks,
+                                                bf16 *Vs, bf16 *Vw, const float *pw, int Cn) {
+    using SH = lt_shape<D, BV>;
+#pragma unroll
+    for (int i = 0; i < SH::QF; i++) {
+        const int e = threadIdx.x + 256 * i, r = e / (D / 4), c = (e % (D / 4)) * 4;
+        st_bf16x4(Qs + r * SH::QP + c, pq[i]);
+        st_bf16x4(Ks + r * SH::QP + c, pk[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < SH::VF; i++) {
+        const int e = threadIdx.x + 256 * i, r = e / (BV / 4), c = (e % (BV / 4)) * 4;
+        const float w = r < Cn ? pw[Cn - 1 - r] : 0.f;
+        float4 x = pv[i];
+        st_bf16x4(Vs + r * SH::VP + c, x);
+        x.x *= w, x.y *= w, x.z *= w, x.w *= w;
+        st_bf16x4(Vw + r * SH::VP + c, x);
+    }
+}
+
+/* Sb = bf16(state slice) from the C fragments (rows 16·mt + g (+8), columns 8·nt + 2t (+1)) */
+template <int D, int BV>
+static __device__ __forceinline__ void lt_put_state(bf16 *Sb, const float (&Sr)[lt_shape<D, BV>::SPW][BV / 8][4]) {
+    using SH = lt_shape<D, BV>;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int i = 0; i < SH::SPW; i++) {
+        const int mt = warp + 8 * i;
+        if (mt >= SH::MT) continue;
+#pragma unroll
+        for (int nt = 0; nt < SH::NT; nt++) {
+            bf16 *p = Sb + (16 * mt + g) * SH::VP + 8 * nt + 2 * t;
+            *(uint32_t *)p = pack_bf16(Sr[i][nt][0], Sr[i][nt][1]);
+            *(uint32_t *)(p + 8 * SH::VP) = pack_bf16(Sr[i][nt][2], Sr[i][nt][3]);
+        }
+    }
+}
+
+/* Block (column slice, head), 8 warps. Per chunk: warps 0-3 take the row tile r = warp (16 query rows):
+ * A = QKᵀ over the causal key tiles, masked and decayed, then A·V → Oa; warps 4-7 take the row tile
+ * r = warp − 4: λ^(i+1)·Q·Sb → Op (shared); all warps update their state row tiles with Kᵀ·Vw. After a
+ * barrier warps 0-3 write s·(Oa + Op), everyone stores the new Sb and the prefetched next chunk. */
+template <int D, int BV>
+__global__ void __launch_bounds__(256, 1) k_lightning_mma(float *o, int64_t ldo, const float *q, const float *k,
+                                                          const float *v, int64_t ld, float *state,
+                                                          const double *lambda, float s, int64_t T) {
+    using SH = lt_shape<D, BV>;
+    constexpr int QP = SH::QP, VP = SH::VP, OP = SH::OP, MT = SH::MT, NT = SH::NT, SPW = SH::SPW;
+    static_assert(D % 16 == 0 && BV % 16 == 0 && BV <= D, "tile shapes");
+    static_assert(QP == mma_shape<D>::QP && LC == MMA_BK, "mma_q_frags layout");
+    extern __shared__ float4 smem_f4[];
+    float *Op = (float *)smem_f4;     /* [LC][OP] λ^(i+1) q_i S (the warps 4-7 half of o) */
+    float *pw = Op + LC * OP;         /* [LC + 1] λ^e */
+    bf16 *Qs = (bf16 *)(pw + LC + 4); /* [LC][QP] */
+    bf16 *Ks = Qs + LC * QP;          /* [LC][QP] */
+    bf16 *Vs = Ks + LC * QP;          /* [LC][VP] value slice */
+    bf16 *Vw = Vs + LC * VP;          /* [LC][VP] value slice · λ^(Cn−1−j) */
+    bf16 *Sb = Vw + LC * VP;          /* [D][VP] state slice entering the chunk */
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const int h = blockIdx.y, c0 = blockIdx.x * BV;
+    const float *qh = q + (int64_t)h * D, *kh = k + (int64_t)h * D, *vh = v + (int64_t)h * D + c0;
+    float *Sg = state + (int64_t)h * D * D + c0; /* Sg[d·D + c]: this block's columns */
+    for (int e = tid; e <= LC; e += 256) pw[e] = (float)pow(lambda[h], (double)e);
+
+    float Sr[SPW][NT][4];
+#pragma unroll
+    for (int i = 0; i < SPW; i++) {
+        const int mt = warp + 8 * i;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            Sr[i][nt][0] = Sr[i][nt][1] = Sr[i][nt][2] = Sr[i][nt][3] = 0.f;
+            if (mt < MT) {
+                const float *p = Sg + (int64_t)(16 * mt + g) * D + 8 * nt + 2 * t;
+                Sr[i][nt][0] = p[0], Sr[i][nt][1] = p[1];
+                Sr[i][nt][2] = p[8 * D], Sr[i][nt][3] = p[8 * D + 1];
+            }
+        }
+    }
+    float4 pq[SH::QF], pk[SH::QF], pv[SH::VF];
+    const int64_t nch = (T + LC - 1) / LC;
+    lt_fetch<D, BV>(pq, pk, pv, qh, kh, vh, ld, 0, T < LC ? (int)T : LC);
+    __syncthreads(); /* pw */
+    lt_stash<D, BV>(pq, pk, pv, Qs, Ks, Vs, Vw, pw, T < LC ? (int)T : LC);
+    lt_put_state<D, BV>(Sb, Sr);
+    __syncthreads();
+
+    for (int64_t ch = 0; ch < nch; ch++) {
+        const int64_t t0 = ch * LC;
+        const int Cn = T - t0 < LC ? (int)(T - t0) : LC;
+        const bool more = ch + 1 < nch;
+        const int Cn1 = !more ? 0 : T - t0 - LC < LC ? (int)(T - t0 - LC) : LC;
+        if (more) lt_fetch<D, BV>(pq, pk, pv, qh, kh, vh, ld, t0 + LC, Cn1);
+
+        float Oa[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) Oa[nt][0] = Oa[nt][1] = Oa[nt][2] = Oa[nt][3] = 0.f;
+        const int r = warp & 3;
+        uint32_t qf[D / 16][4];
+        mma_q_frags<D>(Qs, 16 * r, qf);
+        if (warp < 4) {
+            /* A = Q Kᵀ on key tiles nt ≤ 2r + 1 (the rest is above the diagonal) */
+            float P[8][4];
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                P[nt][0] = P[nt][1] = P[nt][2] = P[nt][3] = 0.f;
+                if (nt > 2 * r + 1) continue;
+#pragma unroll
+                for (int kk = 0; kk < D / 16; kk++) {
+                    const bf16 *kr = Ks + (nt * 8 + g) * QP + kk * 16 + 2 * t;
+                    uint32_t b[2] = {*(const uint32_t *)kr, *(const uint32_t *)(kr + 8)};
+                    mma16816(P[nt], qf[kk], b);
+                }
+            }
+            /* mask and decay: A[i][j] · λ^(i−j) for j ≤ i */
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int i = 16 * r + g + 8 * (e >> 1), j = 8 * nt + 2 * t + (e & 1);
+                    P[nt][e] = j <= i ? P[nt][e] * pw[i - j] : 0.f;
+                }
+            /* Oa = A V over the key steps ks ≤ r */
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++) {
+                if (ks > r) continue;
+                uint32_t a[4] = {pack_bf16(P[2 * ks][0], P[2 * ks][1]), pack_bf16(P[2 * ks][2], P[2 * ks][3]),
+                                 pack_bf16(P[2 * ks + 1][0], P[2 * ks + 1][1]),
+                                 pack_bf16(P[2 * ks + 1][2], P[2 * ks + 1][3])};
+#pragma unroll
+                for (int dp = 0; dp < BV / 16; dp++) {
+                    uint32_t rr[4];
+                    ldsm_x4_trans(rr, Vs + (ks * 16 + (lane & 15)) * VP + dp * 16 + (lane >> 4) * 8);
+                    uint32_t b0[2] = {rr[0], rr[1]}, b1[2] = {rr[2], rr[3]};
+                    mma16816(Oa[2 * dp], a, b0);
+                    mma16816(Oa[2 * dp + 1], a, b1);
+                }
+            }
+        } else {
+            /* Op = λ^(i+1) Q Sb */
+            float Oq[NT][4];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) Oq[nt][0] = Oq[nt][1] = Oq[nt][2] = Oq[nt][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++)
+#pragma unroll
+                for (int dp = 0; dp < BV / 16; dp++) {
+                    uint32_t rr[4];
+                    ldsm_x4_trans(rr, Sb + (kk * 16 + (lane & 15)) * VP + dp * 16 + (lane >> 4) * 8);
+                    uint32_t b0[2] = {rr[0], rr[1]}, b1[2] = {rr[2], rr[3]};
+                    mma16816(Oq[2 * dp], qf[kk], b0);
+                    mma16816(Oq[2 * dp + 1], qf[kk], b1);
+                }
+            const int i0 = 16 * r + g;
+            const float w0 = pw[i0 + 1], w1 = pw[i0 + 9];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                *(float2 *)&Op[i0 * OP + 8 * nt + 2 * t] = make_float2(w0 * Oq[nt][0], w0 * Oq[nt][1]);
+                *(float2 *)&Op[(i0 + 8) * OP + 8 * nt + 2 * t] = make_float2(w1 * Oq[nt][2], w1 * Oq[nt][3]);
+            }
+        }
+        /* S ← λ^Cn S + Kᵀ Vw on this warp's state row tiles (A = Kᵀ through ldmatrix.trans of Ks) */
+        const float dec = pw[Cn];
+#pragma unroll
+        for (int i = 0; i < SPW; i++) {
+            const int mt = warp + 8 * i;
+            if (mt >= MT) continue;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) Sr[i][nt][e] *= dec;
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++) {
+                uint32_t a[4];
+                ldsm_x4_trans(a, Ks + (16 * ks + (lane & 7) + 8 * (lane >> 4)) * QP + 16 * mt + 8 * ((lane >> 3) & 1));
+#pragma unroll
+                for (int dp = 0; dp < BV / 16; dp++) {
+                    uint32_t rr[4];
+                    ldsm_x4_trans(rr, Vw + (ks * 16 + (lane & 15)) * VP + dp * 16 + (lane >> 4) * 8);
+                    uint32_t b0[2] = {rr[0], rr[1]}, b1[2] = {rr[2], rr[3]};
+                    mma16816(Sr[i][2 * dp], a, b0);
+                    mma16816(Sr[i][2 * dp + 1], a, b1);
+                }
+            }
+        }
+        __syncthreads();
+        if (warp < 4) {
+            const int i0 = 16 * r + g, i1 = i0 + 8;
+            float *o0 = o + (t0 + i0) * ldo + (int64_t)h * D + c0 + 2 * t, *o1 = o0 + 8 * ldo;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                const float2 x0 = *(const float2 *)&Op[i0 * OP + 8 * nt + 2 * t];
+                const float2 x1 = *(const float2 *)&Op[i1 * OP + 8 * nt + 2 * t];
+                if (i0 < Cn) o0[8 * nt] = s * (Oa[nt][0] + x0.x), o0[8 * nt + 1] = s * (Oa[nt][1] + x0.y);
+                if (i1 < Cn) o1[8 * nt] = s * (Oa[nt][2] + x1.x), o1[8 * nt + 1] = s * (Oa[nt][3] + x1.y);
+            }
+        }
+        lt_put_state<D, BV>(Sb, Sr);
+        if (more) lt_stash<D, BV>(pq, pk, pv, Qs, Ks, Vs, Vw, pw, Cn1);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < SPW; i++) {
+        const int mt = warp + 8 * i;
+        if (mt >= MT) continue;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            float *p = Sg + (int64_t)(16 * mt + g) * D + 8 * nt + 2 * t;
+            p[0] = Sr[i][nt][0], p[1] = Sr[i][nt][1];
+            p[8 * D] = Sr[i][nt][2], p[8 * D + 1] = Sr[i][nt][3];
+        }
+    }
+}
+
+template <int D, int BV>
+static int launch_mma(cudaStream_t st, float *o, int64_t ldo, const float *q, const float *k, const float *v,
+                      int64_t ld, float *state, const double *lambda, float s, int64_t T, int nh) {
+    const size_t smem = lt_shape<D, BV>::smem;
+    static bool attr_set = false;
+    if (!attr_set) {
+        cudaFuncSetAttribute(k_lightning_mma<D, BV>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        attr_set = true;
+    }
+    dim3 grid(D / BV, nh);
+    k_lightning_mma<D, BV><<<grid, 256, smem, st>>>(o, ldo, q, k, v, ld, state, lambda, s, T);
+    return LAUNCH_CHECK();
+}
+
 extern "C" int cu_lightning_prefill(void *stream, float *o, int64_t ldo, const float *q, const float *k, const float *v,
                                     int64_t ld, float *state, const double *lambda, float s, int64_t T, int nh, int hd) {
     cudaStream_t st = (cudaStream_t)stream;
@@ -214,4 +497,21 @@ extern "C" int cu_lightning_prefill(void *stream, float *o, int64_t ldo, const f
     case 128: return launch_prefill<128, 16>(st, o, ldo, q, k, v, ld, state, lambda, s, T, nh);
     default: return (int)cudaErrorInvalidValue;
     }
+}
+
+extern "C" int cu_lightning_prefill_mma(void *stream, float *o, int64_t ldo, const float *q, const float *k,
+                                        const float *v, int64_t ld, float *state, const double *lambda, float s,
+                                        int64_t T, int nh, int hd) {
+    cudaStream_t st = (cudaStream_t)stream;
+    if (T <= 0) return 0;
+    /* float4 loads of q, k, v: 16-byte aligned rows, else the fp32 kernels */
+    const bool aligned = ld % 4 == 0 && ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v) % 16 == 0;
+    if (aligned) switch (hd) {
+        case 16: return launch_mma<16, 16>(st, o, ldo, q, k, v, ld, state, lambda, s, T, nh);
+        case 32: return launch_mma<32, 32>(st, o, ldo, q, k, v, ld, state, lambda, s, T, nh);
+        case 64: return launch_mma<64, 32>(st, o, ldo, q, k, v, ld, state, lambda, s, T, nh);
+        case 128: return launch_mma<128, 32>(st, o, ldo, q, k, v, ld, state, lambda, s, T, nh);
+        default: break;
+        }
+    return cu_lightning_prefill(stream, o, ldo, q, k, v, ld, state, lambda, s, T, nh, hd);
 }
