@@ -78,9 +78,13 @@ int cu_argmax(void *stream, int32_t *idx, const float *x, int64_t rows, int64_t 
 /* ---- Lightning attention (lightning_prefill.cu, lightning_decode.cu) ----
  * q, k, v: [T, nh, hd] with row stride ld; state [nh, hd, hd] fp32 updated in place (S ← λS + kᵀv,
  * o = s·q·S); o [T, nh·hd] with row stride ldo; lambda [nh] (double, device). Prefill: the chunked form
- * (64-token chunks, the state kept on chip across chunks); decode: the recurrence. Equal results. */
+ * (64-token chunks, the state kept on chip across chunks); decode: the recurrence. Equal results.
+ * prefill_mma: the bf16 mode's chunked form on tensor cores (q, k, v, A and the state inside q·S rounded
+ * to bf16, fp32 accumulation and state); falls back to the fp32 kernels for shapes it does not take. */
 int cu_lightning_prefill(void *stream, float *o, int64_t ldo, const float *q, const float *k, const float *v,
                          int64_t ld, float *state, const double *lambda, float s, int64_t T, int nh, int hd);
+int cu_lightning_prefill_mma(void *stream, float *o, int64_t ldo, const float *q, const float *k, const float *v,
+                             int64_t ld, float *state, const double *lambda, float s, int64_t T, int nh, int hd);
 int cu_lightning_decode(void *stream, float *o, int64_t ldo, const float *q, const float *k, const float *v,
                         int64_t ld, float *state, const double *lambda, float s, int64_t T, int nh, int hd);
 

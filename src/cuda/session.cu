@@ -408,7 +408,8 @@ static sala_status mixer_lightning(cuda_session *s, int l, const chunk_ctx *cx) 
     if (C <= 4)
         TRYP(PROF_LIGHTNING, cu_lightning_decode(st, s->o, L->qd, q, k, v, ld, s->state[l], cm->lambda, scale, C, nh, hd), "lightning");
     else
-        TRYP(PROF_LIGHTNING, cu_lightning_prefill(st, s->o, L->qd, q, k, v, ld, s->state[l], cm->lambda, scale, C, nh, hd), "lightning");
+        TRYP(PROF_LIGHTNING, (cm->act == CU_BF16 ? cu_lightning_prefill_mma : cu_lightning_prefill)(st, s->o, L->qd, q, k, v, ld,
+             s->state[l], cm->lambda, scale, C, nh, hd), "lightning");
     TRYP(PROF_NORM, cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? z : NULL, ld,
                      c->use_output_norm ? L->o_norm : NULL, C, L->qd, (float)c->eps), "output norm + gate");
     return SALA_OK;
