@@ -1,7 +1,11 @@
 /* test_cuda_attention.c — dense causal GQA attention on the GPU (the sparse layers below dense_len)
  * against op_attention_dense_ref: prefill chunks at position 0 and later, decode steps (which split the
  * keys across blocks), GQA group sizes 1 to 16, fp32 and bf16 caches (the reference reads the same
- * bf16-rounded K/V).
+ * bf16-rounded K/V). Block-sparse attention (InfLLM-v2 stage 2) against op_attention_blocks_row on
+ * synthetic block lists shaped like the model's (init block, local window, the rest random; short lists
+ * on early rows), independent between rows or largely shared by the rows of a 64-row block, so that the
+ * bf16 kernel's shared and per-row paths both run; chunks starting mid-block, partial last row groups,
+ * decode (split over the list).
  *
  * Tolerances. fp32 cache (exact mode, FMA kernels): |Δ| ≤ 2e-5 + 1e-4·|ref| — outputs are convex
  * combinations of V entries in [-1, 1] and fp32 online softmax differs from the double reference by
@@ -63,6 +67,115 @@ static void test_attn_dense(void) {
         dense_case(32, 2, 128, 1, 5000, bf);  /* its decode */
         dense_case(4, 4, 64, 33, 17, bf);     /* G = 1 */
         dense_case(8, 2, 32, 3, 700, bf);     /* few rows, G = 4 */
+        dense_case(32, 2, 128, 544, 70, bf);  /* enough rows for the bf16 one-warp-per-row kernel */
+        dense_case(16, 1, 32, 1100, 100, bf);
+    }
+}
+
+/* Block lists like the model's for rows pos0..pos0+T-1 of each group: block 0, the local window
+ * [qb − local, qb], then random earlier blocks up to `budget` (fewer when there are not that many);
+ * ascending. shared: the rows of a 64-row block draw most picks from one common pool. */
+static void make_lists(int32_t *blocks, int32_t *nsel, int64_t T, int64_t pos0, int nkv, int budget, int local,
+                       int shared) {
+    int64_t nbmax = (pos0 + T + 63) / 64;
+    unsigned char *used = malloc((size_t)nbmax);
+    int32_t *pool = malloc(sizeof(int32_t) * (size_t)budget);
+    for (int g = 0; g < nkv; g++) {
+        int64_t pool_qb = -1;
+        int npool = 0;
+        for (int64_t t = 0; t < T; t++) {
+            int64_t p = pos0 + t, qb = p / 64;
+            memset(used, 0, (size_t)nbmax);
+            int n = 0;
+            used[0] = 1, n++;
+            for (int64_t b = qb - local > 1 ? qb - local : 1; b <= qb; b++) used[b] = 1, n++;
+            int64_t lo = 1, hi = qb - local - 1; /* random candidates [lo, hi] */
+            int64_t cand = hi >= lo ? hi - lo + 1 : 0;
+            int want = budget - n < cand ? budget - n : (int)cand;
+            if (shared && qb != pool_qb) { /* a new pool for this 64-row block */
+                pool_qb = qb, npool = 0;
+                for (int k = 0; k < want && cand > 0; k++) pool[npool++] = (int32_t)(lo + (int64_t)((frand() + 1.f) * 0.5f * (float)cand) % cand);
+            }
+            for (int k = 0; k < want; k++) {
+                int64_t b;
+                int tries = 0;
+                do {
+                    if (shared && k < npool && frand() < 0.6f && tries == 0) b = pool[k];
+                    else b = lo + (int64_t)((frand() + 1.f) * 0.5f * (float)cand) % cand;
+                    tries++;
+                } while (used[b] && tries < 1000);
+                if (!used[b]) used[b] = 1, n++;
+            }
+            int32_t *bl = blocks + (t * nkv + g) * budget;
+            int c = 0;
+            for (int64_t b = 0; b < nbmax && c < budget; b++)
+                if (used[b]) bl[c++] = (int32_t)b;
+            nsel[t * nkv + g] = c;
+            for (int i = c; i < budget; i++) bl[i] = -1;
+        }
+    }
+    free(used), free(pool);
+}
+
+/* T rows at positions pos0.. over a cache of pos0 + T keys; checks rows t < 8, the last 8 and every `every`-th */
+static void sparse_case(int nh, int nkv, int hd, int budget, int64_t T, int64_t pos0, int bf16, int shared,
+                        int every) {
+    int local = budget / 3;
+    int64_t N = pos0 + T, qd = (int64_t)nh * hd, ldq = qd + 2 * (int64_t)nkv * hd, ldo = qd + 4;
+    int64_t kn = N * nkv * hd;
+    float *K = malloc(sizeof(float) * (size_t)kn), *V = malloc(sizeof(float) * (size_t)kn);
+    void *dK, *dV;
+    make_cache(K, V, kn, bf16, &dK, &dV);
+    float *qb = malloc(sizeof(float) * (size_t)(T * ldq));
+    fill(qb, T * ldq, 2.0f);
+    if (bf16)
+        for (int64_t i = 0; i < T * ldq; i++) qb[i] = bf(qb[i]);
+    int32_t *bl = malloc(sizeof(int32_t) * (size_t)(T * nkv * budget)), *ns = malloc(sizeof(int32_t) * (size_t)(T * nkv));
+    make_lists(bl, ns, T, pos0, nkv, budget, local, shared);
+    infllm_dims d = {0};
+    d.nh = nh, d.nkv = nkv, d.hd = hd, d.block = 64, d.budget = budget, d.local_blocks = local, d.init_blocks = 1;
+    d.scale = (float)(1.0 / sqrt((double)hd));
+    cu_infllm_dims gd = {0};
+    gd.nh = nh, gd.nkv = nkv, gd.hd = hd, gd.block = 64, gd.budget = budget, gd.local_blocks = local;
+    gd.init_blocks = 1, gd.scale = d.scale, gd.bf16 = bf16;
+    float *dq = up(qb, sizeof(float) * (size_t)(T * ldq)), *dout = dnew(sizeof(float) * (size_t)(T * ldo));
+    int32_t *dbl = up(bl, sizeof(int32_t) * (size_t)(T * nkv * budget)), *dns = up(ns, sizeof(int32_t) * (size_t)(T * nkv));
+    int64_t sf = 1 << 20;
+    float *scr = cu_malloc(sizeof(float) * (size_t)sf);
+    int e = cu_attn_sparse(NULL, dout, ldo, dq, ldq, dK, dV, bf16 ? CU_BF16 : CU_F32, dbl, dns, T, pos0, &gd, scr, sf);
+    CHECK(e == 0, "cu_attn_sparse: %s", cu_error_str(e));
+    float *got = malloc(sizeof(float) * (size_t)(T * ldo));
+    CHECK(down(got, dout, sizeof(float) * (size_t)(T * ldo)) == 0);
+    float *ref = malloc(sizeof(float) * (size_t)qd), *gp = malloc(sizeof(float) * (size_t)(T * qd));
+    float *rp = malloc(sizeof(float) * (size_t)(T * qd));
+    int *cn = malloc(sizeof(int) * (size_t)nkv);
+    int64_t nr = 0;
+    for (int64_t t = 0; t < T; t++) {
+        if (!(t < 8 || t >= T - 8 || t % every == 0)) continue;
+        for (int g = 0; g < nkv; g++) cn[g] = ns[t * nkv + g];
+        op_attention_blocks_row(ref, qb + t * ldq, K, V, &d, pos0 + t, bl + t * nkv * budget, cn);
+        memcpy(rp + nr * qd, ref, sizeof(float) * (size_t)qd);
+        memcpy(gp + nr * qd, got + t * ldo, sizeof(float) * (size_t)qd);
+        nr++;
+    }
+    char what[128];
+    snprintf(what, sizeof what, "sparse nh=%d nkv=%d hd=%d T=%lld pos0=%lld %s%s (%lld rows)", nh, nkv, hd, (long long)T,
+             (long long)pos0, bf16 ? "bf16" : "fp32", shared ? " shared" : "", (long long)nr);
+    CHECK(close_to(what, gp, rp, nr * qd, NULL, bf16 ? 5e-3 : 2e-5, bf16 ? 0 : 1e-4), "%s", what);
+    cu_free(dK), cu_free(dV), cu_free(dq), cu_free(dout), cu_free(dbl), cu_free(dns), cu_free(scr);
+    free(K), free(V), free(qb), free(bl), free(ns), free(got), free(ref), free(gp), free(rp), free(cn);
+}
+
+static void test_attn_sparse(void) {
+    for (int bf = 1; bf >= 0; bf--) {
+        sparse_case(32, 2, 128, 96, 203, 20000, bf, 0, 13);  /* the released shape, mid-block start, T % 8 = 3 */
+        sparse_case(32, 2, 128, 96, 136, 9984, bf, 1, 17);   /* rows of a 64-row block share picks */
+        sparse_case(32, 2, 128, 96, 1, 30001, bf, 0, 1);     /* decode: the list split across blocks */
+        sparse_case(16, 1, 64, 24, 300, 0, bf, 0, 11);       /* early rows: short lists, diagonal blocks */
+        sparse_case(16, 1, 64, 24, 150, 3000, bf, 1, 7);
+        sparse_case(32, 2, 32, 12, 77, 1500, bf, 0, 5);
+        sparse_case(16, 1, 16, 9, 100, 700, bf, 1, 3);
+        sparse_case(8, 2, 64, 24, 40, 2000, bf, 0, 3);       /* G = 4: the union kernel */
     }
 }
 
@@ -72,6 +185,7 @@ int main(void) {
         return 0;
     }
     TEST_RUN(test_attn_dense);
+    TEST_RUN(test_attn_sparse);
     TEST_END();
 }
 #endif

@@ -1,15 +1,18 @@
 /* attn_mma.cu — tensor-core attention for bf16 caches (the default precision), dense causal and
- * InfLLM-v2 block-sparse in one template (mma_core.cuh).
+ * InfLLM-v2 block-sparse (mma_core.cuh: mma.sync m16n8k16, bf16 operands, fp32 accumulation).
  *
- * Same work split as the fp32 kernels: a block takes 16·NW consecutive (row, head-of-group) pairs of one
- * KV group, one warp per 16 pairs, so the G heads sharing a KV head read each key tile once. Dense: the
- * key tiles 0 .. last row. Sparse: the block first builds the union of its rows' block lists in shared
- * memory (a bitmap over the blocks and its prefix counts), each entry with a bitmask of the rows that
- * chose it; a block's scores are −inf for rows that did not choose it. Keys after a row's position are
- * masked. K and V tiles stream through two stages with cp.async (the next tile loads while the current
- * one is computed); V stays row-major and ldmatrix.trans forms the P·V operands. q is rounded to bf16 (the official
- * kernels run on bf16 q); probabilities are rounded to bf16 for P·V; scores, softmax statistics and the
- * output accumulate in fp32. Decode-sized launches use one warp per block and split the keys. */
+ * Two kernels. k_attn_rows (G = 16, the released model, every prefill): one warp per row, whose 16 heads
+ * are one m16 tile, so a warp computes exactly the blocks its row chose (see the note above it); also
+ * dense causal when there are enough rows to fill the GPU. k_attn_mma (any G, decode): a block takes
+ * 16·NW consecutive (row, head-of-group) pairs of one KV group, one warp per 16 pairs, so the G heads
+ * sharing a KV head read each key tile once. Dense: the key tiles 0 .. last row. Sparse: the block first
+ * builds the union of its rows' block lists in shared memory (a bitmap over the blocks and its prefix
+ * counts), each entry with a bitmask of the rows that chose it; a block's scores are −inf for rows that did
+ * not choose it. Keys after a row's position are masked. K and V tiles stream through two stages with
+ * cp.async; V stays row-major and ldmatrix.trans forms the P·V operands. Decode-sized launches use one warp
+ * per block and split the keys.
+ * In both, q is rounded to bf16 (the official kernels run on bf16 q); probabilities are rounded to bf16
+ * for P·V; scores, softmax statistics and the output accumulate in fp32. */
 #include "cuda/attn_internal.cuh"
 #include "cuda/mma_core.cuh"
 
@@ -160,6 +163,401 @@ __global__ void __launch_bounds__(NW * 32) k_attn_mma(float *o, int64_t ldo, con
     }
 }
 
+/* ---- k_attn_rows: one warp per row (G = 16) ----
+ *
+ * With G = 16 the 16 heads of a row's KV group are exactly one m16 tile, so a warp owns one row and
+ * computes only the blocks that row chose: no masked work, whatever the overlap of the rows' lists (the
+ * benchmark's random top-k sets overlap little: the union of 4 rows' lists is ~2.8 lists at 128K). A block
+ * takes W consecutive rows of one group and classifies their lists with per-row bitmaps. An entry chosen
+ * by at least ROWS_THR of the rows (the init block and local window, which all rows share, and top-k blocks
+ * shared by a few rows) is "shared": its 64 keys of K and V are loaded once, through NS stages of
+ * block-wide cp.async tiles, and computed by the warps whose row chose it. Every other entry is the row's
+ * own and streams through the warp's private ring of ROWS_D chunks of 16 keys (K0..K3 then V0..V3 of each
+ * block; cp.async, one wait + __syncwarp per chunk, no block-wide barrier), so warps never wait for each
+ * other on blocks only one of them needs. The kernel is bound by the L2 → SM traffic of these loads.
+ * Tiles keep the padded pitch HD+8 (conflict-free ldmatrix). Nsight Compute counts 1.5× the ideal L2
+ * sectors for these cp.async copies (rows whose shared address is 16 mod 32 bytes seem to fetch each
+ * sector twice); an unpadded tile with 16-byte XOR swizzle made it 2× and the kernel 30% slower (H100).
+ * Causal masking only on a row's diagonal block (a warp-uniform test). Shared entries are ordered by
+ * (first row that chose it, list index), private ones by list index: results do not depend on timing.
+ * DENSE: every block up to the row's own, all as shared entries (causal attention without lists). */
+#define ROWS_RK 16 /* keys per private chunk */
+#define ROWS_D 4   /* private ring depth (chunks); divides 8, so ring slots are compile-time */
+#define ROWS_W 4   /* rows (warps) per block: two blocks per SM */
+#define ROWS_THR 2 /* an entry chosen by at least this many of the block's rows is loaded once for them */
+
+static __device__ __forceinline__ void rows_ldsm_x4(uint32_t r[4], const bf16 *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+/* S[2 nt2 + 0/1] (+)= Q Kᵀ for 16 keys (16 rows of Ks, pitch HD+8): two n-tiles; ldmatrix gives the
+ * B fragments of both (lanes 0-7 / 8-15: keys 0-7 at d and d+8, lanes 16-31 the same for keys 8-15) */
+template <int HD>
+static __device__ __forceinline__ void rows_qk16(const uint32_t qf[HD / 16][4], const bf16 *Ks, float Sa[4],
+                                                 float Sb[4]) {
+    constexpr int QP = mma_shape<HD>::QP;
+    const int lane = threadIdx.x & 31;
+    const bf16 *base = Ks + ((lane & 7) + ((lane >> 4) << 3)) * QP + ((lane >> 3) & 1) * 8;
+    float Xa[4] = {0.f, 0.f, 0.f, 0.f}, Xb[4] = {0.f, 0.f, 0.f, 0.f}; /* odd k-steps: 4 independent chains */
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        uint32_t r[4];
+        rows_ldsm_x4(r, base + kk * 16);
+        uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+        mma16816((kk & 1) ? Xa : Sa, qf[kk], b0);
+        mma16816((kk & 1) ? Xb : Sb, qf[kk], b1);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) Sa[i] += Xa[i], Sb[i] += Xb[i];
+}
+
+/* the warp's 16 query vectors (heads 0..15 of the group, row stride HD from qh) as bf16 A fragments */
+template <int HD>
+static __device__ __forceinline__ void rows_q_frags(const float *qh, uint32_t qf[HD / 16][4]) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        const float *p0 = qh + g * HD + kk * 16 + 2 * t, *p1 = p0 + 8 * HD;
+        qf[kk][0] = pack_bf16(p0[0], p0[1]);
+        qf[kk][1] = pack_bf16(p1[0], p1[1]);
+        qf[kk][2] = pack_bf16(p0[8], p0[9]);
+        qf[kk][3] = pack_bf16(p1[8], p1[9]);
+    }
+}
+
+/* keys after the row's position (k0 + column > rpos) → −inf; only called on the diagonal block */
+static __device__ __forceinline__ void rows_causal(float S[8][4], int64_t k0, int64_t rpos) {
+    const int tq = threadIdx.x & 3;
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+            if (k0 + nt * 8 + 2 * tq + j > rpos) S[nt][j] = S[nt][2 + j] = -INFINITY;
+}
+
+/* online softmax of one 64-key tile: S raw scores (−inf where masked) become probabilities; m, l in
+ * log2 units of the scaled scores (sl2 = scale·log2 e) */
+template <int HD>
+static __device__ __forceinline__ void rows_softmax(float S[8][4], float m[2], float l[2], float O[HD / 8][4],
+                                                    float sl2) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) mx = fmaxf(mx, fmaxf(S[nt][2 * r], S[nt][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float mnew = fmaxf(m[r], mx * sl2), mb = mnew == -INFINITY ? 0.f : mnew;
+        const float alpha = exp2f(m[r] - mb);
+        float rs = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                float p = exp2f(fmaf(S[nt][2 * r + j], sl2, -mb));
+                S[nt][2 * r + j] = p;
+                rs += p;
+            }
+        rs += __shfl_xor_sync(0xffffffffu, rs, 1);
+        rs += __shfl_xor_sync(0xffffffffu, rs, 2);
+        l[r] = l[r] * alpha + rs;
+        m[r] = mnew;
+#pragma unroll
+        for (int dt = 0; dt < HD / 8; dt++) O[dt][2 * r] *= alpha, O[dt][2 * r + 1] *= alpha;
+    }
+}
+
+/* O += P V for one 16-key k-step (16 V rows at Vs, pitch HD+8) */
+template <int HD>
+static __device__ __forceinline__ void rows_pv16(const float Pa[4], const float Pb[4], const bf16 *Vs,
+                                                 float O[HD / 8][4]) {
+    constexpr int QP = mma_shape<HD>::QP;
+    const int lane = threadIdx.x & 31;
+    uint32_t a[4] = {pack_bf16(Pa[0], Pa[1]), pack_bf16(Pa[2], Pa[3]), pack_bf16(Pb[0], Pb[1]),
+                     pack_bf16(Pb[2], Pb[3])};
+#pragma unroll
+    for (int dp = 0; dp < HD / 16; dp++) {
+        uint32_t r[4];
+        ldsm_x4_trans(r, Vs + (lane & 15) * QP + dp * 16 + (lane >> 4) * 8);
+        uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+        mma16816(O[2 * dp], a, b0);
+        mma16816(O[2 * dp + 1], a, b1);
+    }
+}
+
+template <int HD, int W> struct rows_shape {
+    static constexpr int QP = mma_shape<HD>::QP, TILE = MMA_BK * QP, CHUNK = ROWS_RK * QP;
+    static constexpr int NS = W >= 8 ? 4 : 3; /* stages of the shared tiles (K and V of 64 keys each) */
+    static constexpr int TILES = 2 * NS * TILE > W * ROWS_D * CHUNK ? 2 * NS * TILE : W * ROWS_D * CHUNK; /* bf16 */
+};
+
+static __device__ __forceinline__ void cp_async16_all(void *smem, const void *gmem) {
+    unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gmem));
+}
+
+/* rows [0, R) of dst (pitch HD+8) = bf16 rows first.. of src (stride `stride`), zero at or past limit; the
+ * copies of a range wholly before limit carry no zero-fill operand (warp-uniform test) */
+template <int HD, int R, int NT>
+static __device__ __forceinline__ void rows_async(bf16 *dst, const bf16 *src, int64_t stride, int64_t first,
+                                                  int64_t limit, int tid) {
+    constexpr int QP = mma_shape<HD>::QP, CH = HD / 8;
+    if (first + R <= limit) {
+#pragma unroll
+        for (int e = tid; e < R * CH; e += NT) {
+            const int r = e / CH, c8 = (e % CH) * 8;
+            cp_async16_all(dst + r * QP + c8, src + (first + r) * stride + c8);
+        }
+    } else {
+#pragma unroll
+        for (int e = tid; e < R * CH; e += NT) {
+            const int r = e / CH, c8 = (e % CH) * 8;
+            const bool v = first + r < limit;
+            cp_async16(dst + r * QP + c8, v ? (const void *)(src + (first + r) * stride + c8) : (const void *)src, v);
+        }
+    }
+}
+
+template <int HD, int W, bool DENSE>
+__global__ void __launch_bounds__(W * 32, W >= 8 ? 1 : 2)
+    k_attn_rows(float *o, int64_t ldo, const float *q, int64_t ldq, const bf16 *K, const bf16 *V,
+                const int32_t *blocks, const int32_t *nsel, int64_t T, int64_t pos0, int nkv, int budget, float scale,
+                int nbw, int thr) {
+    typedef rows_shape<HD, W> SH;
+    constexpr int NT = 32 * W, QP = SH::QP, TILE = SH::TILE, CHUNK = SH::CHUNK, NS = SH::NS;
+    extern __shared__ uint4 smem_u4[];
+    bf16 *tiles = (bf16 *)smem_u4; /* shared phase: NS stages of (K, V); private phase: W rings of D chunks */
+    unsigned *bm = (unsigned *)smem_u4; /* setup only: [W][nbw] bitmaps of the rows' blocks */
+    int *lists = (int *)(tiles + SH::TILES); /* [W][budget] each row's blocks, then its private ones */
+    int *eb = lists + W * budget;            /* [W][budget] shared entries by first row */
+    unsigned *em = (unsigned *)(eb + W * budget);
+    int *sb = (int *)(em + W * budget); /* [≤ W·budget] shared entries, concatenated */
+    unsigned *sm = (unsigned *)(sb + W * budget);
+    __shared__ int nl[W], np[W], ne[W];
+
+    const int g = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    const int64_t t0 = (int64_t)blockIdx.x * W;
+    const int nvalid = T - t0 < W ? (int)(T - t0) : W;
+    int ns = 0;
+    if (DENSE) {
+        ns = (int)((pos0 + t0 + nvalid - 1) / MMA_BK) + 1;
+    } else {
+        if (thr > nvalid) thr = nvalid;
+        /* 1. the rows' lists and bitmaps */
+        for (int x = threadIdx.x; x < W * nbw; x += NT) bm[x] = 0u;
+        if (threadIdx.x < W) {
+            int n = threadIdx.x < nvalid ? nsel[(t0 + threadIdx.x) * nkv + g] : 0;
+            nl[threadIdx.x] = n < budget ? n : budget;
+            np[threadIdx.x] = ne[threadIdx.x] = 0;
+        }
+        __syncthreads();
+        for (int x = threadIdx.x; x < W * budget; x += NT) {
+            int r = x / budget, i = x - r * budget, b = -1;
+            if (i < nl[r]) {
+                b = blocks[((t0 + r) * nkv + g) * budget + i];
+                if (b >= 0 && b < 32 * nbw) atomicOr(&bm[r * nbw + (b >> 5)], 1u << (b & 31));
+            }
+            lists[x] = b;
+        }
+        __syncthreads();
+        /* 2. classify each row's entries (warp w: row w): shared when ≥ thr rows chose the block, emitted by
+         * the first row that chose it; otherwise private, compacted in place */
+        if (warp < nvalid) {
+            const int n = nl[warp];
+            int npriv = 0, nemit = 0;
+            for (int i0 = 0; i0 < n; i0 += 32) {
+                const int i = i0 + lane;
+                bool act = i < n;
+                const int b = act ? lists[warp * budget + i] : 0;
+                unsigned mask = 0u;
+                if (b < 0) act = false; /* not a block (bad input): skipped */
+                if (act && b < 32 * nbw)
+                    for (int r2 = 0; r2 < nvalid; r2++) mask |= ((bm[r2 * nbw + (b >> 5)] >> (b & 31)) & 1u) << r2;
+                const bool sh = act && mask && __popc(mask) >= thr, emit = sh && __ffs(mask) - 1 == warp,
+                           priv = act && !sh;
+                const unsigned bp = __ballot_sync(0xffffffffu, priv), be = __ballot_sync(0xffffffffu, emit),
+                               lt = (1u << lane) - 1u;
+                __syncwarp();
+                if (priv) lists[warp * budget + npriv + __popc(bp & lt)] = b;
+                if (emit) {
+                    eb[warp * budget + nemit + __popc(be & lt)] = b;
+                    em[warp * budget + nemit + __popc(be & lt)] = mask;
+                }
+                npriv += __popc(bp);
+                nemit += __popc(be);
+            }
+            if (lane == 0) np[warp] = npriv, ne[warp] = nemit;
+        }
+        __syncthreads();
+        for (int r = 0; r < W; r++) {
+            for (int k = threadIdx.x; k < ne[r]; k += NT)
+                sb[ns + k] = eb[r * budget + k], sm[ns + k] = em[r * budget + k];
+            ns += ne[r];
+        }
+        __syncthreads();
+    }
+
+    const bool valid = warp < nvalid;
+    const int64_t t = t0 + warp, rpos = pos0 + t;
+    uint32_t qf[HD / 16][4];
+    if (valid) {
+        rows_q_frags<HD>(q + t * ldq + (int64_t)g * 16 * HD, qf);
+    } else {
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) qf[kk][0] = qf[kk][1] = qf[kk][2] = qf[kk][3] = 0u;
+    }
+    float O[HD / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+#pragma unroll
+    for (int dt = 0; dt < HD / 8; dt++) O[dt][0] = O[dt][1] = O[dt][2] = O[dt][3] = 0.f;
+    const float sl2 = scale * LOG2E_F;
+    const int64_t kstride = (int64_t)nkv * HD, nkeys = pos0 + T;
+    const bf16 *Kg = K + (int64_t)g * HD, *Vg = V + (int64_t)g * HD;
+
+    /* 3. shared entries: CTA-wide 64-key tiles through NS stages, one barrier per tile */
+    if (ns > 0) {
+#pragma unroll
+        for (int j = 0; j < NS - 1; j++) {
+            if (j < ns) {
+                const int64_t k0 = (DENSE ? (int64_t)j : (int64_t)sb[j]) * MMA_BK;
+                rows_async<HD, MMA_BK, NT>(tiles + j * 2 * TILE, Kg, kstride, k0, nkeys, threadIdx.x);
+                rows_async<HD, MMA_BK, NT>(tiles + j * 2 * TILE + TILE, Vg, kstride, k0, nkeys, threadIdx.x);
+            }
+            cp_async_commit();
+        }
+        int stage = 0;
+        for (int j = 0; j < ns; j++) {
+            cp_async_wait<NS - 2>(); /* entry j has landed (this thread's copies) */
+            __syncthreads();          /* everyone's copies, and everyone is done with entry j − 1 */
+            {
+                const int jn = j + NS - 1, sn = stage == 0 ? NS - 1 : stage - 1; /* into entry j − 1's stage */
+                if (jn < ns) {
+                    const int64_t k0 = (DENSE ? (int64_t)jn : (int64_t)sb[jn]) * MMA_BK;
+                    rows_async<HD, MMA_BK, NT>(tiles + sn * 2 * TILE, Kg, kstride, k0, nkeys, threadIdx.x);
+                    rows_async<HD, MMA_BK, NT>(tiles + sn * 2 * TILE + TILE, Vg, kstride, k0, nkeys, threadIdx.x);
+                }
+                cp_async_commit();
+            }
+            const int64_t k0 = (DENSE ? (int64_t)j : (int64_t)sb[j]) * MMA_BK;
+            const bool chose = DENSE ? (valid && rpos >= k0) : ((sm[j] >> warp) & 1u);
+            if (chose) {
+                const bf16 *Ks = tiles + stage * 2 * TILE;
+                float S[8][4];
+#pragma unroll
+                for (int nt = 0; nt < 8; nt++) S[nt][0] = S[nt][1] = S[nt][2] = S[nt][3] = 0.f;
+#pragma unroll
+                for (int c = 0; c < 4; c++) rows_qk16<HD>(qf, Ks + c * ROWS_RK * QP, S[2 * c], S[2 * c + 1]);
+                if (k0 + MMA_BK - 1 > rpos) rows_causal(S, k0, rpos);
+                rows_softmax<HD>(S, m, l, O, sl2);
+#pragma unroll
+                for (int c = 0; c < 4; c++) rows_pv16<HD>(S[2 * c], S[2 * c + 1], Ks + TILE + c * ROWS_RK * QP, O);
+            }
+            stage = stage == NS - 1 ? 0 : stage + 1;
+        }
+        cp_async_wait<0>();
+        __syncthreads(); /* the rings below reuse the stages */
+    }
+
+    /* 4. the row's private entries: the warp's own ring of 16-key chunks, no block-wide barrier */
+    const int n = (!DENSE && valid) ? np[warp] : 0;
+    if (n > 0) {
+        bf16 *ring = tiles + warp * ROWS_D * CHUNK;
+        const int *pl = lists + warp * budget;
+        /* chunk `sub` (0-3: K keys 16·sub.., 4-7: V) of block b into ring slot `slot` */
+        auto issue = [&](int slot, int b, int sub) {
+            rows_async<HD, ROWS_RK, 32>(ring + slot * CHUNK, sub < 4 ? Kg : Vg, kstride,
+                                        (int64_t)b * MMA_BK + (sub & 3) * ROWS_RK, nkeys, lane);
+        };
+#pragma unroll
+        for (int c = 0; c < ROWS_D - 1; c++) {
+            issue(c, pl[0], c);
+            cp_async_commit();
+        }
+        float S[8][4];
+        for (int p = 0; p < n; p++) {
+#pragma unroll
+            for (int c = 0; c < 8; c++) {
+                __syncwarp(); /* every lane is done with the slot refilled now */
+                {
+                    const int c2 = c + ROWS_D - 1, pp = p + c2 / 8;
+                    if (pp < n) issue(c2 % ROWS_D, pl[pp], c2 % 8);
+                    cp_async_commit();
+                }
+                cp_async_wait<ROWS_D - 1>();
+                __syncwarp();
+                const bf16 *sl = ring + (c % ROWS_D) * CHUNK;
+                if (c < 4) {
+#pragma unroll
+                    for (int i = 0; i < 4; i++) S[2 * c][i] = S[2 * c + 1][i] = 0.f;
+                    rows_qk16<HD>(qf, sl, S[2 * c], S[2 * c + 1]);
+                }
+                if (c == 3) {
+                    const int64_t k0 = (int64_t)pl[p] * MMA_BK;
+                    if (k0 + MMA_BK - 1 > rpos) rows_causal(S, k0, rpos);
+                    rows_softmax<HD>(S, m, l, O, sl2);
+                }
+                if (c >= 4) rows_pv16<HD>(S[2 * (c - 4)], S[2 * (c - 4) + 1], sl, O);
+            }
+        }
+        cp_async_wait<0>();
+    }
+    if (!valid) return;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+        float *orow = o + t * ldo + (int64_t)(g * 16 + gq + 8 * r) * HD;
+#pragma unroll
+        for (int dt = 0; dt < HD / 8; dt++)
+            orow[dt * 8 + 2 * tq] = O[dt][2 * r] * inv, orow[dt * 8 + 2 * tq + 1] = O[dt][2 * r + 1] * inv;
+    }
+}
+
+static int sm_count(void) {
+    static int sms = 0;
+    if (!sms) {
+        int dev = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+        if (sms <= 0) sms = 1;
+    }
+    return sms;
+}
+
+/* the most dynamic shared memory one block may opt in to (227 KB on H100, less on smaller parts) */
+static size_t smem_optin(void) {
+    static int v = 0;
+    if (!v) {
+        int dev = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+        if (v <= 0) v = 48 * 1024;
+    }
+    return (size_t)v;
+}
+
+/* rows kernel launch; returns -1 when the shape is not for it (the caller falls back) */
+template <int HD, int W, bool DENSE>
+static int launch_rows(cudaStream_t st, float *o, int64_t ldo, const float *q, int64_t ldq, const void *K,
+                       const void *V, const int32_t *blocks, const int32_t *nsel, int64_t T, int64_t pos0, int nkv,
+                       int budget, float scale, int thr) {
+    typedef rows_shape<HD, W> SH;
+    int nbw = DENSE ? 0 : (int)(((pos0 + T + MMA_BK - 1) / MMA_BK + 31) / 32);
+    if ((size_t)W * nbw * 4 > sizeof(bf16) * (size_t)SH::TILES) return -1;
+    size_t smem = sizeof(bf16) * (size_t)SH::TILES + (DENSE ? 0 : (size_t)W * budget * 4 * 5);
+    if (smem > smem_optin()) return -1; /* too big for this GPU: the k_attn_mma path */
+    static size_t attr = 0;
+    if (smem > attr) {
+        cudaFuncSetAttribute(k_attn_rows<HD, W, DENSE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        attr = smem;
+    }
+    dim3 grid((unsigned)((T + W - 1) / W), nkv);
+    k_attn_rows<HD, W, DENSE><<<grid, W * 32, smem, st>>>(o, ldo, q, ldq, (const bf16 *)K, (const bf16 *)V, blocks,
+                                                          nsel, T, pos0, nkv, budget, scale, nbw, thr);
+    return LAUNCH_CHECK();
+}
+
 template <int HD, int NW, bool SPARSE>
 static int launch_mma(cudaStream_t st, float *o, int64_t ldo, const float *q, int64_t ldq, const void *K, const void *V,
                       const int32_t *blocks, const int32_t *nsel, int64_t T, int64_t pos0, int nh, int nkv, int budget,
@@ -193,6 +591,15 @@ template <int HD, bool SPARSE>
 static int mma_nw(cudaStream_t st, float *o, int64_t ldo, const float *q, int64_t ldq, const void *K, const void *V,
                   const int32_t *blocks, const int32_t *nsel, int64_t T, int64_t pos0, int nh, int nkv, int budget,
                   float scale, float *scratch, int64_t sf) {
+    if (nh / nkv == 16) { /* one warp per row (prefill; dense only with enough rows to fill the GPU) */
+        int e = -1;
+        if (SPARSE && T >= 2)
+            e = launch_rows<HD, ROWS_W, false>(st, o, ldo, q, ldq, K, V, blocks, nsel, T, pos0, nkv, budget, scale,
+                                               ROWS_THR);
+        else if (!SPARSE && (T + ROWS_W - 1) / ROWS_W * nkv >= 2 * sm_count())
+            e = launch_rows<HD, ROWS_W, true>(st, o, ldo, q, ldq, K, V, NULL, NULL, T, pos0, nkv, 0, scale, 0);
+        if (e >= 0) return e;
+    }
     if (T * (nh / nkv) <= 16)
         return launch_mma<HD, 1, SPARSE>(st, o, ldo, q, ldq, K, V, blocks, nsel, T, pos0, nh, nkv, budget, scale,
                                          scratch, sf);
