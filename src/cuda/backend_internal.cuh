@@ -97,11 +97,20 @@ struct cuda_session {
      * sparse layers' attention cores are captured once into segments and replayed */
     int64_t *dpos;         /* [1] device: the step's position (read by RoPE in the graphs) */
     int graph_on;          /* graphs allowed for this session */
+    int fuse;              /* one-row calls use the fused GEMVs (cu_gemv) and Lightning decode */
     int gmode, gbuild;     /* this call replays (gmode) / first captures (gbuild) the segments */
     int skip;              /* replaying: the ops of the open segment are not enqueued */
     int capturing;         /* the stream is capturing a segment */
-    int seg, nseg;         /* segment of the call so far; segments captured */
-    cudaGraphExec_t *gexec;/* [n_layers + 2] */
+    int seg, nseg;         /* segment of the call so far; segments captured (of the set in use) */
+    cudaGraphExec_t *gexec;/* [n_layers + 2] the set in use: gexec_set[gset] */
+    /* two sets of graphs: 0 = the step in n_sparse + 1 segments (the InfLLM-v2 chain launched between
+     * them, or dense attention), 1 = the whole step in one graph (the chain of sparse_decode.cu) */
+    cudaGraphExec_t *gexec_set[2];
+    int nseg_set[2];
+    /* the device-side InfLLM-v2 decode chain (bf16 mode; SALA_CUDA_DCHAIN=0 disables) */
+    int dchain_ok;
+    cu_sdec_plan sdec;
+    void *sdec_work;
 };
 
 /* device failure -> SALA_ERR_DEVICE with the CUDA message */

@@ -49,6 +49,37 @@ void cu_gemm_free(cu_gemm *g);
 int cu_gemm_run(cu_gemm *g, void *stream, float *y, int64_t ldy, const void *x, cu_dtype xt, int64_t ldx,
             const uint16_t *W, int64_t T, int64_t N, int64_t K, float alpha, float beta);
 
+/* ---- decode GEMV (gemm.cu): one row, W [N, K] bf16 streamed once, the ops around it fused ----
+ * y = W·a, where the operand a (dtype `at`, built on chip) is, by `in`:
+ *   CU_GV_PLAIN  a = x                                      (x [K] in dtype at, 16-byte aligned)
+ *   CU_GV_NORM   a = x / sqrt(mean(x²) + eps) ⊙ w / div     (x fp32: cu_rmsnorm folded in)
+ *   CU_GV_GATE   a = [x / sqrt(mean(x²) + eps) ⊙ w] ⊙ sigmoid(z)   (x, z fp32; w NULL: no norm, z NULL: no
+ *                gate: cu_norm_gate folded in)
+ * and the output, by `out`:
+ *   CU_GV_STORE  y[n] = alpha·(W a)[n] + beta·y[n]          (fp32 [N]; beta = 0 ignores y)
+ *   CU_GV_SWIGLU y[i] = silu((W a)[i]) · (W a)[N/2 + i]     (i < N/2, dtype at: cu_swiglu folded in)
+ * Same formulas (and rounding of a) as the unfused kernels. Launched with programmatic dependent launch on
+ * sm_90+ (pdl.cuh; SALA_CUDA_PDL=0 disables). cu_gemv_supported: K fits the kernel (K % 8 == 0, a in
+ * shared memory); cu_gemv returns cudaErrorInvalidValue otherwise. */
+enum { CU_GV_PLAIN = 0, CU_GV_NORM = 1, CU_GV_GATE = 2 };
+enum { CU_GV_STORE = 0, CU_GV_SWIGLU = 1 };
+typedef struct {
+    int in, out;
+    const void *x;
+    const float *w, *z;
+    float eps, div;
+    void *y;
+    float alpha, beta;
+} cu_gemv_op;
+int cu_gemv_supported(cu_dtype at, int64_t K);
+int cu_gemv_prepare(void); /* one-time setup (kernel attributes, PDL switch); called at session creation */
+/* tuning knobs for benchmarks (-1 keeps a setting): kernel variant 0..2, PDL trigger point 0..2, blocks per SM,
+ * bytes of each warp's rows prefetched into L2 before the previous kernel is done (0 = none) */
+void cu_gemv_config(int var, int trig, int bps, int pf);
+void cu_pdl_set(int on); /* benchmarks: programmatic dependent launch for the kinds in the mask `on` (1 GEMV, 2
+                          * Lightning, 4 InfLLM-v2 chain; where the GPU has it) */
+int cu_gemv(void *stream, const cu_gemv_op *op, cu_dtype at, const uint16_t *W, int64_t N, int64_t K);
+
 /* ---- elementwise and norms ---- */
 /* x[T, H] = E[ids] · scale (embed.cu); E: [V, H] bf16 */
 int cu_embed(void *stream, float *x, const uint16_t *E, const int32_t *ids, int64_t T, int H, float scale);
@@ -87,6 +118,12 @@ int cu_lightning_prefill_mma(void *stream, float *o, int64_t ldo, const float *q
                              int64_t ld, float *state, const double *lambda, float s, int64_t T, int nh, int hd);
 int cu_lightning_decode(void *stream, float *o, int64_t ldo, const float *q, const float *k, const float *v,
                         int64_t ld, float *state, const double *lambda, float s, int64_t T, int nh, int hd);
+/* One decode row with the q/k preparation fused (cu_qknorm_rope's per-head RMSNorm when do_norm, RoPE at
+ * position *dpos (or pos0 when dpos is NULL) when do_rope), q and k left unchanged in memory; o [nh·hd].
+ * PDL-launched on sm_90+ (the state is loaded before the previous kernel finishes). */
+int cu_lightning_decode_fused(void *stream, float *o, const float *q, const float *k, const float *v, float *state,
+                              const double *lambda, float s, int nh, int hd, const float *qw, const float *kw, float eps,
+                              int do_norm, const float *inv_freq, int64_t pos0, const int64_t *dpos, int do_rope);
 
 /* ---- attention (attn_dense.cu, attn_sparse.cu) ----
  * q: [T, nh, hd] fp32 (row stride ldq) at positions pos0..pos0+T-1; K, V: [N, nkv, hd] cache (fp32 or
@@ -134,6 +171,27 @@ int cu_infllm_topk(void *stream, int32_t *blocks, int32_t *nsel, float *pooled, 
 int cu_attn_sparse(void *stream, float *o, int64_t ldo, const float *q, int64_t ldq, const void *K, const void *V,
                    cu_dtype kvt, const int32_t *blocks, const int32_t *nsel, int64_t T, int64_t pos0,
                    const cu_infllm_dims *d, float *scratch, int64_t scratch_floats);
+
+/* ---- InfLLM-v2 decode step of a sparse layer (sparse_decode.cu) ----
+ * One row at position *dpos (device memory), so a CUDA graph can replay it: K[pos], V[pos] = k, v (and the
+ * compressed keys whose windows end there; every earlier window must be in C1/C2 already), LSE, stage-1
+ * scores, pooling and top-k, block-sparse attention into o [nh·hd]. Grids are sized for the session's
+ * n_ctx by cu_sdec_plan_make (which fails, cudaErrorInvalidValue, for what the kernels do not cover: fp32
+ * caches, G != 16, blocks other than 64 tokens pooled over 4 keys). `work` holds p->work_bytes, zeroed once
+ * before the first step (cu_memset) and not touched otherwise; cu_sdec_blocks points at the chosen blocks
+ * [nkv, budget] and counts [nkv] in it (for tests). */
+typedef struct {
+    int64_t n_ctx;
+    int units2, tpu2;      /* LSE: warps per group, level-2 key tiles per warp */
+    int ctas_score;        /* stage-1 CTAs per group (256 blocks each) */
+    int ctas_attn;         /* attention CTAs per group (4 chosen blocks each) */
+    int64_t work_bytes;
+} cu_sdec_plan;
+int cu_sdec_plan_make(cu_sdec_plan *p, const cu_infllm_dims *d, int64_t n_ctx);
+int cu_sdec_step(void *stream, float *o, const float *q, const float *k, const float *v, void *K, void *V, void *C1,
+                 void *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p, void *work);
+int cu_sdec_blocks(const cu_infllm_dims *d, const cu_sdec_plan *p, const void *work, const int32_t **blocks,
+                   const int32_t **nsel);
 
 #ifdef __cplusplus
 }

@@ -14,7 +14,13 @@
  *
  * Per layer and chunk: RMSNorm → one fused GEMM for q|k|v|gate → mixer → gate (and Lightning's output
  * norm) → o_proj GEMM adding r·y into the residual (beta = 1) → RMSNorm → fused gate|up GEMM → SwiGLU →
- * down GEMM adding into the residual. */
+ * down GEMM adding into the residual.
+ *
+ * One-row chunks (decode) run the fused forms (s->fuse; SALA_CUDA_FUSE=0 turns them off): the RMSNorms,
+ * the gates and SwiGLU are folded into the GEMVs (cu_gemv), the Lightning qk-norm + RoPE into the recurrence
+ * kernel, the final norm into the lm_head GEMV: 4 GEMVs + the mixer per layer instead of ~10 kernels. A
+ * decode step in the sparse regime whose compressed keys are complete runs each sparse layer's InfLLM-v2
+ * chain on the device (sparse_decode.cu, position in s->dpos), so the whole step is one CUDA graph. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +117,11 @@ static void session_layout(cuda_session *s, carver *cv, cuda_mem_plan *plan) {
     s->logits = (float *)carve(cv, (int64_t)s->logit_rows * V * 4);
     s->next = (int32_t *)carve(cv, 256);
     s->dpos = (int64_t *)carve(cv, 256);
+    /* the decode chain of sparse_decode.cu, when its kernels cover this model */
+    const char *de = getenv("SALA_CUDA_DCHAIN");
+    s->dchain_ok = cm->n_sparse && !(de && *de == '0') && cu_sdec_plan_make(&s->sdec, &d, s->n_ctx) == 0;
+    cudaGetLastError();
+    s->sdec_work = s->dchain_ok ? carve(cv, s->sdec.work_bytes) : NULL;
     plan->act = cv->off - off0;
     plan->weights = cm->pool_bytes;
     plan->total = plan->weights + cv->off;
@@ -122,7 +133,8 @@ static void session_arrays(cuda_session *s, int L) {
     s->C1 = (void **)xcalloc((size_t)L, sizeof(void *));
     s->C2 = (void **)xcalloc((size_t)L, sizeof(void *));
     s->state = (float **)xcalloc((size_t)L, sizeof(float *));
-    s->gexec = (cudaGraphExec_t *)xcalloc((size_t)L + 2, sizeof(cudaGraphExec_t));
+    for (int k = 0; k < 2; k++) s->gexec_set[k] = (cudaGraphExec_t *)xcalloc((size_t)L + 2, sizeof(cudaGraphExec_t));
+    s->gexec = s->gexec_set[0];
 }
 
 static void session_arrays_free(cuda_session *s) {
@@ -131,7 +143,8 @@ static void session_arrays_free(cuda_session *s) {
     free(s->C1);
     free(s->C2);
     free(s->state);
-    free(s->gexec);
+    free(s->gexec_set[0]);
+    free(s->gexec_set[1]);
 }
 
 extern "C" cuda_mem_plan cuda_model_plan(const cuda_model *cm, int64_t n_ctx, int chunk) {
@@ -202,13 +215,21 @@ extern "C" sala_status cuda_session_new(cuda_model *cm, int64_t n_ctx, int chunk
     cv.base = (char *)s->pool;
     cv.off = 0;
     session_layout(s, &cv, &s->plan);
+    if (s->sdec_work) cu_memset(s->sdec_work, 0, (size_t)s->sdec.work_bytes);
     const char *pe = getenv("SALA_CUDA_PROFILE");
     if (pe && *pe == '1') {
         s->prof = (cu_prof *)xcalloc(1, sizeof(cu_prof));
         for (int i = 0; i < PROF_EVENTS; i++) cudaEventCreate(&s->prof->ev[i]);
     }
+    cu_gemv_prepare();
     const char *ge = getenv("SALA_CUDA_GRAPH");
     s->graph_on = !(ge && *ge == '0');
+    /* one-row calls with the norms/gates/SwiGLU fused into the GEMVs (SALA_CUDA_FUSE=0: separate kernels) */
+    const char *fe = getenv("SALA_CUDA_FUSE");
+    const sala_config *c = &cm->cfg;
+    s->fuse = !(fe && *fe == '0') && cu_gemv_supported(cm->act, c->hidden) && cu_gemv_supported(cm->act, c->inter) &&
+              cu_gemv_supported(cm->act, cm->qd_max) && c->hidden % 8 == 0;
+    for (int l = 0; l < c->n_layers; l++) s->fuse = s->fuse && cu_gemv_supported(cm->act, cm->layers[l].qd);
     cuda_session_reset(s);
     int e = cu_sync();
     if (e) {
@@ -228,8 +249,9 @@ extern "C" void cuda_session_free(cuda_session *s) {
         for (int i = 0; i < PROF_EVENTS; i++) cudaEventDestroy(s->prof->ev[i]);
         free(s->prof);
     }
-    for (int i = 0; i < s->nseg; i++)
-        if (s->gexec[i]) cudaGraphExecDestroy(s->gexec[i]);
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < s->nseg_set[k]; i++)
+            if (s->gexec_set[k][i]) cudaGraphExecDestroy(s->gexec_set[k][i]);
     cu_free(s->pool);
     session_arrays_free(s);
     free(s);
@@ -251,6 +273,7 @@ typedef struct {
     int decode;
     int sparse_regime;  /* kv_len >= dense_len */
     int64_t n1h, n2h;   /* compressed keys complete in the cache after this chunk */
+    int dch;            /* a decode step whose sparse layers run the device-side chain (sparse_decode.cu) */
 } chunk_ctx;
 
 #define TRY(expr, what)                      \
@@ -320,7 +343,9 @@ static void prof_print(cuda_session *s, int64_t n) {
  * device memory (the token id in s->ids, the position in s->dpos): the first graph step captures each
  * segment (cudaStreamBeginCapture .. EndCapture, instantiate) and launches it; later steps skip its
  * launches (s->skip) and launch the instantiated graph. Outside the segments (KV append, dense attention
- * or the InfLLM-v2 chain, whose grids follow the context length) the launches run as usual. */
+ * or the host-driven InfLLM-v2 chain, whose grids follow the context length) the launches run as usual.
+ * With the device-side chain (cx->dch) nothing is outside: the step is one segment, kept in a second set
+ * of graphs (gexec_set[1]) so that steps of both kinds can alternate. */
 static sala_status seg_open(cuda_session *s) {
     if (!s->gmode) return SALA_OK;
     if (s->gbuild) {
@@ -351,7 +376,7 @@ static sala_status seg_close(cuda_session *s) {
     return SALA_OK;
 }
 
-static sala_status mixer_sparse(cuda_session *s, int l, const chunk_ctx *cx) {
+static sala_status mixer_sparse(cuda_session *s, int l, const chunk_ctx *cx, int fz) {
     cuda_model *cm = s->cm;
     const sala_config *c = &cm->cfg;
     const cu_layer *L = &cm->layers[l];
@@ -362,6 +387,14 @@ static sala_status mixer_sparse(cuda_session *s, int l, const chunk_ctx *cx) {
     if (c->attn_use_rope)
         TRYP(PROF_NORM, cu_qknorm_rope_dev(st, s->mix, ld, C, c->nh + c->nkv, c->nh, c->hd, NULL, NULL, (float)c->eps, 0,
                                            cm->inv_freq_s, cx->p0, s->gmode ? s->dpos : NULL, 1), "rope");
+    if (cx->dch) { /* the whole chain on the device, inside the step's one graph */
+        TRYP(PROF_SPARSE, cu_sdec_step(st, s->o, q, k, v, s->K[l], s->V[l], s->C1[l], s->C2[l], s->dpos, &d, &s->sdec,
+                                       s->sdec_work), "sparse decode");
+        if (!fz)
+            TRYP(PROF_NORM, cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? gate : NULL, ld, NULL, C,
+                                         L->qd, (float)c->eps), "gate");
+        return SALA_OK;
+    }
     sala_status ss = seg_close(s);
     if (ss) return ss;
     TRYP(PROF_OTHER, cu_kv_append(st, s->K[l], s->V[l], cm->act, k, v, ld, C, cx->p0, L->kvd), "kv append");
@@ -386,12 +419,36 @@ static sala_status mixer_sparse(cuda_session *s, int l, const chunk_ctx *cx) {
     }
     ss = seg_open(s);
     if (ss) return ss;
-    TRYP(PROF_NORM, cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? gate : NULL, ld, NULL, C, L->qd,
-                     (float)c->eps), "gate");
+    if (!fz) /* fused decode: the o_proj GEMV applies the gate */
+        TRYP(PROF_NORM, cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? gate : NULL, ld, NULL, C,
+                                     L->qd, (float)c->eps), "gate");
     return SALA_OK;
 }
 
-static sala_status mixer_lightning(cuda_session *s, int l, const chunk_ctx *cx) {
+static float lightning_scale(const sala_config *c) {
+    const int hd = c->lin_hd;
+    return c->lightning_scale == LSCALE_INV_SQRT_D ? (float)(1.0 / sqrt((double)hd))
+           : c->lightning_scale == LSCALE_INV_D    ? (float)(1.0 / hd)
+                                                   : 1.0f;
+}
+
+/* A fused one-row step (decode): qk-norm + RoPE inside the recurrence kernel; the output norm and gate
+ * are applied by the o_proj GEMV (forward_chunk). */
+static sala_status lightning_decode_row(cuda_session *s, int l, const chunk_ctx *cx) {
+    cuda_model *cm = s->cm;
+    const sala_config *c = &cm->cfg;
+    const cu_layer *L = &cm->layers[l];
+    const int nh = c->lin_nh, hd = c->lin_hd;
+    float *q = s->mix, *k = s->mix + L->qd, *v = s->mix + 2 * L->qd;
+    TRYP(PROF_LIGHTNING, cu_lightning_decode_fused(cm->stream, s->o, q, k, v, s->state[l], cm->lambda, lightning_scale(c),
+                                                   nh, hd, L->q_norm, L->k_norm, (float)c->eps, c->qk_norm,
+                                                   cm->inv_freq_l, cx->p0, s->gmode ? s->dpos : NULL,
+                                                   c->lightning_use_rope), "lightning");
+    return SALA_OK;
+}
+
+static sala_status mixer_lightning(cuda_session *s, int l, const chunk_ctx *cx, int fz) {
+    if (fz) return lightning_decode_row(s, l, cx);
     cuda_model *cm = s->cm;
     const sala_config *c = &cm->cfg;
     const cu_layer *L = &cm->layers[l];
@@ -417,6 +474,15 @@ static sala_status mixer_lightning(cuda_session *s, int l, const chunk_ctx *cx) 
 
 static sala_status chunk_logits(cuda_session *s, int64_t r0, int64_t n);
 
+static cu_gemv_op gv_op(int in, const void *x, const float *w, const float *z, float eps, float div, int out, void *y,
+                        float alpha, float beta) {
+    cu_gemv_op op;
+    memset(&op, 0, sizeof op);
+    op.in = in, op.out = out, op.x = x, op.w = w, op.z = z, op.eps = eps, op.div = div, op.y = y;
+    op.alpha = alpha, op.beta = beta;
+    return op;
+}
+
 /* In graph mode (s->gmode, a decode step) the step runs as segments and ends with the last row's logits. */
 static sala_status forward_chunk(cuda_session *s, const chunk_ctx *cx) {
     cuda_model *cm = s->cm;
@@ -424,15 +490,38 @@ static sala_status forward_chunk(cuda_session *s, const chunk_ctx *cx) {
     cudaStream_t st = cm->stream;
     const int64_t C = cx->C, H = c->hidden, I = c->inter;
     const float eps = (float)c->eps, r = (float)(c->scale_depth / sqrt((double)c->n_layers));
+    /* one row: the norms, gates and SwiGLU run inside the GEMVs (cu_gemv) */
+    const int fz = s->fuse && C == 1;
     sala_status ss = seg_open(s);
     if (ss) return ss;
     TRYP(PROF_OTHER, cu_embed(st, s->x, cm->embed, s->ids, C, (int)H, (float)c->scale_emb), "embedding");
     for (int l = 0; l < c->n_layers; l++) {
         const cu_layer *L = &cm->layers[l];
+        if (fz) {
+            cu_gemv_op op = gv_op(CU_GV_NORM, s->x, L->ln1, NULL, eps, 1.0f, CU_GV_STORE, s->mix, 1.0f, 0.0f);
+            TRYP(PROF_GEMM, cu_gemv(st, &op, cm->act, L->w_in, L->n_in, H), "projection GEMV");
+            ss = L->sparse ? mixer_sparse(s, l, cx, 1) : mixer_lightning(s, l, cx, 1);
+            if (ss) return ss;
+            /* o_proj on the gated mixer output (Lightning: output norm too), added into the residual */
+            const float *gz = NULL, *gw = NULL;
+            if (L->sparse) {
+                if (L->has_gate) gz = s->mix + L->qd + 2 * L->kvd;
+            } else {
+                if (L->has_gate) gz = s->mix + 3 * L->qd;
+                if (c->use_output_norm) gw = L->o_norm;
+            }
+            op = gv_op(CU_GV_GATE, s->o, gw, gz, eps, 1.0f, CU_GV_STORE, s->x, r, 1.0f);
+            TRYP(PROF_GEMM, cu_gemv(st, &op, cm->act, L->w_o, H, L->qd), "o_proj GEMV");
+            op = gv_op(CU_GV_NORM, s->x, L->ln2, NULL, eps, 1.0f, CU_GV_SWIGLU, s->a, 1.0f, 0.0f);
+            TRYP(PROF_GEMM, cu_gemv(st, &op, cm->act, L->w_gu, 2 * I, H), "gate/up GEMV");
+            op = gv_op(CU_GV_PLAIN, s->a, NULL, NULL, eps, 1.0f, CU_GV_STORE, s->x, r, 1.0f);
+            TRYP(PROF_GEMM, cu_gemv(st, &op, cm->act, L->w_down, H, I), "down GEMV");
+            continue;
+        }
         TRYP(PROF_NORM, cu_rmsnorm(st, s->a, cm->act, H, s->x, H, L->ln1, C, (int)H, eps, 1.0f), "rmsnorm");
         TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->mix, L->n_in, s->a, cm->act, H, L->w_in, C, L->n_in, H, 1.0f, 0.0f),
             "projection GEMM");
-        ss = L->sparse ? mixer_sparse(s, l, cx) : mixer_lightning(s, l, cx);
+        ss = L->sparse ? mixer_sparse(s, l, cx, 0) : mixer_lightning(s, l, cx, 0);
         if (ss) return ss;
         TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->x, H, s->a, cm->act, L->qd, L->w_o, C, H, L->qd, r, 1.0f), "o_proj GEMM");
         TRYP(PROF_NORM, cu_rmsnorm(st, s->a, cm->act, H, s->x, H, L->ln2, C, (int)H, eps, 1.0f), "rmsnorm");
@@ -453,6 +542,12 @@ static sala_status chunk_logits(cuda_session *s, int64_t r0, int64_t n) {
     const sala_config *c = &cm->cfg;
     const int64_t H = c->hidden;
     float div = (float)(c->hidden / c->dim_model_base);
+    if (s->fuse && n == 1) { /* final norm inside the lm_head GEMV */
+        cu_gemv_op op = gv_op(CU_GV_NORM, s->x + r0 * H, cm->final_norm, NULL, (float)c->eps, div, CU_GV_STORE,
+                              s->logits, 1.0f, 0.0f);
+        TRYS(cu_gemv(cm->stream, &op, cm->act, cm->lm_head, c->vocab, H), "lm_head GEMV");
+        return SALA_OK;
+    }
     TRYS(cu_rmsnorm(cm->stream, s->fnorm, cm->act, H, s->x + r0 * H, H, cm->final_norm, n, (int)H, (float)c->eps, div),
         "final norm");
     TRYS(cu_gemm_run(cm->gemm, cm->stream, s->logits, c->vocab, s->fnorm, cm->act, H, cm->lm_head, n, c->vocab, H, 1.0f,
@@ -482,11 +577,17 @@ static sala_status session_eval(cuda_session *s, int64_t pos, const int32_t *ids
     cudaStream_t st = cm->stream;
     /* a decode step runs as CUDA graphs (see seg_open) unless disabled or profiled */
     int gm = s->graph_on && !s->prof && n == 1 && pos > 0 && which != SALA_LOGITS_NONE;
+    /* the device chain needs every window before pos compressed (a previous call in the sparse regime) */
+    cx.dch = cx.decode && cx.sparse_regime && s->dchain_ok && s->comp_n1 >= nwin64(pos, d.l1, d.s1) &&
+             s->comp_n2 >= nwin64(pos, d.l2, d.s2);
+    const int gset = cx.dch ? 1 : 0;
+    s->gexec = s->gexec_set[gset];
+    s->nseg = s->nseg_set[gset];
     s->gmode = gm;
     s->gbuild = gm && s->nseg == 0;
     s->seg = 0;
     s->skip = 0;
-    if (gm) {
+    if (gm || cx.dch) {
         int64_t p = pos;
         TRY((int)cudaMemcpyAsync(s->dpos, &p, sizeof p, cudaMemcpyHostToDevice, st), "position upload");
     }
@@ -500,6 +601,7 @@ static sala_status session_eval(cuda_session *s, int64_t pos, const int32_t *ids
         sala_status ss = forward_chunk(s, &cx);
         if (!ss && gm && s->seg != s->nseg)
             ss = sala_set_error(SALA_ERR_DEVICE, "decode graph: %d segments of %d replayed", s->seg, s->nseg);
+        s->nseg_set[gset] = s->nseg;
         s->gmode = s->skip = 0;
         if (ss) {
             if (s->capturing) { /* a failed capture: end it, drop the graphs and run this session without them */
@@ -510,7 +612,10 @@ static sala_status session_eval(cuda_session *s, int64_t pos, const int32_t *ids
                 s->capturing = 0;
             }
             if (gm) {
-                for (int i = 0; i < s->nseg; i++) cudaGraphExecDestroy(s->gexec[i]);
+                for (int k = 0; k < 2; k++) {
+                    for (int i = 0; i < s->nseg_set[k]; i++) cudaGraphExecDestroy(s->gexec_set[k][i]);
+                    s->nseg_set[k] = 0;
+                }
                 s->nseg = 0;
                 s->graph_on = 0;
             }
