@@ -172,9 +172,8 @@ static void test_norm_gate(void) {
     }
 }
 
-static void test_swiglu(void) {
-    int64_t rows = 4;
-    int I = 100;
+/* I = 100 takes the quad path (I % 4 == 0), I = 101 the scalar one */
+static void swiglu_case(int64_t rows, int I) {
     float *gu = malloc(sizeof(float) * (size_t)(rows * 2 * I));
     fill(gu, rows * 2 * I, 5.0f);
     float *g = malloc(sizeof(float) * (size_t)(rows * I)), *u = malloc(sizeof(float) * (size_t)(rows * I));
@@ -196,6 +195,12 @@ static void test_swiglu(void) {
     }
     cu_free(dgu);
     free(gu), free(g), free(u), free(ref);
+}
+
+static void test_swiglu(void) {
+    swiglu_case(4, 100);
+    swiglu_case(3, 101);
+    swiglu_case(70, 16);
 }
 
 static void qk_case(int hd, int nh, int64_t T, int64_t pos0, int do_norm) {

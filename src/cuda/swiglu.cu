@@ -1,5 +1,10 @@
 /* swiglu.cu — h = silu(g) ⊙ u from the fused gate|up GEMM output gu[rows, 2I] (g = gu[:, :I], u = gu[:, I:]).
- * Same formula as op_swiglu: g / (1 + exp(-g)) · u. */
+ * Same formula as op_swiglu: g / (1 + exp(-g)) · u.
+ *
+ * Prefill moves rows·I·(8 + 2..4) bytes per layer, so the kernel must run at memory bandwidth: when I is a
+ * multiple of 4 each thread takes 4 consecutive columns of one row (two 16-byte loads, one 8- or 16-byte
+ * store) and the row comes from the grid, not from a 64-bit division per element; otherwise one element per
+ * thread. Both give the same bits. */
 #include "cuda/common.cuh"
 
 template <class HT> __global__ void k_swiglu(HT *h, const float *gu, int64_t rows, int I) {
@@ -11,13 +16,45 @@ template <class HT> __global__ void k_swiglu(HT *h, const float *gu, int64_t row
     }
 }
 
+static __device__ __forceinline__ void store4(float *p, float a, float b, float c, float d) {
+    *(float4 *)p = make_float4(a, b, c, d);
+}
+static __device__ __forceinline__ void store4(bf16 *p, float a, float b, float c, float d) {
+    __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
+    uint2 v;
+    v.x = *(uint32_t *)&lo;
+    v.y = *(uint32_t *)&hi;
+    *(uint2 *)p = v;
+}
+
+/* I % 4 == 0: grid.x covers the I/4 column quads of a row, grid.y strides over the rows */
+template <class HT> __global__ void k_swiglu4(HT *h, const float *gu, int64_t rows, int I) {
+    const int i = 4 * (blockIdx.x * blockDim.x + threadIdx.x);
+    if (i >= I) return;
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        const float4 g = *(const float4 *)(gu + r * 2 * I + i), u = *(const float4 *)(gu + r * 2 * I + I + i);
+        store4(h + r * I + i, g.x / (1.0f + expf(-g.x)) * u.x, g.y / (1.0f + expf(-g.y)) * u.y,
+               g.z / (1.0f + expf(-g.z)) * u.z, g.w / (1.0f + expf(-g.w)) * u.w);
+    }
+}
+
 extern "C" int cu_swiglu(void *st, void *h, cu_dtype ht, const float *gu, int64_t rows, int I) {
     int64_t n = rows * I;
     if (n <= 0) return 0;
+    cudaStream_t s = (cudaStream_t)st;
+    /* the quad path needs 16-byte aligned rows of gu and 8/16-byte aligned rows of h */
+    if (I % 4 == 0 && ((uintptr_t)gu & 15) == 0 && ((uintptr_t)h & (ht == CU_BF16 ? 7 : 15)) == 0) {
+        dim3 grid((unsigned)((I / 4 + 255) / 256), (unsigned)(rows < 65535 ? rows : 65535));
+        if (ht == CU_BF16)
+            k_swiglu4<bf16><<<grid, 256, 0, s>>>((bf16 *)h, gu, rows, I);
+        else
+            k_swiglu4<float><<<grid, 256, 0, s>>>((float *)h, gu, rows, I);
+        return LAUNCH_CHECK();
+    }
     int blocks = (int)((n + 255) / 256 < 65536 ? (n + 255) / 256 : 65536);
     if (ht == CU_BF16)
-        k_swiglu<bf16><<<blocks, 256, 0, (cudaStream_t)st>>>((bf16 *)h, gu, rows, I);
+        k_swiglu<bf16><<<blocks, 256, 0, s>>>((bf16 *)h, gu, rows, I);
     else
-        k_swiglu<float><<<blocks, 256, 0, (cudaStream_t)st>>>((float *)h, gu, rows, I);
+        k_swiglu<float><<<blocks, 256, 0, s>>>((float *)h, gu, rows, I);
     return LAUNCH_CHECK();
 }
