@@ -23,7 +23,8 @@
 #                 and the GPU time of sala's dense attention in a profiled --arch full prefill of that length
 #        profile  one SALA_CUDA_PROFILE=1 bench call at ${PROFILE_CTX:-128k} (GPU time per kind of op), plus the
 #                 ordinary bench at the same context (TTFT and decode with graphs)
-# The device tool's `run` call: carry ["build/stage"], command `bash scripts/gpu-check.sh run ...`.
+# The device tool's `run` call: carry ["build/stage.tar.xz"] (or ["build/stage"] if it fits the 64 MiB with the
+# tree), command `bash scripts/gpu-check.sh run ...`.
 # BUILD_DIR (default build/gpu) and STAGE (default build/stage) name other folders, so that several
 # worktrees can stage builds of their own: `STAGE=build/stage-x bash scripts/gpu-check.sh run ...`.
 set -u
@@ -54,10 +55,14 @@ stage() {
     git rev-parse --short HEAD >$STAGE/COMMIT
     git status --porcelain src/cuda tests/test_cuda_*.c tools/cmd_bench.c | grep -q . && echo "+dirty" >>$STAGE/COMMIT
     du -sh $STAGE
+    # the device tool carries at most 64 MiB with the tree: carry $STAGE.tar.xz, `run` unpacks it
+    tar -cJf $STAGE.tar.xz -C "$(dirname $STAGE)" "$(basename $STAGE)"
+    du -sh $STAGE.tar.xz
 }
 
 run() {
     local out=${OUT:-out}
+    [ -d $STAGE ] || { [ -f $STAGE.tar.xz ] && tar -xJf $STAGE.tar.xz -C "$(dirname $STAGE)"; }
     mkdir -p "$out"
     export LD_LIBRARY_PATH="$PWD/$STAGE/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
     export SALA_COMMIT="$(tr -d '\n' <$STAGE/COMMIT 2>/dev/null)"
