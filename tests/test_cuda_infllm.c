@@ -21,6 +21,8 @@ int main(void) {
 }
 #else
 #include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
 
 #include "cpu/ops.h"
 #include "cuda/kernels.h"
@@ -205,6 +207,8 @@ static void test_infllm_prefill(void) {
     infllm_case(&released, 9000, 0, 9000, 0, 9, 0);
     infllm_case(&released, 9000, 8000, 1000, 0, 5, 1);
     infllm_case(&released, 20000, 19000, 1000, 0, 5, 1); /* > 16 key tiles: several stage-1 blocks per row block */
+    infllm_case(&released, 4111, 0, 4111, 0, 3, 1);      /* bf16 from row 0, T % 16 == 15 */
+    infllm_case(&released, 9000, 8100, 20, 0, 1, 1);     /* 20 rows: a partly filled row block, split LSE */
 }
 
 static void test_infllm_decode(void) {
@@ -215,6 +219,100 @@ static void test_infllm_decode(void) {
     infllm_case(&released, 70001, 70000, 1, 1, 1, 1);
 }
 
+
+/* SALA_INFLLM_BENCH=1: time the bf16 LSE and stage-1 kernels on the last 2048-row chunk of a 128K and a
+ * 512K prefill (released shape, random operands), for each kernel variant SALA_INFLLM_VARIANT /
+ * SALA_INFLLM_LSE_VARIANT = 0..4 (0: the previous kernels), and compare every variant's outputs with
+ * variant 0 (same operands, fp32 sums in another order: rel 1e-4 on pooled scores, 1e-4 abs on LSE). */
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static void bench_stage1(void) {
+    const char *be = getenv("SALA_INFLLM_BENCH");
+    if (!be || *be != '1') return;
+    infllm_dims d = cpu_dims(&released);
+    cu_infllm_dims gd = gpu_dims(&d, 1);
+    const int64_t kvrow = 2 * 128, qd = 32 * 128, T = 2048;
+    for (int ci = 0; ci < 2; ci++) {
+        const int64_t kv = ci ? 524288 : 131072, pos0 = kv - T;
+        const int64_t n1 = infllm_n_windows(kv, d.l1, d.s1), n2 = infllm_n_windows(kv, d.l2, d.s2);
+        uint16_t *c1 = malloc(2 * (size_t)(n1 * kvrow)), *c2 = malloc(2 * (size_t)(n2 * kvrow));
+        for (int64_t i = 0; i < n1 * kvrow; i++) c1[i] = f32_to_bf16(0.5f * frand());
+        for (int64_t i = 0; i < n2 * kvrow; i++) c2[i] = f32_to_bf16(0.5f * frand());
+        float *qh = malloc(sizeof(float) * (size_t)(T * qd));
+        fill(qh, T * qd, 3.0f);
+        void *dC1 = up(c1, 2 * (size_t)(n1 * kvrow)), *dC2 = up(c2, 2 * (size_t)(n2 * kvrow));
+        float *dq = up(qh, sizeof(float) * (size_t)(T * qd));
+        int64_t nblk_cap = (kv + 63) / 64 + 18, ntile_cap = nblk_cap / 16 + 3;
+        size_t npool = (size_t)(T * 2 * nblk_cap), nhalo = (size_t)(T * 2 * ntile_cap);
+        float *dlse = dnew(sizeof(float) * (size_t)(T * 32)), *dpool = dnew(sizeof(float) * npool);
+        float *dhalo = dnew(sizeof(float) * nhalo);
+        int64_t sf = 1 << 20;
+        float *scr = cu_malloc(sizeof(float) * (size_t)sf);
+        float *lse0 = malloc(sizeof(float) * (size_t)(T * 32)), *lse1 = malloc(sizeof(float) * (size_t)(T * 32));
+        float *pool0 = malloc(sizeof(float) * npool), *pool1 = malloc(sizeof(float) * npool);
+        float *halo0 = malloc(sizeof(float) * nhalo), *halo1 = malloc(sizeof(float) * nhalo);
+        for (int v = 0; v <= 4; v++) {
+            char vs[8];
+            snprintf(vs, sizeof vs, "%d", v);
+            setenv("SALA_INFLLM_VARIANT", vs, 1);
+            setenv("SALA_INFLLM_LSE_VARIANT", vs, 1);
+            cu_memset(dpool, 0, sizeof(float) * npool);
+            cu_memset(dhalo, 0, sizeof(float) * nhalo);
+            int e = cu_infllm_lse(NULL, dlse, dq, qd, dC2, n2, T, pos0, kv, 0, &gd, scr, sf);
+            e = e ? e : cu_infllm_score(NULL, dpool, dhalo, dq, qd, dlse, dC1, n1, T, pos0, kv, 0, &gd, nblk_cap, ntile_cap);
+            CHECK(e == 0 && cu_sync() == 0, "bench variant %d: %s", v, cu_error_str(e));
+            if (e) break;
+            float *lg = v ? lse1 : lse0, *pg = v ? pool1 : pool0, *hg = v ? halo1 : halo0;
+            CHECK(down(lg, dlse, sizeof(float) * (size_t)(T * 32)) == 0);
+            CHECK(down(pg, dpool, sizeof(float) * npool) == 0);
+            CHECK(down(hg, dhalo, sizeof(float) * nhalo) == 0);
+            const int reps = 5;
+            double t0 = now_s();
+            for (int i = 0; i < reps; i++) cu_infllm_lse(NULL, dlse, dq, qd, dC2, n2, T, pos0, kv, 0, &gd, scr, sf);
+            cu_sync();
+            double t1 = now_s();
+            for (int i = 0; i < reps; i++)
+                cu_infllm_score(NULL, dpool, dhalo, dq, qd, dlse, dC1, n1, T, pos0, kv, 0, &gd, nblk_cap, ntile_cap);
+            cu_sync();
+            double t2 = now_s();
+            double dl = 0, dp = 0;
+            if (v) {
+                for (int64_t i = 0; i < T * 32; i++) dl = fmax(dl, fabs((double)lse1[i] - lse0[i]));
+                for (int64_t t = 0; t < T; t++) {
+                    int64_t qb = (pos0 + t) / 64;
+                    for (int g = 0; g < 2; g++) {
+                        const float *a = pool1 + (t * 2 + g) * nblk_cap, *b = pool0 + (t * 2 + g) * nblk_cap;
+                        const float *ha = halo1 + (t * 2 + g) * ntile_cap, *hb = halo0 + (t * 2 + g) * ntile_cap;
+                        for (int64_t k = 0; k <= qb; k++) {
+                            double x = a[k], y = b[k];
+                            double dd = x == y ? 0 : fabs(x - y) / fmax(fabs(y), 1e-30);
+                            dp = fmax(dp, dd == dd ? dd : 1e9);
+                        }
+                        for (int64_t k = 1; k <= qb / 16; k++) {
+                            double x = ha[k], y = hb[k];
+                            double dd = x == y ? 0 : fabs(x - y) / fmax(fabs(y), 1e-30);
+                            dp = fmax(dp, dd == dd ? dd : 1e9);
+                        }
+                    }
+                }
+            }
+            printf("   bench kv_len %lld rows %lld..%lld variant %d: lse %.3f ms, stage-1 score %.3f ms; vs variant 0: "
+                   "lse max|d| %.3g, pooled max rel %.3g\n",
+                   (long long)kv, (long long)pos0, (long long)(kv - 1), v, 1e3 * (t1 - t0) / reps, 1e3 * (t2 - t1) / reps,
+                   dl, dp);
+            CHECK(dl <= 1e-4 && dp <= 1e-4, "bench variant %d differs from variant 0", v);
+        }
+        unsetenv("SALA_INFLLM_VARIANT");
+        unsetenv("SALA_INFLLM_LSE_VARIANT");
+        cu_free(dC1), cu_free(dC2), cu_free(dq), cu_free(dlse), cu_free(dpool), cu_free(dhalo), cu_free(scr);
+        free(c1), free(c2), free(qh), free(lse0), free(lse1), free(pool0), free(pool1), free(halo0), free(halo1);
+    }
+}
+
 int main(void) {
     if (!gpu_ready()) {
         printf("SKIP (needs SALA_TEST_CUDA=1 and a GPU)\n0 passed, 0 failed\n");
@@ -222,6 +320,7 @@ int main(void) {
     }
     TEST_RUN(test_infllm_prefill);
     TEST_RUN(test_infllm_decode);
+    TEST_RUN(bench_stage1);
     TEST_END();
 }
 #endif
