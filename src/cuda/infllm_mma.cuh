@@ -94,4 +94,132 @@ static __device__ __forceinline__ void imma_scores16(float acc[2][2][4], const u
     }
 }
 
+/* ---- warpgroup MMA (sm_90a): one warp = one row's 16 heads = 16 of the 64 rows of A ----
+ * A = q of 4 rows (one per warp of the warpgroup) in registers, the mma.sync A layout per warp:
+ *   qa[kk] = {(head g, dims kk·16 + 2t..), (g + 8, ..), (g, +8..), (g + 8, +8..)};
+ * B = the key tile in shared memory, K-major without swizzle: 16-byte chunk c (dims 8c..8c+7) of key n
+ * at byte (c·8 + n/8)·128 + (n%8)·16, so a k-step's two chunks are 1024 bytes apart (leading byte
+ * offset) and groups of 8 keys 128 bytes apart (stride byte offset);
+ * D (m64n64) per warp: d[4i + e] = (head g + 8·(e>>1), key 8i + 2t + (e&1)). */
+#define IWG_TILE_BYTES(HD) (MMA_BK * (HD) * 2)
+
+template <int HD, int NT>
+static __device__ __forceinline__ void iwg_async_tile(unsigned char *dst, const bf16 *src, int64_t stride,
+                                                      int64_t first, int64_t limit) {
+    /* pairs of lanes fetch the two halves of a 32-byte sector; consecutive pairs take consecutive keys */
+    for (int e = threadIdx.x; e < MMA_BK * HD / 8; e += NT) {
+        const int half = e & 1, n = (e >> 1) & (MMA_BK - 1), c = 2 * (e >> 7) + half;
+        const int64_t r = first + n;
+        const bool v = r < limit;
+        cp_async16(dst + (c * 8 + (n >> 3)) * 128 + (n & 7) * 16, v ? (const void *)(src + r * stride + c * 8) : (const void *)src,
+                   v);
+    }
+}
+
+static __device__ __forceinline__ uint64_t iwg_desc(const void *smem, int lbo, int sbo) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+    return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(sbo >> 4) << 32);
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define IWG_OK 1
+static __device__ __forceinline__ void iwg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+static __device__ __forceinline__ void iwg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+static __device__ __forceinline__ void iwg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+static __device__ __forceinline__ void iwg_proxy_fence() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+static __device__ __forceinline__ void iwg_reg_fence(float d[32]) {
+#pragma unroll
+    for (int i = 0; i < 32; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+static __device__ __forceinline__ void iwg_m64n64k16(float d[32], const uint32_t a[4], uint64_t desc, int acc) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+                 "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
+                   "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),
+                   "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),
+                   "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(acc));
+}
+
+/* d = scores (heads × 64 keys) of the warp's row against the tile at `tile` (layout above) */
+template <int HD, bool SWAP>
+static __device__ __forceinline__ void iwg_scores(float d[32], const uint32_t qa[HD / 16][4], const unsigned char *tile) {
+    iwg_reg_fence(d);
+    iwg_fence();
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++)
+        iwg_m64n64k16(d, qa[kk], iwg_desc(tile + kk * 2048, SWAP ? 128 : 1024, SWAP ? 1024 : 128), kk > 0);
+    iwg_commit();
+    iwg_wait0();
+    iwg_reg_fence(d);
+}
+#else
+#define IWG_OK 0
+#endif
+
+/* A fragments of warp w's row t0 + w (heads g·16..), through `stage` 8 rows at a time (as imma_load_q) */
+template <int HD, int NW>
+static __device__ __forceinline__ void iwg_load_q(uint32_t qa[HD / 16][4], bf16 *stage, const float *q, int64_t ldq,
+                                                  int64_t t0, int64_t T, int g) {
+    constexpr int QP = mma_shape<HD>::QP, NT = 32 * NW;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+#pragma unroll 1
+    for (int r0 = 0; r0 < NW; r0 += 8) {
+        const int nr = NW - r0 < 8 ? NW - r0 : 8;
+        if (r0) __syncthreads();
+#pragma unroll 4
+        for (int e = threadIdx.x; e < nr * 8 * HD; e += NT) {
+            const int m = (2 * e) / HD, d = (2 * e) % HD;
+            const int64_t t = t0 + r0 + (m >> 4);
+            float a = 0.f, b = 0.f;
+            if (t < T) {
+                const float *src = q + t * ldq + (int64_t)(g * 16 + (m & 15)) * HD + d;
+                a = src[0];
+                b = src[1];
+            }
+            *(uint32_t *)&stage[m * QP + d] = pack_bf16(a, b);
+        }
+        __syncthreads();
+        const int lr = warp - r0;
+        if (lr >= 0 && lr < nr) {
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+                const bf16 *p = stage + (lr * 16 + gq) * QP + kk * 16 + 2 * tq;
+                qa[kk][0] = *(const uint32_t *)p;
+                qa[kk][1] = *(const uint32_t *)(p + 8 * QP);
+                qa[kk][2] = *(const uint32_t *)(p + 8);
+                qa[kk][3] = *(const uint32_t *)(p + 8 * QP + 8);
+            }
+        }
+    }
+    __syncthreads();
+}
+
+/* sum over the 8 lanes of a column group (lane bits 2..4) of s[16] (x = 2i + j ↔ key 8i + 2t + j),
+ * scattered: lane (g, t) keeps keys 8g + 2t + k in z[k] */
+static __device__ __forceinline__ void iwg_reduce_scatter(const float s[16], float z[2]) {
+    const int gq = (threadIdx.x & 31) >> 2;
+    const bool b2 = gq & 4, b1 = gq & 2, b0 = gq & 1;
+    float w[8], u[4];
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        const float keep = b2 ? s[k + 8] : s[k], send = b2 ? s[k] : s[k + 8];
+        w[k] = keep + __shfl_xor_sync(0xffffffffu, send, 16);
+    }
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const float keep = b1 ? w[k + 4] : w[k], send = b1 ? w[k] : w[k + 4];
+        u[k] = keep + __shfl_xor_sync(0xffffffffu, send, 8);
+    }
+#pragma unroll
+    for (int k = 0; k < 2; k++) {
+        const float keep = b0 ? u[k + 2] : u[k], send = b0 ? u[k] : u[k + 2];
+        z[k] = keep + __shfl_xor_sync(0xffffffffu, send, 4);
+    }
+}
+
 #endif
