@@ -145,6 +145,36 @@ static __device__ __forceinline__ void iwg_m64n64k16(float d[32], const uint32_t
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(acc));
 }
 
+template <int N> static __device__ __forceinline__ void iwg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+static __device__ __forceinline__ void iwg_reg_fence16(float d[16]) {
+#pragma unroll
+    for (int i = 0; i < 16; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+static __device__ __forceinline__ void iwg_m64n32k16(float d[16], const uint32_t a[4], uint64_t desc, int acc) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+                 "{%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
+                   "+f"(d[15])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(acc));
+}
+
+/* issue (not wait for) the scores of keys 32·half.. of the tile into d[16] (m64n32: d[4i + e] = head
+ * g + 8·(e>>1), key 32·half + 8i + 2t + (e&1)); complete after iwg_wait, then iwg_reg_fence16(d) */
+template <int HD>
+static __device__ __forceinline__ void iwg_issue_half(float d[16], const uint32_t qa[HD / 16][4],
+                                                      const unsigned char *tile, int half) {
+    iwg_reg_fence16(d);
+    iwg_fence();
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) iwg_m64n32k16(d, qa[kk], iwg_desc(tile + kk * 2048 + half * 512, 1024, 128), kk > 0);
+    iwg_commit();
+}
+
 /* d = scores (heads × 64 keys) of the warp's row against the tile at `tile` (layout above) */
 template <int HD, bool SWAP>
 static __device__ __forceinline__ void iwg_scores(float d[32], const uint32_t qa[HD / 16][4], const unsigned char *tile) {
