@@ -202,13 +202,18 @@ static void test_infllm_prefill(void) {
     infllm_case(&tiny_sparse, 1500, 0, 1500, 0, 1, 0);
     infllm_case(&tiny_sparse, 1279, 0, 1279, 0, 1, 0);   /* T % 64 == 63: the kernel quirk */
     infllm_case(&tiny_sparse, 1279, 1000, 279, 0, 1, 0); /* last chunk of that call */
-    infllm_case(&tiny_sparse, 1103, 0, 1103, 0, 1, 1);   /* T % 16 == 15, bf16 cache */
     infllm_case(&tiny_gqa2, 3000, 0, 3000, 0, 1, 0);
     infllm_case(&released, 9000, 0, 9000, 0, 9, 0);
-    infllm_case(&released, 9000, 8000, 1000, 0, 5, 1);
-    infllm_case(&released, 20000, 19000, 1000, 0, 5, 1); /* > 16 key tiles: several stage-1 blocks per row block */
-    infllm_case(&released, 4111, 0, 4111, 0, 3, 1);      /* bf16 from row 0, T % 16 == 15 */
-    infllm_case(&released, 9000, 8100, 20, 0, 1, 1);     /* 20 rows: a partly filled row block, split LSE */
+    /* bf16: the default kernels (wgmma on sm_90), then the mma.sync ones (SALA_INFLLM_MMA=1) */
+    for (int mma = 0; mma < 2; mma++) {
+        if (mma) setenv("SALA_INFLLM_MMA", "1", 1);
+        infllm_case(&tiny_sparse, 1103, 0, 1103, 0, 1, 1);   /* T % 16 == 15, bf16 cache */
+        infllm_case(&released, 9000, 8000, 1000, 0, 5, 1);
+        infllm_case(&released, 20000, 19000, 1000, 0, 5, 1); /* > 32 key tiles: several stage-1 blocks per row block */
+        infllm_case(&released, 4111, 0, 4111, 0, 3, 1);      /* from row 0, T % 16 == 15 */
+        infllm_case(&released, 9000, 8100, 20, 0, 1, 1);     /* 20 rows: a partly filled row block, split LSE */
+    }
+    unsetenv("SALA_INFLLM_MMA");
 }
 
 static void test_infllm_decode(void) {
@@ -220,10 +225,11 @@ static void test_infllm_decode(void) {
 }
 
 
-/* SALA_INFLLM_BENCH=1: time the bf16 LSE and stage-1 kernels on the last 2048-row chunk of a 128K and a
- * 512K prefill (released shape, random operands), for each kernel variant SALA_INFLLM_VARIANT /
- * SALA_INFLLM_LSE_VARIANT = 0..4 (0: the previous kernels), and compare every variant's outputs with
- * variant 0 (same operands, fp32 sums in another order: rel 1e-4 on pooled scores, 1e-4 abs on LSE). */
+/* SALA_INFLLM_BENCH=1 (after the tests) or 2 (alone): time the bf16 LSE and stage-1 kernels on the last
+ * 2048-row chunk of a 128K and a 512K prefill, a partial row block and a call from row 0 (released
+ * shape, random operands), with the default kernels (wgmma on sm_90) and with SALA_INFLLM_MMA=1 (the
+ * mma.sync ones), and check that both agree: same operands, fp32 sums in another order, so rel 1e-4 on
+ * the pooled scores and 1e-4 on the LSE. */
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -238,13 +244,6 @@ static void bench_stage1(void) {
     const int64_t kvrow = 2 * 128, qd = 32 * 128;
     /* the last chunk at 128K and 512K; a partial row block late in a call; a call from row 0 */
     static const int64_t shapes[4][3] = {{131072, 129024, 2048}, {524288, 522240, 2048}, {20000, 18997, 1003}, {4111, 0, 4111}};
-    /* SALA_INFLLM_BENCH_VARS: the variants after 0, as digits ("1234" by default) */
-    const char *vl = getenv("SALA_INFLLM_BENCH_VARS");
-    if (!vl) vl = "1234";
-    int vars[16], nvar = 0;
-    vars[nvar++] = 0;
-    for (const char *c = vl; *c && nvar < 16; c++)
-        if (*c >= '0' && *c <= '9') vars[nvar++] = *c - '0';
     for (int ci = 0; ci < 4; ci++) {
         const int64_t kv = shapes[ci][0], pos0 = shapes[ci][1], T = shapes[ci][2];
         const int64_t n1 = infllm_n_windows(kv, d.l1, d.s1), n2 = infllm_n_windows(kv, d.l2, d.s2);
@@ -264,17 +263,13 @@ static void bench_stage1(void) {
         float *lse0 = malloc(sizeof(float) * (size_t)(T * 32)), *lse1 = malloc(sizeof(float) * (size_t)(T * 32));
         float *pool0 = malloc(sizeof(float) * npool), *pool1 = malloc(sizeof(float) * npool);
         float *halo0 = malloc(sizeof(float) * nhalo), *halo1 = malloc(sizeof(float) * nhalo);
-        for (int vi = 0; vi < nvar; vi++) {
-            const int v = vars[vi];
-            char vs[16];
-            snprintf(vs, sizeof vs, "%d", v);
-            setenv("SALA_INFLLM_VARIANT", vs, 1);
-            setenv("SALA_INFLLM_LSE_VARIANT", vs, 1);
+        for (int v = 0; v < 2; v++) { /* 0: default kernels, 1: SALA_INFLLM_MMA=1 */
+            if (v) setenv("SALA_INFLLM_MMA", "1", 1);
             cu_memset(dpool, 0, sizeof(float) * npool);
             cu_memset(dhalo, 0, sizeof(float) * nhalo);
             int e = cu_infllm_lse(NULL, dlse, dq, qd, dC2, n2, T, pos0, kv, 0, &gd, scr, sf);
             e = e ? e : cu_infllm_score(NULL, dpool, dhalo, dq, qd, dlse, dC1, n1, T, pos0, kv, 0, &gd, nblk_cap, ntile_cap);
-            CHECK(e == 0 && cu_sync() == 0, "bench variant %d: %s", v, cu_error_str(e));
+            CHECK(e == 0 && cu_sync() == 0, "bench (SALA_INFLLM_MMA=%d): %s", v, cu_error_str(e));
             if (e) break;
             float *lg = v ? lse1 : lse0, *pg = v ? pool1 : pool0, *hg = v ? halo1 : halo0;
             CHECK(down(lg, dlse, sizeof(float) * (size_t)(T * 32)) == 0);
@@ -310,14 +305,13 @@ static void bench_stage1(void) {
                     }
                 }
             }
-            printf("   bench kv_len %lld rows %lld..%lld variant %d: lse %.3f ms, stage-1 score %.3f ms; vs variant 0: "
-                   "lse max|d| %.3g, pooled max rel %.3g\n",
-                   (long long)kv, (long long)pos0, (long long)(pos0 + T - 1), v, 1e3 * (t1 - t0) / reps, 1e3 * (t2 - t1) / reps,
-                   dl, dp);
-            CHECK(dl <= 1e-4 && dp <= 1e-4, "bench variant %d differs from variant 0", v);
+            printf("   bench kv_len %lld rows %lld..%lld %s: lse %.3f ms, stage-1 score %.3f ms%s", (long long)kv,
+                   (long long)pos0, (long long)(pos0 + T - 1), v ? "SALA_INFLLM_MMA=1" : "default kernels",
+                   1e3 * (t1 - t0) / reps, 1e3 * (t2 - t1) / reps, v ? "" : "\n");
+            if (v) printf("; vs default: lse max|d| %.3g, pooled max rel %.3g\n", dl, dp);
+            CHECK(dl <= 1e-4 && dp <= 1e-4, "bench: SALA_INFLLM_MMA=1 differs from the default kernels");
         }
-        unsetenv("SALA_INFLLM_VARIANT");
-        unsetenv("SALA_INFLLM_LSE_VARIANT");
+        unsetenv("SALA_INFLLM_MMA");
         cu_free(dC1), cu_free(dC2), cu_free(dq), cu_free(dlse), cu_free(dpool), cu_free(dhalo), cu_free(scr);
         free(c1), free(c2), free(qh), free(lse0), free(lse1), free(pool0), free(pool1), free(halo0), free(halo1);
     }

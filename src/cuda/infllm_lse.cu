@@ -2,9 +2,9 @@
  * visible level-2 compressed keys,  LSE_h(r) = log Σ_{j < v2(r)} exp(scale · q_h(r)·C2[j])  (MODEL.md §4
  * step 2); −inf when nothing is visible. It normalises the level-1 scores in infllm_score.cu.
  * Same tiling as dense attention without the value pass (attn_core.cuh); decode splits the keys. With
- * d->bf16 the dot products run on tensor cores (q and C2 rounded to bf16, mma_core.cuh). */
-#include <stdlib.h>
-
+ * d->bf16 the dot products run on tensor cores (q and C2 rounded to bf16, mma_core.cuh): for G = 16 and
+ * at least 16 rows k_infllm_lse_wgp on sm_90 (wgmma) or k_infllm_lse_g16 (mma.sync), in the layouts of
+ * infllm_mma.cuh; k_infllm_lse_mma otherwise. */
 #include "cuda/attn_core.cuh"
 #include "cuda/attn_internal.cuh"
 #include "cuda/infllm_mma.cuh"
@@ -360,117 +360,10 @@ static int launch_lse_g16(cudaStream_t st, float *lse, const float *q, int64_t l
     return attn_combine(st, lse, d->nh, scratch, nsplit, T * d->nh, d->nh, 0);
 }
 
-/* The same on warpgroup MMA (sm_90a): one row per warp, 8 wgmma per tile (infllm_mma.cuh). A thread
- * holds heads g and g + 8 of its row over 16 keys per tile: a lazy running max per head per tile (one
- * compare per 16 exps), the 4 lanes of a row group merge at the end. */
-template <int HD, int NWG, bool SWAP>
-__global__ void __launch_bounds__(NWG * 128, 1) k_infllm_lse_wg(float *lse, const float *q, int64_t ldq, const bf16 *C2,
-                                                           int64_t n2_avail, int64_t T, int64_t pos0, int64_t kv_len,
-                                                           int decode, int nh, int nkv, int l2, int s2, float scale,
-                                                           int nsplit, float *part) {
-#if IWG_OK
-    constexpr int NW = 4 * NWG, NT = 128 * NWG, TB = IWG_TILE_BYTES(HD);
-    constexpr float MNONE = -1e30f;
-    extern __shared__ uint4 smem_u4[];
-    unsigned char *Ks = (unsigned char *)smem_u4;
-    const int g = blockIdx.y, split = blockIdx.z;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-    const int64_t t0 = (int64_t)blockIdx.x * NW;
-    const int64_t t_last = t0 + NW - 1 < T - 1 ? t0 + NW - 1 : T - 1;
-    int64_t vmax = infllm_vis(pos0 + t_last, kv_len, decode, l2, s2);
-    if (vmax > n2_avail) vmax = n2_avail;
-    const int64_t ntiles = (vmax + MMA_BK - 1) / MMA_BK, tps = (ntiles + nsplit - 1) / nsplit;
-    const int64_t kt0 = split * tps, kt1 = kt0 + tps < ntiles ? kt0 + tps : ntiles;
-    const int64_t t = t0 + warp;
-    int64_t v2 = t < T ? infllm_vis(pos0 + t, kv_len, decode, l2, s2) : 0;
-    if (v2 > vmax) v2 = vmax;
-    float m[2] = {MNONE, MNONE}, l[2] = {0.f, 0.f}; /* heads gq, gq + 8; log2 units */
-    if (kt0 < kt1) {
-        uint32_t qa[HD / 16][4];
-        iwg_load_q<HD, NW>(qa, (bf16 *)Ks, q, ldq, t0, T, g);
-        const float sl2 = scale * LOG2E_F;
-        const bf16 *Cg = C2 + (int64_t)g * HD;
-        const int64_t cstride = (int64_t)nkv * HD;
-#pragma unroll
-        for (int s = 0; s < LSE2_STAGES - 1; s++) {
-            if (kt0 + s < kt1) iwg_async_tile<HD, NT>(Ks + s * TB, Cg, cstride, (kt0 + s) * MMA_BK, vmax);
-            cp_async_commit();
-        }
-        int stage = 0;
-        for (int64_t kt = kt0; kt < kt1; kt++) {
-            cp_async_wait<LSE2_STAGES - 2>();
-            iwg_proxy_fence();
-            __syncthreads();
-            {
-                const int64_t kn = kt + LSE2_STAGES - 1;
-                int sn = stage + LSE2_STAGES - 1;
-                if (sn >= LSE2_STAGES) sn -= LSE2_STAGES;
-                if (kn < kt1) iwg_async_tile<HD, NT>(Ks + sn * TB, Cg, cstride, kn * MMA_BK, vmax);
-                cp_async_commit();
-            }
-            const unsigned char *Kt = Ks + stage * TB;
-            if (++stage == LSE2_STAGES) stage = 0;
-            float d[32];
-            iwg_scores<HD, SWAP>(d, qa, Kt);
-            const int64_t k0 = kt * MMA_BK;
-            if (k0 >= v2) continue; /* the row sees none of these keys */
-            if (k0 + MMA_BK > v2) {
-                const int vrel = (int)(v2 - k0);
-#pragma unroll
-                for (int i = 0; i < 8; i++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++)
-                        if (8 * i + 2 * tq + (e & 1) >= vrel) d[4 * i + e] = -INFINITY;
-            }
-#pragma unroll
-            for (int hh = 0; hh < 2; hh++) {
-                float mx = -INFINITY;
-#pragma unroll
-                for (int i = 0; i < 8; i++) mx = fmaxf(mx, fmaxf(d[4 * i + 2 * hh], d[4 * i + 2 * hh + 1]));
-                mx *= sl2;
-                if (mx > m[hh] + LSE2_SLACK) {
-                    l[hh] *= imma_ex2(m[hh] - mx);
-                    m[hh] = mx;
-                }
-                const float nm = -m[hh];
-                float a0 = 0.f, a1 = 0.f;
-#pragma unroll
-                for (int i = 0; i < 8; i++) {
-                    a0 += imma_ex2(fmaf(d[4 * i + 2 * hh], sl2, nm));
-                    a1 += imma_ex2(fmaf(d[4 * i + 2 * hh + 1], sl2, nm));
-                }
-                l[hh] += a0 + a1;
-            }
-        }
-        cp_async_wait<0>();
-    }
-#pragma unroll
-    for (int hh = 0; hh < 2; hh++)
-#pragma unroll
-        for (int o = 1; o < 4; o <<= 1) {
-            const float mo = __shfl_xor_sync(0xffffffffu, m[hh], o), lo = __shfl_xor_sync(0xffffffffu, l[hh], o);
-            const float mn = fmaxf(m[hh], mo);
-            l[hh] = l[hh] * imma_ex2(m[hh] - mn) + lo * imma_ex2(mo - mn);
-            m[hh] = mn;
-        }
-    if (tq != 0 || t >= T) return;
-#pragma unroll
-    for (int hh = 0; hh < 2; hh++) {
-        const int64_t h = g * 16 + gq + 8 * hh;
-        const float L = l[hh], M = m[hh];
-        if (nsplit == 1) {
-            lse[t * nh + h] = L > 0.f ? (M + log2f(L)) * LN2_F : -INFINITY;
-        } else {
-            float *rec = part + ((int64_t)split * T * nh + t * nh + h) * 2;
-            rec[0] = L > 0.f ? M * LN2_F : -INFINITY;
-            rec[1] = L;
-        }
-    }
-#endif
-}
-
-/* Pipelined as k_infllm_score_wgp: halves of 32 keys with two accumulator sets, so the exps of one
- * half run while the tensor cores compute the next; four key stages. */
+/* sm_90, as k_infllm_score_wgp: one row per warp, halves of 32 keys on two accumulator sets (the exps
+ * of the first half run while the tensor cores compute the second), four key stages. A thread holds
+ * heads g and g + 8 of its row over 8 keys per half: the same lazy running max as k_infllm_lse_g16,
+ * per head per half; the 4 lanes of a row group merge at the end. */
 #define LSEP_STAGES 4
 template <int HD>
 __global__ void __launch_bounds__(512, 1) k_infllm_lse_wgp(float *lse, const float *q, int64_t ldq, const bf16 *C2,
@@ -581,6 +474,8 @@ __global__ void __launch_bounds__(512, 1) k_infllm_lse_wgp(float *lse, const flo
             rec[1] = L;
         }
     }
+#else
+    __trap(); /* launched only on sm_90, whose code this build lacks (build with sm_90a) */
 #endif
 }
 
@@ -605,52 +500,15 @@ static int launch_lse_wgp(cudaStream_t st, float *lse, const float *q, int64_t l
     return attn_combine(st, lse, d->nh, scratch, nsplit, T * d->nh, d->nh, 0);
 }
 
-template <int HD, int NWG, bool SWAP>
-static int launch_lse_wg(cudaStream_t st, float *lse, const float *q, int64_t ldq, const bf16 *C2, int64_t n2_avail,
-                         int64_t T, int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch,
-                         int64_t scratch_floats) {
-    constexpr int smem = LSE2_STAGES * IWG_TILE_BYTES(HD), NW = 4 * NWG;
-    static bool attr = false;
-    if (!attr) {
-        cudaFuncSetAttribute(k_infllm_lse_wg<HD, NWG, SWAP>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-        attr = true;
-    }
-    int64_t nblk = (T + NW - 1) / NW;
-    int64_t ntiles = (nwin64(kv_len, d->l2, d->s2) + MMA_BK - 1) / MMA_BK;
-    int nsplit = attn_pick_split(nblk * d->nkv, ntiles, T * d->nh, 0, scratch_floats);
-    dim3 grid((unsigned)nblk, d->nkv, nsplit);
-    k_infllm_lse_wg<HD, NWG, SWAP><<<grid, NWG * 128, smem, st>>>(lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode,
-                                                                  d->nh, d->nkv, d->l2, d->s2, d->scale, nsplit,
-                                                                  scratch);
-    int e = LAUNCH_CHECK();
-    if (e || nsplit == 1) return e;
-    return attn_combine(st, lse, d->nh, scratch, nsplit, T * d->nh, d->nh, 0);
-}
-
 template <int HD>
 static int lse_rm(cudaStream_t st, float *lse, const float *q, int64_t ldq, const void *C2v, int64_t n2_avail, int64_t T,
                   int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch, int64_t sf) {
     if (d->bf16) {
         const bf16 *C2 = (const bf16 *)C2v;
         if (d->nh == 16 * d->nkv && T >= 16) {
-            const char *ev = getenv("SALA_INFLLM_LSE_VARIANT"); /* temporary: kernel variants for the bench */
-            const int variant = ev ? atoi(ev) : 1;
-            if ((HD != 128 && variant < 5) || variant == 1)
-                return launch_lse_g16<HD, 8, 2>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
-            if (variant == 2)
-                return launch_lse_g16<HD, 6, 2>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
-            if (variant == 3)
-                return launch_lse_g16<HD, 8, 1>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
-            if (variant == 4)
-                return launch_lse_g16<HD, 4, 3>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
-            if (variant == 5)
-                return launch_lse_wg<HD, 4, false>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
-            if (variant == 6)
-                return launch_lse_wg<HD, 2, false>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
-            if (variant == 7)
-                return launch_lse_wg<HD, 4, true>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
-            if (variant == 8)
+            if (iwg_enabled())
                 return launch_lse_wgp<HD>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
+            return launch_lse_g16<HD, 8, 2>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
         }
         if (T * (d->nh / d->nkv) <= 16)
             return launch_lse_mma<HD, 1>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);

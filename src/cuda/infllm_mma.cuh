@@ -1,16 +1,25 @@
 /* infllm_mma.cuh — tensor-core pieces of InfLLM-v2 stage 1 (the LSE pass and the level-1 scores) in the
- * bf16 mode, for G = 16 query heads per KV group. Device code only.
+ * bf16 mode, for G = 16 query heads per KV group (the released model). Two forms:
  *
- * A warp owns two rows (2 × 16 query vectors of one KV group) and computes the transposed scores
- * Sᵀ = K Qᵀ of a 64-key tile as 4 key tiles (m = 16 keys) × 2 head tiles (n = 8 heads) per row:
+ * mma.sync (any sm_80+ GPU): a warp owns two rows (2 × 16 query vectors of one KV group) and computes the
+ * transposed scores Sᵀ = K Qᵀ of a 64-key tile as 4 key tiles (m = 16 keys) × 2 head tiles (n = 8
+ * heads) per row:
  *   A = 16 keys × 16 dims of the tile, one ldmatrix.x4 from shared memory, used by 4 mma (2 rows × 2 head
  *       tiles), so every key fragment read from shared memory serves 32 query vectors;
  *   B = q of 8 heads × 16 dims, kept in registers for the whole launch (HD/16 · 2 · 2 · 2 words per row).
  * C layout (mma_core.cuh): c0,c1 = (key 16·mt + g, heads 8·nt + 2t, +1), c2,c3 = key 16·mt + 8 + g; so a
  * thread holds 4 heads of each key it sees, and sums over the group of heads need only the 4 lanes of a
- * quad. Key tiles sit in shared memory as [64][HD+8] bf16 (conflict-free ldmatrix rows). */
+ * quad. Key tiles sit in shared memory as [64][HD+8] bf16 (conflict-free ldmatrix rows).
+ *
+ * wgmma (sm_90a, below): a warp owns one row; the 4 warps of a warpgroup are the 64 rows of A (q in
+ * registers) against key tiles that the tensor cores read from shared memory themselves, asynchronously,
+ * so a warp turns one half tile into exps while the next half is multiplied.
+ *
+ * iwg_enabled() (host) picks the form. */
 #ifndef SALA_CUDA_INFLLM_MMA_CUH
 #define SALA_CUDA_INFLLM_MMA_CUH
+
+#include <stdlib.h>
 
 #include "cuda/mma_core.cuh"
 
@@ -100,7 +109,7 @@ static __device__ __forceinline__ void imma_scores16(float acc[2][2][4], const u
  * B = the key tile in shared memory, K-major without swizzle: 16-byte chunk c (dims 8c..8c+7) of key n
  * at byte (c·8 + n/8)·128 + (n%8)·16, so a k-step's two chunks are 1024 bytes apart (leading byte
  * offset) and groups of 8 keys 128 bytes apart (stride byte offset);
- * D (m64n64) per warp: d[4i + e] = (head g + 8·(e>>1), key 8i + 2t + (e&1)). */
+ * D (m64nN) per warp: d[4i + e] = (head g + 8·(e>>1), key 8i + 2t + (e&1)). */
 #define IWG_TILE_BYTES(HD) (MMA_BK * (HD) * 2)
 
 template <int HD, int NT>
@@ -125,26 +134,7 @@ static __device__ __forceinline__ uint64_t iwg_desc(const void *smem, int lbo, i
 #define IWG_OK 1
 static __device__ __forceinline__ void iwg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 static __device__ __forceinline__ void iwg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-static __device__ __forceinline__ void iwg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 static __device__ __forceinline__ void iwg_proxy_fence() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-static __device__ __forceinline__ void iwg_reg_fence(float d[32]) {
-#pragma unroll
-    for (int i = 0; i < 32; i++) asm volatile("" : "+f"(d[i])::"memory");
-}
-static __device__ __forceinline__ void iwg_m64n64k16(float d[32], const uint32_t a[4], uint64_t desc, int acc) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-                 "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
-                   "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),
-                   "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),
-                   "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(acc));
-}
-
 template <int N> static __device__ __forceinline__ void iwg_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
@@ -175,23 +165,26 @@ static __device__ __forceinline__ void iwg_issue_half(float d[16], const uint32_
     iwg_commit();
 }
 
-/* d = scores (heads × 64 keys) of the warp's row against the tile at `tile` (layout above) */
-template <int HD, bool SWAP>
-static __device__ __forceinline__ void iwg_scores(float d[32], const uint32_t qa[HD / 16][4], const unsigned char *tile) {
-    iwg_reg_fence(d);
-    iwg_fence();
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++)
-        iwg_m64n64k16(d, qa[kk], iwg_desc(tile + kk * 2048, SWAP ? 128 : 1024, SWAP ? 1024 : 128), kk > 0);
-    iwg_commit();
-    iwg_wait0();
-    iwg_reg_fence(d);
-}
 #else
 #define IWG_OK 0
 #endif
 
-/* A fragments of warp w's row t0 + w (heads g·16..), through `stage` 8 rows at a time (as imma_load_q) */
+/* host: the wgmma kernels run on sm_90 (Hopper); SALA_INFLLM_MMA=1 selects the mma.sync ones there too
+ * (to compare them on the same card). The build must then hold sm_90a code (the Makefile's CUARCH has
+ * it; without it the wgmma kernels trap rather than return wrong scores). */
+static inline bool iwg_enabled(void) {
+    static int major = -1;
+    if (major < 0) {
+        int dev = 0;
+        major = 0;
+        if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    }
+    const char *e = getenv("SALA_INFLLM_MMA");
+    return major == 9 && !(e && *e == '1');
+}
+
+/* A fragments of warp w's row t0 + w (heads g·16..), through `stage` 8 rows at a time (as imma_load_q;
+ * every thread of the block calls it) */
 template <int HD, int NW>
 static __device__ __forceinline__ void iwg_load_q(uint32_t qa[HD / 16][4], bf16 *stage, const float *q, int64_t ldq,
                                                   int64_t t0, int64_t T, int g) {
@@ -229,27 +222,5 @@ static __device__ __forceinline__ void iwg_load_q(uint32_t qa[HD / 16][4], bf16 
     __syncthreads();
 }
 
-/* sum over the 8 lanes of a column group (lane bits 2..4) of s[16] (x = 2i + j ↔ key 8i + 2t + j),
- * scattered: lane (g, t) keeps keys 8g + 2t + k in z[k] */
-static __device__ __forceinline__ void iwg_reduce_scatter(const float s[16], float z[2]) {
-    const int gq = (threadIdx.x & 31) >> 2;
-    const bool b2 = gq & 4, b1 = gq & 2, b0 = gq & 1;
-    float w[8], u[4];
-#pragma unroll
-    for (int k = 0; k < 8; k++) {
-        const float keep = b2 ? s[k + 8] : s[k], send = b2 ? s[k] : s[k + 8];
-        w[k] = keep + __shfl_xor_sync(0xffffffffu, send, 16);
-    }
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-        const float keep = b1 ? w[k + 4] : w[k], send = b1 ? w[k] : w[k + 4];
-        u[k] = keep + __shfl_xor_sync(0xffffffffu, send, 8);
-    }
-#pragma unroll
-    for (int k = 0; k < 2; k++) {
-        const float keep = b0 ? u[k + 2] : u[k], send = b0 ? u[k] : u[k + 2];
-        z[k] = keep + __shfl_xor_sync(0xffffffffu, send, 4);
-    }
-}
 
 #endif

@@ -11,9 +11,10 @@
  * previous tile; that tile stores it as halo[tile], and the top-k kernel folds it in. Tiles with no
  * block at or before the rows' own block are skipped (the top-k never reads them); tiles past every
  * row's visible keys only write 0 / −inf. With d->bf16 the dot products run on tensor cores (q and C1
- * rounded to bf16 like the official kernel, fp32 accumulation); exps, sums and pooling stay fp32. */
-#include <stdlib.h>
-
+ * rounded to bf16 like the official kernel, fp32 accumulation); exps, sums and pooling stay fp32.
+ * Kernels: k_infllm_score (fp32 mode); in the bf16 mode with G = 16 and P = 4 and at least 16 rows,
+ * k_infllm_score_wgp on sm_90 (wgmma) and k_infllm_score_g16 elsewhere (mma.sync), both in
+ * infllm_mma.cuh's layouts; k_infllm_score_mma for the rest (decode, other group sizes). */
 #include "cuda/attn_core.cuh"
 #include "cuda/infllm_mma.cuh"
 #include "cuda/mma_core.cuh"
@@ -395,117 +396,13 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_score_g16(float *poole
     }
 }
 
-/* The same on warpgroup MMA (sm_90a): NWG warpgroups, one row per warp (4·NWG rows per block), the
- * scores of a row's 16 heads × 64 keys from 8 wgmma (m64n64k16, q in registers, keys in shared memory).
- * The group sum is a reduce-scatter over the 8 lanes of a column group (14 shuffles per row and tile);
- * lane (g, t) ends with keys 8g + 2t, +1, so a block (4 keys) lives in lanes t, t^1 and its halo key in
- * the lane before: pooling takes two more shuffles and no shared memory. */
-template <int HD, int NWG, bool SWAP>
-__global__ void __launch_bounds__(NWG * 128, 1) k_infllm_score_wg(float *pooled, float *halo, const float *q, int64_t ldq,
-                                                             const float *lse, const bf16 *C1, int64_t n1_avail,
-                                                             int64_t T, int64_t pos0, int64_t kv_len, int decode,
-                                                             int nh, int nkv, int l1, int s1, int block, float scale,
-                                                             int64_t nblk_cap, int64_t ntile_cap) {
-#if IWG_OK
-    constexpr int NW = 4 * NWG, NT = 128 * NWG, TB = IWG_TILE_BYTES(HD);
-    extern __shared__ uint4 smem_u4[];
-    unsigned char *Ks = (unsigned char *)smem_u4;
-    const int g = blockIdx.z;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-    const int64_t t0 = (int64_t)blockIdx.x * NW;
-    const int64_t t_last = t0 + NW - 1 < T - 1 ? t0 + NW - 1 : T - 1;
-    const int64_t qb_last = (pos0 + t_last) / block;
-    const int64_t jt0 = (int64_t)blockIdx.y * SC2_TILES;
-    if (jt0 * 16 > qb_last) return;
-    int64_t jt_end = jt0 + SC2_TILES;
-    if (jt_end > qb_last / 16 + 1) jt_end = qb_last / 16 + 1;
-    const int64_t n1_call = nwin64(kv_len, l1, s1);
-    int64_t vmax = infllm_vis(pos0 + t_last, kv_len, decode, l1, s1);
-    if (vmax > n1_avail) vmax = n1_avail;
-    int64_t jt_load = (vmax + MMA_BK - 1) / MMA_BK;
-    if (jt_load > jt_end) jt_load = jt_end;
-    if (jt_load < jt0) jt_load = jt0;
-    const int64_t jbase = jt0 * MMA_BK;
-    auto rel = [&](int64_t x) { x -= jbase; return x < 0 ? 0 : x > 64 * (SC2_TILES + 1) ? 64 * (SC2_TILES + 1) : (int)x; };
-    const int64_t t = t0 + warp;
-    const bool rv = t < T;
-    int v1r, n1r = rel(n1_call);
-    {
-        int64_t v = rv ? infllm_vis(pos0 + t, kv_len, decode, l1, s1) : 0;
-        v1r = rel(v < vmax ? v : vmax);
-    }
-    const int64_t tg = t * nkv + g;
-    float *pool_out = pooled + tg * nblk_cap + jt0 * 16 + 2 * gq + (tq >> 1);
-    float *halo_out = halo + tg * ntile_cap + jt0 + 1;
-    const int halo_n = (int)(ntile_cap - 1 - jt0);
-    const int src_prev = lane - 1 - (tq & 1) < 0 ? 0 : lane - 1 - (tq & 1);
-    /* z[k]: group sum of key 8·gq + 2·tq + k of tile jt0 + it */
-    auto emit = [&](int it, float z0, float z1) {
-        const int j0 = it * MMA_BK, key = j0 + 8 * gq + 2 * tq;
-        z0 = key < v1r ? z0 : key < n1r ? 0.f : -INFINITY;
-        z1 = key + 1 < v1r ? z1 : key + 1 < n1r ? 0.f : -INFINITY;
-        float m = fmaxf(z0, z1);
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
-        const float prev = __shfl_sync(0xffffffffu, z1, src_prev); /* key 4·bl − 1 */
-        if (lane >= 2) m = fmaxf(m, prev);
-        if (rv) {
-            if (!(tq & 1)) pool_out[it * 16] = m;
-            if (lane == 31 && it < halo_n) halo_out[it] = z1; /* key 63 */
-        }
-    };
-    const bf16 *Cg = C1 + (int64_t)g * HD;
-    const int64_t cstride = (int64_t)nkv * HD;
-    if (jt_load > jt0) {
-        uint32_t qa[HD / 16][4];
-        iwg_load_q<HD, NW>(qa, (bf16 *)Ks, q, ldq, t0, T, g);
-        float nl2[2];
-#pragma unroll
-        for (int hh = 0; hh < 2; hh++) nl2[hh] = rv ? -lse[t * nh + g * 16 + gq + 8 * hh] * LOG2E_F : 0.f;
-        const float sl2 = scale * LOG2E_F;
-#pragma unroll
-        for (int s = 0; s < SC2_STAGES - 1; s++) {
-            if (jt0 + s < jt_load) iwg_async_tile<HD, NT>(Ks + s * TB, Cg, cstride, (jt0 + s) * MMA_BK, vmax);
-            cp_async_commit();
-        }
-        int stage = 0;
-        const int nload = (int)(jt_load - jt0);
-        for (int it = 0; it < nload; it++) {
-            cp_async_wait<SC2_STAGES - 2>();
-            iwg_proxy_fence(); /* the tile's bytes, written by cp.async, are read by the tensor cores' proxy */
-            __syncthreads();
-            {
-                const int in = it + SC2_STAGES - 1;
-                int sn = stage + SC2_STAGES - 1;
-                if (sn >= SC2_STAGES) sn -= SC2_STAGES;
-                if (in < nload) iwg_async_tile<HD, NT>(Ks + sn * TB, Cg, cstride, (jt0 + in) * MMA_BK, vmax);
-                cp_async_commit();
-            }
-            const unsigned char *Kt = Ks + stage * TB;
-            if (++stage == SC2_STAGES) stage = 0;
-            float d[32];
-            iwg_scores<HD, SWAP>(d, qa, Kt);
-            float sv[16];
-#pragma unroll
-            for (int i = 0; i < 8; i++)
-#pragma unroll
-                for (int j = 0; j < 2; j++)
-                    sv[2 * i + j] = imma_ex2(fmaf(d[4 * i + j], sl2, nl2[0])) + imma_ex2(fmaf(d[4 * i + 2 + j], sl2, nl2[1]));
-            float z[2];
-            iwg_reduce_scatter(sv, z);
-            emit(it, z[0], z[1]);
-        }
-        cp_async_wait<0>();
-    }
-    for (int it = (int)(jt_load - jt0); it < (int)(jt_end - jt0); it++) emit(it, 0.f, 0.f);
-#endif
-}
-
-/* Pipelined: each tile runs as two halves of 32 keys (m64n32k16) with two accumulator sets, so the
- * tensor cores work on the next half while the warp turns the current one into exps (the phases of
- * the block no longer alternate between the tensor and the MUFU units); the next tile's barrier sits
- * while a half is in flight. Four key stages (tile it + 3 loads while it is read). A half leaves lane
- * (g, t) the group sum of key 32·h + 8·(g>>1) + 2t + (g&1); the warp pools a tile through a 64-float
- * buffer laid out [key % 4][key / 4]. */
+/* sm_90: 16 warps = 4 warpgroups = 16 rows per block, one row per warp; SC2_TILES key tiles per block
+ * through four cp.async stages, one __syncthreads per tile. A tile runs as two halves of 32 keys
+ * (m64n32k16 × HD/16, q in registers) issued together on two accumulator sets: the warp turns the
+ * first half into exps while the tensor cores multiply the second (the mma.sync kernel alternates tensor
+ * and MUFU phases in lockstep over the whole block instead). A half leaves lane (g, t) the group sum of
+ * key 32·h + 8·(g>>1) + 2t + (g&1) after a reduce-scatter over the 8 lanes of a column group (7
+ * shuffles); the warp pools the tile through a 64-float buffer laid out [key % 4][key / 4]. */
 #define SCP_STAGES 4
 template <int HD>
 __global__ void __launch_bounds__(512, 1) k_infllm_score_wgp(float *pooled, float *halo, const float *q, int64_t ldq,
@@ -632,6 +529,8 @@ __global__ void __launch_bounds__(512, 1) k_infllm_score_wgp(float *pooled, floa
         put(it, 32 + lane, 0.f);
         pool(it);
     }
+#else
+    __trap(); /* launched only on sm_90, whose code this build lacks (build with sm_90a) */
 #endif
 }
 
@@ -651,27 +550,6 @@ static int launch_score_wgp(cudaStream_t st, float *pooled, float *halo, const f
     k_infllm_score_wgp<HD><<<grid, 512, smem, st>>>(pooled, halo, q, ldq, lse, (const bf16 *)C1, n1_avail, T, pos0,
                                                      kv_len, decode, d->nh, d->nkv, d->l1, d->s1, d->block, d->scale,
                                                      nblk_cap, ntile_cap);
-    return LAUNCH_CHECK();
-}
-
-template <int HD, int NWG, bool SWAP>
-static int launch_score_wg(cudaStream_t st, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
-                           const void *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
-                           const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
-    constexpr int smem = SC2_STAGES * IWG_TILE_BYTES(HD);
-    static bool attr = false;
-    if (!attr) {
-        cudaFuncSetAttribute(k_infllm_score_wg<HD, NWG, SWAP>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-        attr = true;
-    }
-    constexpr int NW = 4 * NWG;
-    int64_t ntiles = ((pos0 + T - 1) / d->block + 1) * 4 / ATT_BK + 1;
-    if (ntiles * (int64_t)(ATT_BK / 4) > nblk_cap || ntiles + 1 > ntile_cap) return (int)cudaErrorInvalidValue;
-    dim3 grid((unsigned)((T + NW - 1) / NW), (unsigned)((ntiles + SC2_TILES - 1) / SC2_TILES), d->nkv);
-    k_infllm_score_wg<HD, NWG, SWAP><<<grid, NWG * 128, smem, st>>>(pooled, halo, q, ldq, lse, (const bf16 *)C1,
-                                                                    n1_avail, T, pos0, kv_len, decode, d->nh, d->nkv,
-                                                                    d->l1, d->s1, d->block, d->scale, nblk_cap,
-                                                                    ntile_cap);
     return LAUNCH_CHECK();
 }
 
@@ -724,32 +602,11 @@ static int score_rm(cudaStream_t st, float *pooled, float *halo, const float *q,
                     const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
     int G = d->nh / d->nkv;
     if (d->bf16 && G == 16 && d->block / d->s1 == 4 && T >= 16) {
-        const char *ev = getenv("SALA_INFLLM_VARIANT"); /* temporary: kernel variants for the bench */
-        const int variant = ev ? atoi(ev) : 1;
-        if ((HD != 128 && variant < 5) || variant == 1)
-            return launch_score_g16<HD, 8, 2>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d,
-                                              nblk_cap, ntile_cap);
-        if (variant == 2)
-            return launch_score_g16<HD, 6, 2>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d,
-                                              nblk_cap, ntile_cap);
-        if (variant == 3)
-            return launch_score_g16<HD, 8, 1>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d,
-                                              nblk_cap, ntile_cap);
-        if (variant == 4)
-            return launch_score_g16<HD, 4, 3>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d,
-                                              nblk_cap, ntile_cap);
-        if (variant == 5)
-            return launch_score_wg<HD, 4, false>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode,
-                                                 d, nblk_cap, ntile_cap);
-        if (variant == 6)
-            return launch_score_wg<HD, 2, false>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode,
-                                                 d, nblk_cap, ntile_cap);
-        if (variant == 7)
-            return launch_score_wg<HD, 4, true>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode,
-                                                d, nblk_cap, ntile_cap);
-        if (variant == 8)
+        if (iwg_enabled())
             return launch_score_wgp<HD>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d,
                                         nblk_cap, ntile_cap);
+        return launch_score_g16<HD, 8, 2>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d,
+                                          nblk_cap, ntile_cap);
     }
     if (d->bf16) {
         /* G == 16: 8 warps = 8 rows per block share each key tile and sum their heads in registers;
