@@ -3,8 +3,7 @@
  * step 2); −inf when nothing is visible. It normalises the level-1 scores in infllm_score.cu.
  * Same tiling as dense attention without the value pass (attn_core.cuh); decode splits the keys. With
  * d->bf16 the dot products run on tensor cores (q and C2 rounded to bf16, mma_core.cuh): for G = 16 and
- * at least 16 rows k_infllm_lse_wgp on sm_90 (wgmma) or k_infllm_lse_g16 (mma.sync), in the layouts of
- * infllm_mma.cuh; k_infllm_lse_mma otherwise. */
+ * at least 16 rows k_infllm_lse_g16 (infllm_mma.cuh), k_infllm_lse_mma otherwise. */
 #include "cuda/attn_core.cuh"
 #include "cuda/attn_internal.cuh"
 #include "cuda/infllm_mma.cuh"
@@ -192,7 +191,7 @@ static int launch_lse_mma(cudaStream_t st, float *lse, const float *q, int64_t l
 
 /* G == 16, at least 16 rows: 8 warps × 2 rows per block (infllm_mma.cuh), key tiles through three cp.async
  * stages. Each thread keeps its own running (max, sum) for each of its 4 heads per row over the keys it
- * holds (no cross-lane traffic per tile); the quad's 8 lanes sharing a head merge them at the end. The max
+ * holds (no cross-lane traffic per tile); the 8 lanes holding the same heads merge them at the end. The max
  * is lazy: it moves only when a score exceeds it by more than 2^8, so a tile rarely rescales, and every
  * exp stays ≤ 2^8 (exact in the sum's result, which is m + log2 l whatever m is). */
 #define LSE2_STAGES 3
@@ -360,156 +359,13 @@ static int launch_lse_g16(cudaStream_t st, float *lse, const float *q, int64_t l
     return attn_combine(st, lse, d->nh, scratch, nsplit, T * d->nh, d->nh, 0);
 }
 
-/* sm_90, as k_infllm_score_wgp: one row per warp, halves of 32 keys on two accumulator sets (the exps
- * of the first half run while the tensor cores compute the second), four key stages. A thread holds
- * heads g and g + 8 of its row over 8 keys per half: the same lazy running max as k_infllm_lse_g16,
- * per head per half; the 4 lanes of a row group merge at the end. */
-#define LSEP_STAGES 4
-template <int HD>
-__global__ void __launch_bounds__(512, 1) k_infllm_lse_wgp(float *lse, const float *q, int64_t ldq, const bf16 *C2,
-                                                         int64_t n2_avail, int64_t T, int64_t pos0, int64_t kv_len,
-                                                         int decode, int nh, int nkv, int l2, int s2, float scale,
-                                                         int nsplit, float *part) {
-#if IWG_OK
-    constexpr int NW = 16, NT = 512, TB = IWG_TILE_BYTES(HD);
-    constexpr float MNONE = -1e30f;
-    extern __shared__ uint4 smem_u4[];
-    unsigned char *Ks = (unsigned char *)smem_u4;
-    const int g = blockIdx.y, split = blockIdx.z;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-    const int64_t t0 = (int64_t)blockIdx.x * NW;
-    const int64_t t_last = t0 + NW - 1 < T - 1 ? t0 + NW - 1 : T - 1;
-    int64_t vmax = infllm_vis(pos0 + t_last, kv_len, decode, l2, s2);
-    if (vmax > n2_avail) vmax = n2_avail;
-    const int64_t ntiles = (vmax + MMA_BK - 1) / MMA_BK, tps = (ntiles + nsplit - 1) / nsplit;
-    const int64_t kt0 = split * tps, kt1 = kt0 + tps < ntiles ? kt0 + tps : ntiles;
-    const int64_t t = t0 + warp;
-    int64_t v2 = t < T ? infllm_vis(pos0 + t, kv_len, decode, l2, s2) : 0;
-    if (v2 > vmax) v2 = vmax;
-    float m[2] = {MNONE, MNONE}, l[2] = {0.f, 0.f}; /* heads gq, gq + 8; log2 units */
-    const int nload = kt1 > kt0 ? (int)(kt1 - kt0) : 0;
-    if (nload > 0) {
-        uint32_t qa[HD / 16][4];
-        iwg_load_q<HD, NW>(qa, (bf16 *)Ks, q, ldq, t0, T, g);
-        const float sl2 = scale * LOG2E_F;
-        const bf16 *Cg = C2 + (int64_t)g * HD;
-        const int64_t cstride = (int64_t)nkv * HD;
-        /* keys of this split relative to its first, as ints: the row sees keys < vrel */
-        const int64_t vr64 = v2 - kt0 * MMA_BK;
-        const int vrel = vr64 < 0 ? 0 : vr64 > (int64_t)nload * MMA_BK ? nload * MMA_BK : (int)vr64;
-#pragma unroll
-        for (int s = 0; s < LSEP_STAGES - 1; s++) {
-            if (s < nload) iwg_async_tile<HD, NT>(Ks + s * TB, Cg, cstride, (kt0 + s) * MMA_BK, vmax);
-            cp_async_commit();
-        }
-        float acc[2][16];
-        /* fold a finished half (keys k0 .. k0 + 31 of the split) into (m, l) */
-        auto fold = [&](const float d[16], int k0) {
-#pragma unroll
-            for (int hh = 0; hh < 2; hh++) {
-                float x[8]; /* keys k0 + 8i + 2t + j; −inf where the row does not see them */
-#pragma unroll
-                for (int i = 0; i < 4; i++)
-#pragma unroll
-                    for (int j = 0; j < 2; j++) x[2 * i + j] = k0 + 8 * i + 2 * tq + j < vrel ? d[4 * i + 2 * hh + j] : -INFINITY;
-                float mx = -INFINITY;
-#pragma unroll
-                for (int i = 0; i < 8; i++) mx = fmaxf(mx, x[i]);
-                mx *= sl2;
-                if (mx > m[hh] + LSE2_SLACK) {
-                    l[hh] *= imma_ex2(m[hh] - mx);
-                    m[hh] = mx;
-                }
-                const float nm = -m[hh];
-                float a0 = 0.f, a1 = 0.f;
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    a0 += imma_ex2(fmaf(x[2 * i], sl2, nm));
-                    a1 += imma_ex2(fmaf(x[2 * i + 1], sl2, nm));
-                }
-                l[hh] += a0 + a1;
-            }
-        };
-        for (int it = 0; it < nload; it++) {
-            cp_async_wait<LSEP_STAGES - 2>();
-            iwg_proxy_fence(); /* the tile's bytes, written by cp.async, are read by the tensor cores' proxy */
-            __syncthreads();   /* tile it is in for every thread; tile it − 1's stage is free */
-            if (it + LSEP_STAGES - 1 < nload)
-                iwg_async_tile<HD, NT>(Ks + ((it + LSEP_STAGES - 1) % LSEP_STAGES) * TB, Cg, cstride,
-                                       (kt0 + it + LSEP_STAGES - 1) * MMA_BK, vmax);
-            cp_async_commit();
-            /* both halves in flight; the first one's exps overlap the second one's MMA (nothing stays
-             * in flight across iterations: ptxas serialises wgmma otherwise) */
-            const unsigned char *Kt = Ks + (it % LSEP_STAGES) * TB;
-            iwg_issue_half<HD>(acc[0], qa, Kt, 0);
-            iwg_issue_half<HD>(acc[1], qa, Kt, 1);
-            iwg_wait<1>();
-            iwg_reg_fence16(acc[0]);
-            fold(acc[0], it * MMA_BK);
-            iwg_wait<0>();
-            iwg_reg_fence16(acc[1]);
-            fold(acc[1], it * MMA_BK + 32);
-        }
-        cp_async_wait<0>();
-    }
-#pragma unroll
-    for (int hh = 0; hh < 2; hh++)
-#pragma unroll
-        for (int o = 1; o < 4; o <<= 1) {
-            const float mo = __shfl_xor_sync(0xffffffffu, m[hh], o), lo = __shfl_xor_sync(0xffffffffu, l[hh], o);
-            const float mn = fmaxf(m[hh], mo);
-            l[hh] = l[hh] * imma_ex2(m[hh] - mn) + lo * imma_ex2(mo - mn);
-            m[hh] = mn;
-        }
-    if (tq != 0 || t >= T) return;
-#pragma unroll
-    for (int hh = 0; hh < 2; hh++) {
-        const int64_t h = g * 16 + gq + 8 * hh;
-        const float L = l[hh], M = m[hh];
-        if (nsplit == 1) {
-            lse[t * nh + h] = L > 0.f ? (M + log2f(L)) * LN2_F : -INFINITY;
-        } else {
-            float *rec = part + ((int64_t)split * T * nh + t * nh + h) * 2;
-            rec[0] = L > 0.f ? M * LN2_F : -INFINITY;
-            rec[1] = L;
-        }
-    }
-#else
-    __trap(); /* launched only on sm_90, whose code this build lacks (build with sm_90a) */
-#endif
-}
-
-template <int HD>
-static int launch_lse_wgp(cudaStream_t st, float *lse, const float *q, int64_t ldq, const bf16 *C2, int64_t n2_avail,
-                          int64_t T, int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch,
-                          int64_t scratch_floats) {
-    constexpr int smem = LSEP_STAGES * IWG_TILE_BYTES(HD);
-    static bool attr = false;
-    if (!attr) {
-        cudaFuncSetAttribute(k_infllm_lse_wgp<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-        attr = true;
-    }
-    int64_t nblk = (T + 15) / 16;
-    int64_t ntiles = (nwin64(kv_len, d->l2, d->s2) + MMA_BK - 1) / MMA_BK;
-    int nsplit = attn_pick_split(nblk * d->nkv, ntiles, T * d->nh, 0, scratch_floats);
-    dim3 grid((unsigned)nblk, d->nkv, nsplit);
-    k_infllm_lse_wgp<HD><<<grid, 512, smem, st>>>(lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d->nh, d->nkv,
-                                                   d->l2, d->s2, d->scale, nsplit, scratch);
-    int e = LAUNCH_CHECK();
-    if (e || nsplit == 1) return e;
-    return attn_combine(st, lse, d->nh, scratch, nsplit, T * d->nh, d->nh, 0);
-}
-
 template <int HD>
 static int lse_rm(cudaStream_t st, float *lse, const float *q, int64_t ldq, const void *C2v, int64_t n2_avail, int64_t T,
                   int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch, int64_t sf) {
     if (d->bf16) {
         const bf16 *C2 = (const bf16 *)C2v;
-        if (d->nh == 16 * d->nkv && T >= 16) {
-            if (iwg_enabled())
-                return launch_lse_wgp<HD>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
+        if (d->nh == 16 * d->nkv && T >= 16) /* the released model's prefill */
             return launch_lse_g16<HD, 8, 2>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
-        }
         if (T * (d->nh / d->nkv) <= 16)
             return launch_lse_mma<HD, 1>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
         return launch_lse_mma<HD, 4>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);

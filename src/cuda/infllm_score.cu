@@ -12,9 +12,8 @@
  * block at or before the rows' own block are skipped (the top-k never reads them); tiles past every
  * row's visible keys only write 0 / −inf. With d->bf16 the dot products run on tensor cores (q and C1
  * rounded to bf16 like the official kernel, fp32 accumulation); exps, sums and pooling stay fp32.
- * Kernels: k_infllm_score (fp32 mode); in the bf16 mode with G = 16 and P = 4 and at least 16 rows,
- * k_infllm_score_wgp on sm_90 (wgmma) and k_infllm_score_g16 elsewhere (mma.sync), both in
- * infllm_mma.cuh's layouts; k_infllm_score_mma for the rest (decode, other group sizes). */
+ * Kernels: k_infllm_score (fp32 mode); in the bf16 mode k_infllm_score_g16 for G = 16, P = 4 and at
+ * least 16 rows (infllm_mma.cuh), k_infllm_score_mma for the rest (decode steps, other group sizes). */
 #include "cuda/attn_core.cuh"
 #include "cuda/infllm_mma.cuh"
 #include "cuda/mma_core.cuh"
@@ -396,163 +395,6 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_score_g16(float *poole
     }
 }
 
-/* sm_90: 16 warps = 4 warpgroups = 16 rows per block, one row per warp; SC2_TILES key tiles per block
- * through four cp.async stages, one __syncthreads per tile. A tile runs as two halves of 32 keys
- * (m64n32k16 × HD/16, q in registers) issued together on two accumulator sets: the warp turns the
- * first half into exps while the tensor cores multiply the second (the mma.sync kernel alternates tensor
- * and MUFU phases in lockstep over the whole block instead). A half leaves lane (g, t) the group sum of
- * key 32·h + 8·(g>>1) + 2t + (g&1) after a reduce-scatter over the 8 lanes of a column group (7
- * shuffles); the warp pools the tile through a 64-float buffer laid out [key % 4][key / 4]. */
-#define SCP_STAGES 4
-template <int HD>
-__global__ void __launch_bounds__(512, 1) k_infllm_score_wgp(float *pooled, float *halo, const float *q, int64_t ldq,
-                                                           const float *lse, const bf16 *C1, int64_t n1_avail,
-                                                           int64_t T, int64_t pos0, int64_t kv_len, int decode, int nh,
-                                                           int nkv, int l1, int s1, int block, float scale,
-                                                           int64_t nblk_cap, int64_t ntile_cap) {
-#if IWG_OK
-    constexpr int NW = 16, NT = 512, TB = IWG_TILE_BYTES(HD);
-    extern __shared__ uint4 smem_u4[];
-    unsigned char *Ks = (unsigned char *)smem_u4;
-    __shared__ float pool_s[NW][64];
-    const int g = blockIdx.z;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-    const int64_t t0 = (int64_t)blockIdx.x * NW;
-    const int64_t t_last = t0 + NW - 1 < T - 1 ? t0 + NW - 1 : T - 1;
-    const int64_t qb_last = (pos0 + t_last) / block;
-    const int64_t jt0 = (int64_t)blockIdx.y * SC2_TILES;
-    if (jt0 * 16 > qb_last) return;
-    int64_t jt_end = jt0 + SC2_TILES;
-    if (jt_end > qb_last / 16 + 1) jt_end = qb_last / 16 + 1;
-    const int64_t n1_call = nwin64(kv_len, l1, s1);
-    int64_t vmax = infllm_vis(pos0 + t_last, kv_len, decode, l1, s1);
-    if (vmax > n1_avail) vmax = n1_avail;
-    int64_t jt_load = (vmax + MMA_BK - 1) / MMA_BK;
-    if (jt_load > jt_end) jt_load = jt_end;
-    if (jt_load < jt0) jt_load = jt0;
-    const int64_t jbase = jt0 * MMA_BK;
-    auto rel = [&](int64_t x) { x -= jbase; return x < 0 ? 0 : x > 64 * (SC2_TILES + 1) ? 64 * (SC2_TILES + 1) : (int)x; };
-    const int64_t t = t0 + warp;
-    const bool rv = t < T;
-    int v1r, n1r = rel(n1_call);
-    {
-        int64_t v = rv ? infllm_vis(pos0 + t, kv_len, decode, l1, s1) : 0;
-        v1r = rel(v < vmax ? v : vmax);
-    }
-    const int64_t tg = t * nkv + g;
-    float *pool_out = pooled + tg * nblk_cap + jt0 * 16 + lane;
-    float *halo_out = halo + tg * ntile_cap + jt0 + 1;
-    const int halo_n = (int)(ntile_cap - 1 - jt0);
-    float *ps = pool_s[warp];
-    /* the group sum z of key `key` (0..63) of tile it, masked, into the pool buffer */
-    auto put = [&](int it, int key, float z) {
-        const int j = it * MMA_BK + key;
-        ps[(key & 3) * 16 + (key >> 2)] = j < v1r ? z : j < n1r ? 0.f : -INFINITY;
-    };
-    auto pool = [&](int it) {
-        __syncwarp();
-        if (lane < 16) {
-            float m = fmaxf(fmaxf(ps[lane], ps[16 + lane]), fmaxf(ps[32 + lane], ps[48 + lane]));
-            if (lane > 0) m = fmaxf(m, ps[48 + lane - 1]); /* key 4·bl − 1 */
-            if (rv) {
-                pool_out[it * 16] = m;
-                if (lane == 15 && it < halo_n) halo_out[it] = ps[63]; /* key 63 */
-            }
-        }
-        __syncwarp();
-    };
-    const bf16 *Cg = C1 + (int64_t)g * HD;
-    const int64_t cstride = (int64_t)nkv * HD;
-    const int nload = (int)(jt_load - jt0);
-    if (nload > 0) {
-        uint32_t qa[HD / 16][4];
-        iwg_load_q<HD, NW>(qa, (bf16 *)Ks, q, ldq, t0, T, g);
-        float nl2[2];
-#pragma unroll
-        for (int hh = 0; hh < 2; hh++) nl2[hh] = rv ? -lse[t * nh + g * 16 + gq + 8 * hh] * LOG2E_F : 0.f;
-        const float sl2 = scale * LOG2E_F;
-#pragma unroll
-        for (int s = 0; s < SCP_STAGES - 1; s++) {
-            if (s < nload) iwg_async_tile<HD, NT>(Ks + s * TB, Cg, cstride, (jt0 + s) * MMA_BK, vmax);
-            cp_async_commit();
-        }
-        float acc[2][16];
-        /* exps of a finished half, summed over the group; lane (g, t) keeps key 32·h + 8·(g>>1) + 2t + (g&1) */
-        auto half_sums = [&](const float d[16]) {
-            float sv[8];
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-#pragma unroll
-                for (int j = 0; j < 2; j++)
-                    sv[2 * i + j] = imma_ex2(fmaf(d[4 * i + j], sl2, nl2[0])) + imma_ex2(fmaf(d[4 * i + 2 + j], sl2, nl2[1]));
-            const bool b2 = gq & 4, b1 = gq & 2, b0 = gq & 1;
-            float w[4], u[2];
-#pragma unroll
-            for (int k = 0; k < 4; k++) {
-                const float keep = b2 ? sv[k + 4] : sv[k], send = b2 ? sv[k] : sv[k + 4];
-                w[k] = keep + __shfl_xor_sync(0xffffffffu, send, 16);
-            }
-#pragma unroll
-            for (int k = 0; k < 2; k++) {
-                const float keep = b1 ? w[k + 2] : w[k], send = b1 ? w[k] : w[k + 2];
-                u[k] = keep + __shfl_xor_sync(0xffffffffu, send, 8);
-            }
-            const float keep = b0 ? u[1] : u[0], send = b0 ? u[0] : u[1];
-            return keep + __shfl_xor_sync(0xffffffffu, send, 4);
-        };
-        const int mykey = 8 * (gq >> 1) + 2 * tq + (gq & 1);
-        for (int it = 0; it < nload; it++) {
-            cp_async_wait<SCP_STAGES - 2>();
-            iwg_proxy_fence(); /* the tile's bytes, written by cp.async, are read by the tensor cores' proxy */
-            __syncthreads();   /* tile it is in for every thread; tile it − 1's stage is free */
-            if (it + SCP_STAGES - 1 < nload)
-                iwg_async_tile<HD, NT>(Ks + ((it + SCP_STAGES - 1) % SCP_STAGES) * TB, Cg, cstride,
-                                       (jt0 + it + SCP_STAGES - 1) * MMA_BK, vmax);
-            cp_async_commit();
-            /* both halves in flight; the first one's exps overlap the second one's MMA (nothing stays
-             * in flight across iterations: ptxas serialises wgmma otherwise) */
-            const unsigned char *Kt = Ks + (it % SCP_STAGES) * TB;
-            iwg_issue_half<HD>(acc[0], qa, Kt, 0);
-            iwg_issue_half<HD>(acc[1], qa, Kt, 1);
-            iwg_wait<1>();
-            iwg_reg_fence16(acc[0]);
-            put(it, mykey, half_sums(acc[0]));
-            iwg_wait<0>();
-            iwg_reg_fence16(acc[1]);
-            put(it, 32 + mykey, half_sums(acc[1]));
-            pool(it);
-        }
-        cp_async_wait<0>();
-    }
-    for (int it = nload; it < (int)(jt_end - jt0); it++) { /* past every visible key: 0 or −inf */
-        put(it, lane, 0.f);
-        put(it, 32 + lane, 0.f);
-        pool(it);
-    }
-#else
-    __trap(); /* launched only on sm_90, whose code this build lacks (build with sm_90a) */
-#endif
-}
-
-template <int HD>
-static int launch_score_wgp(cudaStream_t st, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
-                            const void *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
-                            const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
-    constexpr int smem = SCP_STAGES * IWG_TILE_BYTES(HD);
-    static bool attr = false;
-    if (!attr) {
-        cudaFuncSetAttribute(k_infllm_score_wgp<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-        attr = true;
-    }
-    int64_t ntiles = ((pos0 + T - 1) / d->block + 1) * 4 / ATT_BK + 1;
-    if (ntiles * (int64_t)(ATT_BK / 4) > nblk_cap || ntiles + 1 > ntile_cap) return (int)cudaErrorInvalidValue;
-    dim3 grid((unsigned)((T + 15) / 16), (unsigned)((ntiles + SC2_TILES - 1) / SC2_TILES), d->nkv);
-    k_infllm_score_wgp<HD><<<grid, 512, smem, st>>>(pooled, halo, q, ldq, lse, (const bf16 *)C1, n1_avail, T, pos0,
-                                                     kv_len, decode, d->nh, d->nkv, d->l1, d->s1, d->block, d->scale,
-                                                     nblk_cap, ntile_cap);
-    return LAUNCH_CHECK();
-}
-
 template <int HD, int RM>
 static int launch_score(cudaStream_t st, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
                         const float *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
@@ -601,13 +443,9 @@ static int score_rm(cudaStream_t st, float *pooled, float *halo, const float *q,
                     const void *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
                     const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
     int G = d->nh / d->nkv;
-    if (d->bf16 && G == 16 && d->block / d->s1 == 4 && T >= 16) {
-        if (iwg_enabled())
-            return launch_score_wgp<HD>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d,
-                                        nblk_cap, ntile_cap);
+    if (d->bf16 && G == 16 && d->block / d->s1 == 4 && T >= 16) /* the released model's prefill */
         return launch_score_g16<HD, 8, 2>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d,
                                           nblk_cap, ntile_cap);
-    }
     if (d->bf16) {
         /* G == 16: 8 warps = 8 rows per block share each key tile and sum their heads in registers;
          * other group sizes: 4 warps, the exps staged in shared memory */
