@@ -12,7 +12,8 @@
  * The bf16 cases run the tensor-core kernels of the bf16 mode: q is drawn bf16-exact and the reference
  * gets bf16-rounded compressed keys (the kernels round them at the tile load), so stage 1 sees identical
  * operands and selections must agree as above; attention rounds probabilities to bf16: |Δ| ≤ 5e-3.
- * Runs only with SALA_TEST_CUDA=1. */
+ * Runs only with SALA_TEST_CUDA=1; SALA_INFLLM_BENCH=1 adds a timing of the bf16 stage-1 kernels (2: only
+ * that). */
 #ifndef SALA_CUDA
 #include <stdio.h>
 int main(void) {
@@ -21,6 +22,8 @@ int main(void) {
 }
 #else
 #include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
 
 #include "cpu/ops.h"
 #include "cuda/kernels.h"
@@ -200,11 +203,13 @@ static void test_infllm_prefill(void) {
     infllm_case(&tiny_sparse, 1500, 0, 1500, 0, 1, 0);
     infllm_case(&tiny_sparse, 1279, 0, 1279, 0, 1, 0);   /* T % 64 == 63: the kernel quirk */
     infllm_case(&tiny_sparse, 1279, 1000, 279, 0, 1, 0); /* last chunk of that call */
-    infllm_case(&tiny_sparse, 1103, 0, 1103, 0, 1, 1);   /* T % 16 == 15, bf16 cache */
     infllm_case(&tiny_gqa2, 3000, 0, 3000, 0, 1, 0);
     infllm_case(&released, 9000, 0, 9000, 0, 9, 0);
+    infllm_case(&tiny_sparse, 1103, 0, 1103, 0, 1, 1);   /* T % 16 == 15, bf16 cache */
     infllm_case(&released, 9000, 8000, 1000, 0, 5, 1);
-    infllm_case(&released, 20000, 19000, 1000, 0, 5, 1); /* > 16 key tiles: several stage-1 blocks per row block */
+    infllm_case(&released, 20000, 19000, 1000, 0, 5, 1); /* > 32 key tiles: several stage-1 blocks per row block */
+    infllm_case(&released, 4111, 0, 4111, 0, 3, 1);      /* bf16 from row 0, T % 16 == 15 */
+    infllm_case(&released, 9000, 8100, 20, 0, 1, 1);     /* 20 rows: a partly filled row block, split LSE */
 }
 
 static void test_infllm_decode(void) {
@@ -215,13 +220,70 @@ static void test_infllm_decode(void) {
     infllm_case(&released, 70001, 70000, 1, 1, 1, 1);
 }
 
+
+/* SALA_INFLLM_BENCH=1 (after the tests) or 2 (alone): time the bf16 LSE and stage-1 kernels on the last
+ * 2048-row chunk of a 128K and a 512K prefill, a partial row block and a call from row 0 (released
+ * shape, random operands); the kernels' results are checked by the cases above. */
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static void bench_stage1(void) {
+    const char *be = getenv("SALA_INFLLM_BENCH");
+    if (!be || (*be != '1' && *be != '2')) return;
+    infllm_dims d = cpu_dims(&released);
+    cu_infllm_dims gd = gpu_dims(&d, 1);
+    const int64_t kvrow = 2 * 128, qd = 32 * 128;
+    /* the last chunk at 128K and 512K; a partial row block late in a call; a call from row 0 */
+    static const int64_t shapes[4][3] = {{131072, 129024, 2048}, {524288, 522240, 2048}, {20000, 18997, 1003}, {4111, 0, 4111}};
+    for (int ci = 0; ci < 4; ci++) {
+        const int64_t kv = shapes[ci][0], pos0 = shapes[ci][1], T = shapes[ci][2];
+        const int64_t n1 = infllm_n_windows(kv, d.l1, d.s1), n2 = infllm_n_windows(kv, d.l2, d.s2);
+        uint16_t *c1 = malloc(2 * (size_t)(n1 * kvrow)), *c2 = malloc(2 * (size_t)(n2 * kvrow));
+        for (int64_t i = 0; i < n1 * kvrow; i++) c1[i] = f32_to_bf16(0.5f * frand());
+        for (int64_t i = 0; i < n2 * kvrow; i++) c2[i] = f32_to_bf16(0.5f * frand());
+        float *qh = malloc(sizeof(float) * (size_t)(T * qd));
+        fill(qh, T * qd, 3.0f);
+        void *dC1 = up(c1, 2 * (size_t)(n1 * kvrow)), *dC2 = up(c2, 2 * (size_t)(n2 * kvrow));
+        float *dq = up(qh, sizeof(float) * (size_t)(T * qd));
+        int64_t nblk_cap = (kv + 63) / 64 + 18, ntile_cap = nblk_cap / 16 + 3;
+        size_t npool = (size_t)(T * 2 * nblk_cap), nhalo = (size_t)(T * 2 * ntile_cap);
+        float *dlse = dnew(sizeof(float) * (size_t)(T * 32)), *dpool = dnew(sizeof(float) * npool);
+        float *dhalo = dnew(sizeof(float) * nhalo);
+        int64_t sf = 1 << 20;
+        float *scr = cu_malloc(sizeof(float) * (size_t)sf);
+        int e = cu_infllm_lse(NULL, dlse, dq, qd, dC2, n2, T, pos0, kv, 0, &gd, scr, sf);
+        e = e ? e : cu_infllm_score(NULL, dpool, dhalo, dq, qd, dlse, dC1, n1, T, pos0, kv, 0, &gd, nblk_cap, ntile_cap);
+        CHECK(e == 0 && cu_sync() == 0, "bench: %s", cu_error_str(e));
+        const int reps = 5;
+        double t0 = now_s();
+        for (int i = 0; i < reps; i++) cu_infllm_lse(NULL, dlse, dq, qd, dC2, n2, T, pos0, kv, 0, &gd, scr, sf);
+        cu_sync();
+        double t1 = now_s();
+        for (int i = 0; i < reps; i++)
+            cu_infllm_score(NULL, dpool, dhalo, dq, qd, dlse, dC1, n1, T, pos0, kv, 0, &gd, nblk_cap, ntile_cap);
+        cu_sync();
+        double t2 = now_s();
+        printf("   bench kv_len %lld rows %lld..%lld: lse %.3f ms, stage-1 score %.3f ms\n", (long long)kv, (long long)pos0,
+               (long long)(pos0 + T - 1), 1e3 * (t1 - t0) / reps, 1e3 * (t2 - t1) / reps);
+        cu_free(dC1), cu_free(dC2), cu_free(dq), cu_free(dlse), cu_free(dpool), cu_free(dhalo), cu_free(scr);
+        free(c1), free(c2), free(qh);
+    }
+}
+
 int main(void) {
     if (!gpu_ready()) {
         printf("SKIP (needs SALA_TEST_CUDA=1 and a GPU)\n0 passed, 0 failed\n");
         return 0;
     }
-    TEST_RUN(test_infllm_prefill);
-    TEST_RUN(test_infllm_decode);
+    const char *be = getenv("SALA_INFLLM_BENCH");
+    if (!be || *be != '2') { /* 2: the bench alone */
+        TEST_RUN(test_infllm_prefill);
+        TEST_RUN(test_infllm_decode);
+    }
+    TEST_RUN(bench_stage1);
     TEST_END();
 }
 #endif

@@ -2,9 +2,11 @@
  * visible level-2 compressed keys,  LSE_h(r) = log Σ_{j < v2(r)} exp(scale · q_h(r)·C2[j])  (MODEL.md §4
  * step 2); −inf when nothing is visible. It normalises the level-1 scores in infllm_score.cu.
  * Same tiling as dense attention without the value pass (attn_core.cuh); decode splits the keys. With
- * d->bf16 the dot products run on tensor cores (q and C2 rounded to bf16, mma_core.cuh). */
+ * d->bf16 the dot products run on tensor cores (q and C2 rounded to bf16, mma_core.cuh): for G = 16 and
+ * at least 16 rows k_infllm_lse_g16 (infllm_mma.cuh), k_infllm_lse_mma otherwise. */
 #include "cuda/attn_core.cuh"
 #include "cuda/attn_internal.cuh"
+#include "cuda/infllm_mma.cuh"
 #include "cuda/mma_core.cuh"
 
 template <int HD, int RM>
@@ -187,11 +189,183 @@ static int launch_lse_mma(cudaStream_t st, float *lse, const float *q, int64_t l
     return attn_combine(st, lse, d->nh, scratch, nsplit, T * d->nh, d->nh, 0);
 }
 
+/* G == 16, at least 16 rows: 8 warps × 2 rows per block (infllm_mma.cuh), key tiles through three cp.async
+ * stages. Each thread keeps its own running (max, sum) for each of its 4 heads per row over the keys it
+ * holds (no cross-lane traffic per tile); the 8 lanes holding the same heads merge them at the end. The max
+ * is lazy: it moves only when a score exceeds it by more than 2^8, so a tile rarely rescales, and every
+ * exp stays ≤ 2^8 (exact in the sum's result, which is m + log2 l whatever m is). */
+#define LSE2_STAGES 3
+#define LSE2_SLACK 8.f
+template <int HD, int NW, int MINB>
+__global__ void __launch_bounds__(NW * 32, MINB) k_infllm_lse_g16(float *lse, const float *q, int64_t ldq, const bf16 *C2,
+                                                           int64_t n2_avail, int64_t T, int64_t pos0, int64_t kv_len,
+                                                           int decode, int nh, int nkv, int l2, int s2, float scale,
+                                                           int nsplit, float *part) {
+    constexpr int QP = mma_shape<HD>::QP, TILE = MMA_BK * QP;
+    constexpr float MNONE = -1e30f; /* "no key yet": finite, so no ∞ − ∞ */
+    extern __shared__ uint4 smem_u4[];
+    bf16 *Ks = (bf16 *)smem_u4;
+    const int g = blockIdx.y, split = blockIdx.z;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    const int64_t t0 = (int64_t)blockIdx.x * (2 * NW);
+    const int64_t t_last = t0 + 2 * NW - 1 < T - 1 ? t0 + 2 * NW - 1 : T - 1;
+    int64_t vmax = infllm_vis(pos0 + t_last, kv_len, decode, l2, s2); /* v2 grows with the row */
+    if (vmax > n2_avail) vmax = n2_avail;
+    const int64_t ntiles = (vmax + MMA_BK - 1) / MMA_BK, tps = (ntiles + nsplit - 1) / nsplit;
+    const int64_t kt0 = split * tps, kt1 = kt0 + tps < ntiles ? kt0 + tps : ntiles;
+    int64_t v2[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int64_t t = t0 + 2 * warp + r;
+        v2[r] = t < T ? infllm_vis(pos0 + t, kv_len, decode, l2, s2) : 0;
+        if (v2[r] > vmax) v2[r] = vmax;
+    }
+    const int64_t vw = v2[0] > v2[1] ? v2[0] : v2[1], vlo = v2[0] < v2[1] ? v2[0] : v2[1];
+    float m[2][4], l[2][4]; /* [row][2·nt + j]: head 8·nt + 2·tq + j, log2 units */
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+#pragma unroll
+        for (int x = 0; x < 4; x++) m[r][x] = MNONE, l[r][x] = 0.f;
+    if (kt0 < kt1) {
+        uint32_t qf[2][HD / 16][2][2];
+        imma_load_q<HD, NW>(qf, Ks, q, ldq, t0, T, g);
+        const float sl2 = scale * LOG2E_F;
+        const bf16 *Cg = C2 + (int64_t)g * HD;
+        const int64_t cstride = (int64_t)nkv * HD;
+#pragma unroll
+        for (int s = 0; s < LSE2_STAGES - 1; s++) {
+            if (kt0 + s < kt1) mma_async_rows<HD, NW * 32>(Ks + s * TILE, Cg, cstride, (kt0 + s) * MMA_BK, vmax);
+            cp_async_commit();
+        }
+        int stage = 0;
+        for (int64_t kt = kt0; kt < kt1; kt++) {
+            cp_async_wait<LSE2_STAGES - 2>();
+            __syncthreads(); /* tile kt is in; every warp is done with the stage refilled next */
+            {
+                const int64_t kn = kt + LSE2_STAGES - 1;
+                int sn = stage + LSE2_STAGES - 1;
+                if (sn >= LSE2_STAGES) sn -= LSE2_STAGES;
+                if (kn < kt1) mma_async_rows<HD, NW * 32>(Ks + sn * TILE, Cg, cstride, kn * MMA_BK, vmax);
+                cp_async_commit();
+            }
+            const bf16 *Kt = Ks + stage * TILE;
+            if (++stage == LSE2_STAGES) stage = 0;
+            const int64_t k0 = kt * MMA_BK;
+            if (k0 >= vw) continue; /* warp-uniform: neither row sees these keys */
+            const bool edge = k0 + MMA_BK > vlo;
+            int vrel[2];
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int64_t vr = v2[r] - k0;
+                vrel[r] = vr < 0 ? 0 : vr > MMA_BK ? MMA_BK : (int)vr;
+            }
+#pragma unroll
+            for (int mt = 0; mt < 4; mt++) {
+                float acc[2][2][4];
+                imma_scores16<HD>(acc, qf, Kt, mt);
+                if (edge)
+#pragma unroll
+                    for (int r = 0; r < 2; r++)
+#pragma unroll
+                        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                            for (int e = 0; e < 4; e++)
+                                if (mt * 16 + (e >> 1) * 8 + gq >= vrel[r]) acc[r][nt][e] = -INFINITY;
+                float mx[2][4];
+                bool grow = false;
+#pragma unroll
+                for (int r = 0; r < 2; r++)
+#pragma unroll
+                    for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                        for (int j = 0; j < 2; j++) {
+                            mx[r][2 * nt + j] = fmaxf(acc[r][nt][j], acc[r][nt][2 + j]) * sl2;
+                            grow |= mx[r][2 * nt + j] > m[r][2 * nt + j] + LSE2_SLACK;
+                        }
+                if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+                    for (int r = 0; r < 2; r++)
+#pragma unroll
+                        for (int x = 0; x < 4; x++)
+                            if (mx[r][x] > m[r][x] + LSE2_SLACK) {
+                                l[r][x] *= imma_ex2(m[r][x] - mx[r][x]);
+                                m[r][x] = mx[r][x];
+                            }
+                }
+#pragma unroll
+                for (int r = 0; r < 2; r++)
+#pragma unroll
+                    for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                        for (int j = 0; j < 2; j++) {
+                            const float nm = -m[r][2 * nt + j];
+                            l[r][2 * nt + j] += imma_ex2(fmaf(acc[r][nt][j], sl2, nm)) +
+                                                imma_ex2(fmaf(acc[r][nt][2 + j], sl2, nm));
+                        }
+            }
+        }
+        cp_async_wait<0>();
+    }
+    /* merge the 8 lanes (gq) that hold the same heads */
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+#pragma unroll
+        for (int x = 0; x < 4; x++)
+#pragma unroll
+            for (int o = 4; o < 32; o <<= 1) {
+                const float mo = __shfl_xor_sync(0xffffffffu, m[r][x], o), lo = __shfl_xor_sync(0xffffffffu, l[r][x], o);
+                const float mn = fmaxf(m[r][x], mo);
+                l[r][x] = l[r][x] * imma_ex2(m[r][x] - mn) + lo * imma_ex2(mo - mn);
+                m[r][x] = mn;
+            }
+    if (gq != 0) return;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int64_t t = t0 + 2 * warp + r;
+        if (t >= T) continue;
+#pragma unroll
+        for (int x = 0; x < 4; x++) {
+            const int64_t h = g * 16 + (x >> 1) * 8 + 2 * tq + (x & 1);
+            const float L = l[r][x], M = m[r][x];
+            if (nsplit == 1) {
+                lse[t * nh + h] = L > 0.f ? (M + log2f(L)) * LN2_F : -INFINITY;
+            } else { /* the combine works in natural units: m·ln 2 with the same l */
+                float *rec = part + ((int64_t)split * T * nh + t * nh + h) * 2;
+                rec[0] = L > 0.f ? M * LN2_F : -INFINITY;
+                rec[1] = L;
+            }
+        }
+    }
+}
+
+template <int HD, int NW, int MINB>
+static int launch_lse_g16(cudaStream_t st, float *lse, const float *q, int64_t ldq, const bf16 *C2, int64_t n2_avail,
+                          int64_t T, int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch,
+                          int64_t scratch_floats) {
+    constexpr int smem = (int)sizeof(bf16) * LSE2_STAGES * MMA_BK * mma_shape<HD>::QP;
+    static bool attr = false;
+    if (!attr) {
+        cudaFuncSetAttribute(k_infllm_lse_g16<HD, NW, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        attr = true;
+    }
+    int64_t nblk = (T + 2 * NW - 1) / (2 * NW);
+    int64_t ntiles = (nwin64(kv_len, d->l2, d->s2) + MMA_BK - 1) / MMA_BK;
+    int nsplit = attn_pick_split(nblk * d->nkv, ntiles, T * d->nh, 0, scratch_floats);
+    dim3 grid((unsigned)nblk, d->nkv, nsplit);
+    k_infllm_lse_g16<HD, NW, MINB><<<grid, NW * 32, smem, st>>>(lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d->nh, d->nkv,
+                                                   d->l2, d->s2, d->scale, nsplit, scratch);
+    int e = LAUNCH_CHECK();
+    if (e || nsplit == 1) return e;
+    return attn_combine(st, lse, d->nh, scratch, nsplit, T * d->nh, d->nh, 0);
+}
+
 template <int HD>
 static int lse_rm(cudaStream_t st, float *lse, const float *q, int64_t ldq, const void *C2v, int64_t n2_avail, int64_t T,
                   int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch, int64_t sf) {
     if (d->bf16) {
         const bf16 *C2 = (const bf16 *)C2v;
+        if (d->nh == 16 * d->nkv && T >= 16) /* the released model's prefill */
+            return launch_lse_g16<HD, 8, 2>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
         if (T * (d->nh / d->nkv) <= 16)
             return launch_lse_mma<HD, 1>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
         return launch_lse_mma<HD, 4>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
