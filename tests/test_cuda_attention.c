@@ -70,6 +70,11 @@ static void test_attn_dense(void) {
         dense_case(32, 2, 128, 544, 70, bf);  /* enough rows for the bf16 one-warp-per-row kernel */
         dense_case(16, 1, 32, 1100, 100, bf);
     }
+    /* the bf16 two-rows-per-warp kernel (G = 16, T·nkv ≥ 4 × SMs): a last block of 3 rows (531 = 66·8 + 3),
+     * a chunk starting mid-block, the first chunk (the causal triangle), hd 64 and 16 */
+    dense_case(32, 2, 128, 531, 300, 1);
+    dense_case(16, 1, 64, 603, 0, 1);
+    dense_case(16, 1, 16, 700, 64, 1);
 }
 
 /* Block lists like the model's for rows pos0..pos0+T-1 of each group: block 0, the local window

@@ -1,17 +1,18 @@
 /* attn_mma.cu — tensor-core attention for bf16 caches (the default precision), dense causal and
  * InfLLM-v2 block-sparse (mma_core.cuh: mma.sync m16n8k16, bf16 operands, fp32 accumulation).
  *
- * Two kernels. k_attn_rows (G = 16, the released model, every prefill): one warp per row, whose 16 heads
- * are one m16 tile, so a warp computes exactly the blocks its row chose (see the note above it); also
- * dense causal when there are enough rows to fill the GPU. k_attn_mma (any G, decode): a block takes
- * 16·NW consecutive (row, head-of-group) pairs of one KV group, one warp per 16 pairs, so the G heads
+ * Three kernels. k_attn_rows (G = 16, the released model, every sparse prefill): one warp per row, whose
+ * 16 heads are one m16 tile, so a warp computes exactly the blocks its row chose (see the note above it).
+ * k_attn_dense (G = 16, dense causal with enough rows to fill the GPU): two rows per warp, so each K/V
+ * fragment feeds two mma (see the note above it); k_attn_rows serves dense where its shared memory does
+ * not fit. k_attn_mma (any G, decode): a block takes 16·NW consecutive (row, head-of-group) pairs of one KV group, one warp per 16 pairs, so the G heads
  * sharing a KV head read each key tile once. Dense: the key tiles 0 .. last row. Sparse: the block first
  * builds the union of its rows' block lists in shared memory (a bitmap over the blocks and its prefix
  * counts), each entry with a bitmask of the rows that chose it; a block's scores are −inf for rows that did
  * not choose it. Keys after a row's position are masked. K and V tiles stream through two stages with
  * cp.async; V stays row-major and ldmatrix.trans forms the P·V operands. Decode-sized launches use one warp
  * per block and split the keys.
- * In both, q is rounded to bf16 (the official kernels run on bf16 q); probabilities are rounded to bf16
+ * In all, q is rounded to bf16 (the official kernels run on bf16 q); probabilities are rounded to bf16
  * for P·V; scores, softmax statistics and the output accumulate in fp32. */
 #include "cuda/attn_internal.cuh"
 #include "cuda/mma_core.cuh"
@@ -514,6 +515,208 @@ __global__ void __launch_bounds__(W * 32, W >= 8 ? 1 : 2)
     }
 }
 
+/* ---- k_attn_dense: dense causal prefill, G = 16, two rows per warp ----
+ *
+ * A block takes R = 2·NW consecutive rows of one KV group; warp w owns rows 2w and 2w+1, each one m16
+ * tile of its 16 heads, so every K and V fragment read from shared memory (ldmatrix) feeds two mma and
+ * each warp has twice the independent mma chains (the one-row-per-warp kernel is bound by shared-memory
+ * reads and mma latency at 8 warps per SM). q is stored once as bf16 in shared memory and its A fragments
+ * are re-read per tile. 64-key K and V tiles stream through NS stages of cp.async, one barrier per tile;
+ * each tile is computed in two halves of 32 keys (online softmax per half) so that O of both rows (128
+ * floats at hd 128) and S fit the 255 registers without spills (249 with NW = 4, two blocks per SM); O is
+ * rescaled only when a row's maximum moved. Causal masking only on the tiles that reach past a row's
+ * position; warps skip the halves after their rows. Blocks start from the last rows (the most keys), so
+ * the first chunk's triangle leaves no tail. H100, 32/2 heads, hd 128, 2048-row chunk at 128K keys: 14.8 ms
+ * (295 TFLOP/s) against 19.0 ms for k_attn_rows; NW = 8 with 3 or 4 stages (one block per SM): 15.4 ms. */
+/* ldmatrix x4 (plain and transposed) from a shared-window byte address */
+static __device__ __forceinline__ void ldsm_x4_addr(uint32_t r[4], unsigned a) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+static __device__ __forceinline__ void ldsm_x4_trans_addr(uint32_t r[4], unsigned a) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+/* keys after the row's position (k0 + column > rpos) → −inf, NTL n-tiles of 8 keys */
+template <int NTL>
+static __device__ __forceinline__ void dense_causal(float S[NTL][4], int k0, int rpos) {
+    const int tq = threadIdx.x & 3;
+#pragma unroll
+    for (int nt = 0; nt < NTL; nt++)
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+            if (k0 + nt * 8 + 2 * tq + j > rpos) S[nt][j] = S[nt][2 + j] = -INFINITY;
+}
+
+/* online softmax of NTL·8 keys (as rows_softmax); O is rescaled only when some row's maximum moved (a
+ * warp vote: after the first tiles the maximum rarely changes) */
+template <int HD, int NTL>
+static __device__ __forceinline__ void dense_softmax(float S[NTL][4], float m[2], float l[2], float O[HD / 8][4],
+                                                     float sl2) {
+    float alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < NTL; nt++) mx = fmaxf(mx, fmaxf(S[nt][2 * r], S[nt][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float mnew = fmaxf(m[r], mx * sl2), mb = mnew == -INFINITY ? 0.f : mnew;
+        alpha[r] = exp2f(m[r] - mb);
+        float rs = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < NTL; nt++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                float p = exp2f(fmaf(S[nt][2 * r + j], sl2, -mb));
+                S[nt][2 * r + j] = p;
+                rs += p;
+            }
+        rs += __shfl_xor_sync(0xffffffffu, rs, 1);
+        rs += __shfl_xor_sync(0xffffffffu, rs, 2);
+        l[r] = l[r] * alpha[r] + rs;
+        m[r] = mnew;
+    }
+    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f))
+#pragma unroll
+        for (int dt = 0; dt < HD / 8; dt++)
+            O[dt][0] *= alpha[0], O[dt][1] *= alpha[0], O[dt][2] *= alpha[1], O[dt][3] *= alpha[1];
+}
+
+template <int HD, int NW, int NS>
+__global__ void __launch_bounds__(NW * 32, NW >= 8 ? 1 : 2)
+    k_attn_dense(float *o, int64_t ldo, const float *q, int64_t ldq, const bf16 *K, const bf16 *V, int64_t T,
+                 int64_t pos0, int nkv, float scale) {
+    constexpr int NT = NW * 32, R = 2 * NW, QP = mma_shape<HD>::QP, TILE = MMA_BK * QP, CH = HD / 8;
+    extern __shared__ uint4 smem_u4[];
+    bf16 *Qs = (bf16 *)smem_u4, *tiles = Qs + R * 16 * QP; /* Qs [R·16][QP]; NS stages of (K, V) */
+    const int g = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    const int64_t t0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * R;
+    const int nvalid = T - t0 < R ? (int)(T - t0) : R;
+    const int ns = (int)((pos0 + t0 + nvalid - 1) / MMA_BK) + 1;
+    const int64_t kstride = (int64_t)nkv * HD, nkeys = pos0 + T;
+    const bf16 *Kg = K + (int64_t)g * HD, *Vg = V + (int64_t)g * HD;
+#pragma unroll
+    for (int j = 0; j < NS - 1; j++) {
+        if (j < ns) {
+            rows_async<HD, MMA_BK, NT>(tiles + j * 2 * TILE, Kg, kstride, (int64_t)j * MMA_BK, nkeys, threadIdx.x);
+            rows_async<HD, MMA_BK, NT>(tiles + j * 2 * TILE + TILE, Vg, kstride, (int64_t)j * MMA_BK, nkeys,
+                                       threadIdx.x);
+        }
+        cp_async_commit();
+    }
+    for (int e = threadIdx.x; e < R * 16 * CH; e += NT) { /* the rows' 16 query vectors each, as bf16 */
+        const int v = e / CH, c = (e % CH) * 8, r = v >> 4;
+        uint4 x = make_uint4(0u, 0u, 0u, 0u);
+        if (r < nvalid) x = load8_bf16(q + (t0 + r) * ldq + (int64_t)(g * 16 + (v & 15)) * HD + c);
+        *(uint4 *)&Qs[v * QP + c] = x;
+    }
+    int rpos[2]; /* positions < 2³¹ (the cache is indexed by int32 block ids too) */
+#pragma unroll
+    for (int i = 0; i < 2; i++) rpos[i] = 2 * warp + i < nvalid ? (int)(pos0 + t0) + 2 * warp + i : -1;
+    const int rmax = rpos[0] > rpos[1] ? rpos[0] : rpos[1];
+    float O[2][HD / 8][4], m[2][2], l[2][2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        m[i][0] = m[i][1] = -INFINITY, l[i][0] = l[i][1] = 0.f;
+#pragma unroll
+        for (int dt = 0; dt < HD / 8; dt++) O[i][dt][0] = O[i][dt][1] = O[i][dt][2] = O[i][dt][3] = 0.f;
+    }
+    const float sl2 = scale * LOG2E_F;
+    /* ldmatrix addresses (shared window, bytes): A fragments of the warp's two rows, K and V fragments */
+    const unsigned qa = (unsigned)__cvta_generic_to_shared(Qs + (2 * warp * 16 + (lane & 15)) * QP + (lane >> 4) * 8),
+                   tb = (unsigned)__cvta_generic_to_shared(tiles),
+                   kofs = 2u * (((lane & 7) + ((lane >> 4) << 3)) * QP + ((lane >> 3) & 1) * 8),
+                   vofs = 2u * (TILE + (lane & 15) * QP + (lane >> 4) * 8);
+    int stage = 0;
+    for (int j = 0; j < ns; j++) {
+        cp_async_wait<NS - 2>();
+        __syncthreads();
+        {
+            const int jn = j + NS - 1, sn = stage == 0 ? NS - 1 : stage - 1;
+            if (jn < ns) {
+                rows_async<HD, MMA_BK, NT>(tiles + sn * 2 * TILE, Kg, kstride, (int64_t)jn * MMA_BK, nkeys,
+                                           threadIdx.x);
+                rows_async<HD, MMA_BK, NT>(tiles + sn * 2 * TILE + TILE, Vg, kstride, (int64_t)jn * MMA_BK, nkeys,
+                                           threadIdx.x);
+            }
+            cp_async_commit();
+        }
+        const int k0 = j * MMA_BK;
+        const unsigned Ks = tb + 2u * stage * 2 * TILE + kofs, Vs = tb + 2u * stage * 2 * TILE + vofs;
+#pragma unroll
+        for (int h = 0; h < 2; h++) { /* two halves of 32 keys: S and P of both rows fit the registers */
+            const int kh = k0 + 32 * h;
+            if (rmax < kh) break; /* causal: no row of the warp sees these keys */
+            float S[2][4][4];
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) S[i][nt][0] = S[i][nt][1] = S[i][nt][2] = S[i][nt][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+                uint32_t a0[4], a1[4];
+                ldsm_x4_addr(a0, qa + 32u * kk);
+                ldsm_x4_addr(a1, qa + 2u * 16 * QP + 32u * kk);
+#pragma unroll
+                for (int np = 0; np < 2; np++) {
+                    uint32_t b[4];
+                    ldsm_x4_addr(b, Ks + 2u * (2 * h + np) * 16 * QP + 32u * kk);
+                    uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+                    mma16816(S[0][2 * np], a0, b0);
+                    mma16816(S[0][2 * np + 1], a0, b1);
+                    mma16816(S[1][2 * np], a1, b0);
+                    mma16816(S[1][2 * np + 1], a1, b1);
+                }
+            }
+            uint32_t P[2][2][4]; /* probabilities as bf16 A fragments of the two 16-key steps */
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                if (kh + 31 > rpos[i]) dense_causal<4>(S[i], kh, rpos[i]);
+                dense_softmax<HD, 4>(S[i], m[i], l[i], O[i], sl2);
+#pragma unroll
+                for (int ks = 0; ks < 2; ks++) {
+                    P[i][ks][0] = pack_bf16(S[i][2 * ks][0], S[i][2 * ks][1]);
+                    P[i][ks][1] = pack_bf16(S[i][2 * ks][2], S[i][2 * ks][3]);
+                    P[i][ks][2] = pack_bf16(S[i][2 * ks + 1][0], S[i][2 * ks + 1][1]);
+                    P[i][ks][3] = pack_bf16(S[i][2 * ks + 1][2], S[i][2 * ks + 1][3]);
+                }
+            }
+#pragma unroll
+            for (int ks = 0; ks < 2; ks++) {
+#pragma unroll
+                for (int dp = 0; dp < HD / 16; dp++) {
+                    uint32_t b[4];
+                    ldsm_x4_trans_addr(b, Vs + 2u * (2 * h + ks) * 16 * QP + 32u * dp);
+                    uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+                    mma16816(O[0][2 * dp], P[0][ks], b0);
+                    mma16816(O[0][2 * dp + 1], P[0][ks], b1);
+                    mma16816(O[1][2 * dp], P[1][ks], b0);
+                    mma16816(O[1][2 * dp + 1], P[1][ks], b1);
+                }
+            }
+        }
+        stage = stage == NS - 1 ? 0 : stage + 1;
+    }
+    cp_async_wait<0>();
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (rpos[i] < 0) continue;
+        const int64_t t = t0 + 2 * warp + i;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const float inv = l[i][r] > 0.f ? 1.f / l[i][r] : 0.f;
+            float *orow = o + t * ldo + (int64_t)(g * 16 + gq + 8 * r) * HD + 2 * tq;
+#pragma unroll
+            for (int dt = 0; dt < HD / 8; dt++)
+                orow[dt * 8] = O[i][dt][2 * r] * inv, orow[dt * 8 + 1] = O[i][dt][2 * r + 1] * inv;
+        }
+    }
+}
+
 static int sm_count(void) {
     static int sms = 0;
     if (!sms) {
@@ -558,6 +761,24 @@ static int launch_rows(cudaStream_t st, float *o, int64_t ldo, const float *q, i
     return LAUNCH_CHECK();
 }
 
+/* dense causal launch (G = 16, enough rows to fill the GPU); returns -1 when the shape is not for it */
+template <int HD, int NW, int NS>
+static int launch_dense(cudaStream_t st, float *o, int64_t ldo, const float *q, int64_t ldq, const void *K,
+                        const void *V, int64_t T, int64_t pos0, int nkv, float scale) {
+    constexpr int R = 2 * NW;
+    size_t smem = sizeof(bf16) * (size_t)(R * 16 + NS * 2 * MMA_BK) * mma_shape<HD>::QP;
+    if (smem > smem_optin()) return -1;
+    static size_t attr = 0;
+    if (smem > attr) {
+        cudaFuncSetAttribute(k_attn_dense<HD, NW, NS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        attr = smem;
+    }
+    dim3 grid((unsigned)((T + R - 1) / R), nkv);
+    k_attn_dense<HD, NW, NS><<<grid, NW * 32, smem, st>>>(o, ldo, q, ldq, (const bf16 *)K, (const bf16 *)V, T, pos0,
+                                                         nkv, scale);
+    return LAUNCH_CHECK();
+}
+
 template <int HD, int NW, bool SPARSE>
 static int launch_mma(cudaStream_t st, float *o, int64_t ldo, const float *q, int64_t ldq, const void *K, const void *V,
                       const int32_t *blocks, const int32_t *nsel, int64_t T, int64_t pos0, int nh, int nkv, int budget,
@@ -596,8 +817,12 @@ static int mma_nw(cudaStream_t st, float *o, int64_t ldo, const float *q, int64_
         if (SPARSE && T >= 2)
             e = launch_rows<HD, ROWS_W, false>(st, o, ldo, q, ldq, K, V, blocks, nsel, T, pos0, nkv, budget, scale,
                                                ROWS_THR);
-        else if (!SPARSE && (T + ROWS_W - 1) / ROWS_W * nkv >= 2 * sm_count())
-            e = launch_rows<HD, ROWS_W, true>(st, o, ldo, q, ldq, K, V, NULL, NULL, T, pos0, nkv, 0, scale, 0);
+        else if (!SPARSE && T * nkv >= 4 * sm_count()) { /* dense causal: two rows per warp */
+            /* 4 warps (8 rows), 2 stages: two blocks per SM (104 KB of shared memory each at hd 128) */
+            e = launch_dense<HD, 4, 2>(st, o, ldo, q, ldq, K, V, T, pos0, nkv, scale);
+            if (e < 0 && (T + ROWS_W - 1) / ROWS_W * nkv >= 2 * sm_count())
+                e = launch_rows<HD, ROWS_W, true>(st, o, ldo, q, ldq, K, V, NULL, NULL, T, pos0, nkv, 0, scale, 0);
+        }
         if (e >= 0) return e;
     }
     if (T * (nh / nkv) <= 16)
