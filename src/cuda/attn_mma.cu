@@ -187,13 +187,6 @@ __global__ void __launch_bounds__(NW * 32) k_attn_mma(float *o, int64_t ldo, con
 #define ROWS_W 4   /* rows (warps) per block: two blocks per SM */
 #define ROWS_THR 2 /* an entry chosen by at least this many of the block's rows is loaded once for them */
 
-static __device__ __forceinline__ void rows_ldsm_x4(uint32_t r[4], const bf16 *p) {
-    unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
 /* S[2 nt2 + 0/1] (+)= Q Kᵀ for 16 keys (16 rows of Ks, pitch HD+8): two n-tiles; ldmatrix gives the
  * B fragments of both (lanes 0-7 / 8-15: keys 0-7 at d and d+8, lanes 16-31 the same for keys 8-15) */
 template <int HD>
@@ -206,7 +199,7 @@ static __device__ __forceinline__ void rows_qk16(const uint32_t qf[HD / 16][4], 
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
         uint32_t r[4];
-        rows_ldsm_x4(r, base + kk * 16);
+        ldsm_x4(r, base + kk * 16);
         uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
         mma16816((kk & 1) ? Xa : Sa, qf[kk], b0);
         mma16816((kk & 1) ? Xb : Sb, qf[kk], b1);
@@ -528,17 +521,6 @@ __global__ void __launch_bounds__(W * 32, W >= 8 ? 1 : 2)
  * position; warps skip the halves after their rows. Blocks start from the last rows (the most keys), so
  * the first chunk's triangle leaves no tail. H100, 32/2 heads, hd 128, 2048-row chunk at 128K keys: 14.8 ms
  * (295 TFLOP/s) against 19.0 ms for k_attn_rows; NW = 8 with 3 or 4 stages (one block per SM): 15.4 ms. */
-/* ldmatrix x4 (plain and transposed) from a shared-window byte address */
-static __device__ __forceinline__ void ldsm_x4_addr(uint32_t r[4], unsigned a) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-static __device__ __forceinline__ void ldsm_x4_trans_addr(uint32_t r[4], unsigned a) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
 
 /* keys after the row's position (k0 + column > rpos) → −inf, NTL n-tiles of 8 keys */
 template <int NTL>
@@ -659,12 +641,12 @@ __global__ void __launch_bounds__(NW * 32, NW >= 8 ? 1 : 2)
 #pragma unroll
             for (int kk = 0; kk < HD / 16; kk++) {
                 uint32_t a0[4], a1[4];
-                ldsm_x4_addr(a0, qa + 32u * kk);
-                ldsm_x4_addr(a1, qa + 2u * 16 * QP + 32u * kk);
+                ldsm_x4_a(a0, qa + 32u * kk);
+                ldsm_x4_a(a1, qa + 2u * 16 * QP + 32u * kk);
 #pragma unroll
                 for (int np = 0; np < 2; np++) {
                     uint32_t b[4];
-                    ldsm_x4_addr(b, Ks + 2u * (2 * h + np) * 16 * QP + 32u * kk);
+                    ldsm_x4_a(b, Ks + 2u * (2 * h + np) * 16 * QP + 32u * kk);
                     uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
                     mma16816(S[0][2 * np], a0, b0);
                     mma16816(S[0][2 * np + 1], a0, b1);
@@ -690,7 +672,7 @@ __global__ void __launch_bounds__(NW * 32, NW >= 8 ? 1 : 2)
 #pragma unroll
                 for (int dp = 0; dp < HD / 16; dp++) {
                     uint32_t b[4];
-                    ldsm_x4_trans_addr(b, Vs + 2u * (2 * h + ks) * 16 * QP + 32u * dp);
+                    ldsm_x4_trans_a(b, Vs + 2u * (2 * h + ks) * 16 * QP + 32u * dp);
                     uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
                     mma16816(O[0][2 * dp], P[0][ks], b0);
                     mma16816(O[0][2 * dp + 1], P[0][ks], b1);

@@ -22,14 +22,6 @@ static __device__ __forceinline__ float imma_ex2(float x) {
     return y;
 }
 
-/* four 8×8 bf16 matrices, not transposed: lane i addresses row i of matrix i/8 */
-static __device__ __forceinline__ void imma_ldsm_x4(uint32_t r[4], const bf16 *p) {
-    unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
 /* B fragments of the warp's two rows t0 + 2·warp + r (r = 0, 1), heads g·16.. of q (fp32, row pitch ldq):
  * qf[r][kk][nt] = bf16 pairs of head 8·nt + lane/4, dims kk·16 + 2·(lane%4) (+8). The block's 2·NW rows go
  * through `stage` (at least 128·(HD+8) bf16) 8 rows at a time with coalesced loads; rows ≥ T are zero.
@@ -87,7 +79,7 @@ static __device__ __forceinline__ void imma_scores16(float acc[2][2][4], const u
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
         uint32_t a[4];
-        imma_ldsm_x4(a, a0 + kk * 16);
+        ldsm_x4(a, a0 + kk * 16);
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll

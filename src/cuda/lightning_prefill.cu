@@ -232,14 +232,6 @@ static __device__ __forceinline__ void st_bf16x4(bf16 *p, float4 x) {
     *(uint2 *)p = make_uint2(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w));
 }
 
-/* ldmatrix without transpose (four 8×8 b16 matrices, rows addressed by lanes 8i..8i+7) */
-static __device__ __forceinline__ void lt_ldsm_x4(uint32_t r[4], const bf16 *p) {
-    unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
 /* Element e = threadIdx.x + 256·i of a chunk's q (or k) rows: row e / (D/4), columns (e % (D/4))·4 ..+3;
  * of the value slice: row e / (BV/4), columns (e % (BV/4))·4 ..+3. */
 
@@ -314,7 +306,7 @@ static __device__ __forceinline__ void lt_intra(const uint32_t (&qf)[D / 16][4],
         for (int np = 0; np < NP; np++) {
             /* B fragments of key tiles 2np, 2np+1: keys 16np + (lane & 7) + 8(lane ≥ 16), dims +8 for odd octets */
             uint32_t b[4];
-            lt_ldsm_x4(b, Ks + (16 * np + (lane & 7) + 8 * (lane >> 4)) * QP + kk * 16 + 8 * ((lane >> 3) & 1));
+            ldsm_x4(b, Ks + (16 * np + (lane & 7) + 8 * (lane >> 4)) * QP + kk * 16 + 8 * ((lane >> 3) & 1));
             uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
             mma16816(P[2 * np], qf[kk], b0);
             mma16816(P[2 * np + 1], qf[kk], b1);

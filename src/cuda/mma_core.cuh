@@ -152,11 +152,23 @@ static __device__ __forceinline__ void mma_async_rows(bf16 *dst, const bf16 *src
     }
 }
 
-static __device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], const bf16 *p) {
-    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+/* ldmatrix x4: four 8×8 b16 matrices, lanes 8i..8i+7 address the rows of matrix i; plain or transposed,
+ * from a shared-window byte address (_a) or a generic pointer into shared memory */
+static __device__ __forceinline__ void ldsm_x4_a(uint32_t r[4], unsigned a) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+static __device__ __forceinline__ void ldsm_x4_trans_a(uint32_t r[4], unsigned a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(a));
+}
+static __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const bf16 *p) {
+    ldsm_x4_a(r, (unsigned)__cvta_generic_to_shared(p));
+}
+static __device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], const bf16 *p) {
+    ldsm_x4_trans_a(r, (unsigned)__cvta_generic_to_shared(p));
 }
 
 /* O += P V with V row-major in Vs [64 keys][HD+8]: ldmatrix.trans gives the B fragments (k = key, n = d) of
