@@ -221,6 +221,115 @@ static void test_infllm_decode(void) {
 }
 
 
+/* Top-k alone on synthetic pooled scores (cu_infllm_topk vs the selection rule of infllm_select_row:
+ * forced blocks +inf, halo pooled into each later tile's first block, descending score with ties to the
+ * lower block index, ascending output; exact). Score sets stress ties: a few distinct values (many
+ * equals at the threshold), all-equal rows, all-zero rows, −inf entries, continuous values; rows longer
+ * than the kernel's shared-memory key capacity (16384 candidates) take its global-memory path. */
+static int cmp_i32_t(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct {
+    float s;
+    int32_t b;
+} ref_sc;
+
+static int cmp_ref_sc(const void *a, const void *b) {
+    const ref_sc *x = a, *y = b;
+    if (x->s > y->s) return -1;
+    if (x->s < y->s) return 1;
+    return (x->b > y->b) - (x->b < y->b);
+}
+
+static float synth_score(int kind) {
+    static const float few[4] = {0.0f, 0.25f, 0.5f, 1.0f};
+    float u = 0.5f + 0.5f * frand();
+    switch (kind) {
+    case 0: return u < 0.05f ? -INFINITY : few[(int)(u * 3.999f)];
+    case 1: return 0.75f;
+    case 2: return u < 0.1f ? -INFINITY : 0.0f;
+    default: return u < 0.02f ? 0.0f : u;
+    }
+}
+
+static void topk_case(const char *name, int block, int nkv, int budget, int init, int local, int64_t pos0, int64_t T,
+                      int kind) {
+    cu_infllm_dims gd;
+    memset(&gd, 0, sizeof gd);
+    gd.nkv = nkv, gd.block = block, gd.s1 = block >= 64 ? 16 : block, gd.init_blocks = init, gd.local_blocks = local;
+    gd.budget = budget;
+    const int NBT = 64 / (gd.block / gd.s1);
+    const int64_t maxc = (pos0 + T - 1) / block + 1, nblk_cap = maxc + 5, ntile_cap = maxc / NBT + 3, R = T * nkv;
+    float *pool = malloc(sizeof(float) * (size_t)(R * nblk_cap)), *halo = malloc(sizeof(float) * (size_t)(R * ntile_cap));
+    for (int64_t i = 0; i < R * nblk_cap; i++) pool[i] = synth_score(kind);
+    for (int64_t i = 0; i < R * ntile_cap; i++) halo[i] = synth_score(kind);
+    float *dpool = up(pool, sizeof(float) * (size_t)(R * nblk_cap)), *dhalo = up(halo, sizeof(float) * (size_t)(R * ntile_cap));
+    int32_t *dblk = dnew(sizeof(int32_t) * (size_t)(R * budget)), *dnsel = dnew(sizeof(int32_t) * (size_t)R);
+    int e = cu_infllm_topk(NULL, dblk, dnsel, dpool, dhalo, T, pos0, &gd, nblk_cap, ntile_cap);
+    CHECK(e == 0 && cu_sync() == 0, "topk %s: %s", name, cu_error_str(e));
+    int32_t *gb = malloc(sizeof(int32_t) * (size_t)(R * budget)), *gn = malloc(sizeof(int32_t) * (size_t)R);
+    CHECK(down(gb, dblk, sizeof(int32_t) * (size_t)(R * budget)) == 0);
+    CHECK(down(gn, dnsel, sizeof(int32_t) * (size_t)R) == 0);
+    ref_sc *list = malloc(sizeof(ref_sc) * (size_t)maxc);
+    int32_t *cb = malloc(sizeof(int32_t) * (size_t)budget);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < R; i++) {
+        const int64_t qb = (pos0 + i / nkv) / block, nc = qb + 1;
+        const float *pv = pool + i * nblk_cap, *hl = halo + i * ntile_cap;
+        int cn = 0;
+        if (nc <= budget) {
+            for (int64_t b = 0; b < nc; b++) cb[cn++] = (int32_t)b;
+        } else {
+            for (int64_t b = 0; b < nc; b++) {
+                float v = pv[b];
+                if (b % NBT == 0 && b > 0) v = fmaxf(v, hl[b / NBT]);
+                if (b < init || (b >= qb - local && b <= qb)) v = INFINITY;
+                list[b].s = v, list[b].b = (int32_t)b;
+            }
+            qsort(list, (size_t)nc, sizeof *list, cmp_ref_sc);
+            for (int j = 0; j < budget; j++) cb[cn++] = list[j].b;
+            qsort(cb, (size_t)cn, sizeof(int32_t), cmp_i32_t);
+        }
+        if (gn[i] != cn || memcmp(gb + i * budget, cb, sizeof(int32_t) * (size_t)cn)) {
+            if (bad++ < 3) {
+                fprintf(stderr, "  %s row %lld group %lld: gpu %d blocks, cpu %d:", name, (long long)(pos0 + i / nkv),
+                        (long long)(i % nkv), gn[i], cn);
+                for (int j = 0; j < cn && j < 12; j++) fprintf(stderr, " %d/%d", j < gn[i] ? gb[i * budget + j] : -1, cb[j]);
+                fprintf(stderr, "\n");
+            }
+        }
+    }
+    printf("   topk %s: %lld selections (up to %lld candidates), %lld differ\n", name, (long long)R, (long long)maxc,
+           (long long)bad);
+    CHECK(bad == 0, "topk %s: %lld selections differ", name, (long long)bad);
+    cu_free(dpool), cu_free(dhalo), cu_free(dblk), cu_free(dnsel);
+    free(pool), free(halo), free(list), free(cb), free(gb), free(gn);
+}
+
+static void test_infllm_topk_ties(void) {
+    for (int kind = 0; kind < 4; kind++) {
+        char nm[64];
+        /* shared-memory path: 256-thread (many rows) and 1024-thread (decode) kernels, rows from 0 */
+        snprintf(nm, sizeof nm, "kind %d rows 0..299 block 1", kind);
+        topk_case(nm, 1, 2, 96, 1, 32, 0, 300, kind);
+        snprintf(nm, sizeof nm, "kind %d 512K block 64", kind);
+        topk_case(nm, 64, 2, 96, 1, 32, 524288 - 40, 40, kind);
+        snprintf(nm, sizeof nm, "kind %d 1M block 64 (64 KB of keys)", kind);
+        topk_case(nm, 64, 2, 96, 1, 32, 1048576 - 33, 33, kind);
+        snprintf(nm, sizeof nm, "kind %d decode 1M", kind);
+        topk_case(nm, 64, 2, 96, 1, 32, 1048575, 1, kind);
+        snprintf(nm, sizeof nm, "kind %d tiny budget", kind);
+        topk_case(nm, 64, 1, 9, 1, 4, 70000, 70, kind);
+        /* longer than the shared-memory capacity: the global-memory path, both widths */
+        snprintf(nm, sizeof nm, "kind %d > 16384 candidates", kind);
+        topk_case(nm, 16, 2, 96, 1, 32, 300000, 40, kind);
+        snprintf(nm, sizeof nm, "kind %d decode > 16384 candidates", kind);
+        topk_case(nm, 16, 2, 96, 1, 32, 300000, 1, kind);
+    }
+}
+
 /* SALA_INFLLM_BENCH=1 (after the tests) or 2 (alone): time the bf16 LSE and stage-1 kernels on the last
  * 2048-row chunk of a 128K and a 512K prefill, a partial row block and a call from row 0 (released
  * shape, random operands); the kernels' results are checked by the cases above. */
@@ -282,6 +391,7 @@ int main(void) {
     if (!be || *be != '2') { /* 2: the bench alone */
         TEST_RUN(test_infllm_prefill);
         TEST_RUN(test_infllm_decode);
+        TEST_RUN(test_infllm_topk_ties);
     }
     TEST_RUN(bench_stage1);
     TEST_END();
