@@ -60,6 +60,15 @@ stage() {
     du -sh $STAGE.tar.xz
 }
 
+# one SALA_CUDA_PROFILE=1 bench call (the GPU time of each kind of op) of the SALA model at context(s) $1,
+# appended to the log $2
+profiled_call() {
+    SALA_CUDA_PROFILE=1 timeout 300 $STAGE/sala bench --device cuda --arch sala --contexts "$1" --gen 8 >>"$2" 2>&1
+}
+
+# a context as `sala bench` takes it (N or Nk) in tokens
+ctx_tokens() { case $1 in *k) echo $((${1%k} * 1024)) ;; *) echo "$1" ;; esac; }
+
 run() {
     local out=${OUT:-out}
     [ -d $STAGE ] || { [ -f $STAGE.tar.xz ] && tar -xJf $STAGE.tar.xz -C "$(dirname $STAGE)"; }
@@ -103,9 +112,7 @@ run() {
                 --gen 32 --budget-s "${BENCH_BUDGET:-420}" --json "$out/bench.jsonl" >"$out/bench.log" 2>&1
             [ -n "${BENCH_FULL-$full}" ] && timeout 200 $STAGE/sala bench --device cuda --arch full \
                 --contexts "${BENCH_FULL-$full}" --gen 32 --budget-s 150 --json "$out/bench.jsonl" >>"$out/bench.log" 2>&1
-            # one profiled call (SALA_CUDA_PROFILE=1): the GPU time of each kind of op
-            [ -n "${BENCH_PROFILE_CTX:-}" ] && SALA_CUDA_PROFILE=1 timeout 120 $STAGE/sala bench --device cuda \
-                --arch sala --contexts "$BENCH_PROFILE_CTX" --gen 8 >>"$out/bench.log" 2>&1
+            [ -n "${BENCH_PROFILE_CTX:-}" ] && profiled_call "$BENCH_PROFILE_CTX" "$out/bench.log"
             grep -vE '^  prefill' "$out/bench.log" | grep -E '^ *[0-9]|^arch|GPU time' >>"$summary"
             ;;
         bench-nograph)
@@ -114,8 +121,8 @@ run() {
             { echo "SALA_CUDA_GRAPH=0:"; grep -vE '^  prefill' "$out/bench-nograph.log" | grep -E '^ *[0-9]'; } >>"$summary"
             ;;
         profile)
-            SALA_CUDA_PROFILE=1 timeout 300 $STAGE/sala bench --device cuda --arch sala --contexts "${PROFILE_CTX:-128k}" \
-                --gen 8 >"$out/profile.log" 2>&1
+            : >"$out/profile.log"
+            profiled_call "${PROFILE_CTX:-128k}" "$out/profile.log"
             timeout 300 $STAGE/sala bench --device cuda --arch sala --contexts "${PROFILE_CTX:-128k}" --gen 32 \
                 >>"$out/profile.log" 2>&1
             grep -vE '^  prefill' "$out/profile.log" | grep -E '^ *[0-9]|GPU time' >>"$summary"
@@ -130,7 +137,7 @@ run() {
         sdpa)
             # the full-attention kernel against PyTorch SDPA (flash) at ${SDPA_CTX:-128k}: SDPA's time per layer, and
             # sala's dense attention GPU time of an --arch full prefill (all 32 layers, chunked) from the profile
-            python3 scripts/sdpa_ref.py --ctx "$(($(echo "${SDPA_CTX:-128k}" | tr -d k) * 1024))" >"$out/sdpa.log" 2>&1
+            python3 scripts/sdpa_ref.py --ctx "$(ctx_tokens "${SDPA_CTX:-128k}")" >"$out/sdpa.log" 2>&1
             SALA_CUDA_PROFILE=1 timeout 400 $STAGE/sala bench --device cuda --arch full --contexts "${SDPA_CTX:-128k}" \
                 --gen 2 --budget-s 380 >>"$out/sdpa.log" 2>&1
             grep -E '^sdpa|GPU time of a|^ *[0-9]' "$out/sdpa.log" | grep -v decode >>"$summary"
