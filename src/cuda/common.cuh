@@ -49,6 +49,14 @@ static __device__ double block_sum_d(double v) {
     return warp_sum_d(t);
 }
 
+/* the largest power of two (≤ 256) that divides the address */
+static inline int align_of(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    int al = 256;
+    while (al > 1 && (a % al)) al >>= 1;
+    return al;
+}
+
 /* Python-style floor division for the InfLLM-v2 visibility rule (operands may be negative). */
 static __device__ __host__ __forceinline__ int64_t floordiv64(int64_t a, int64_t b) {
     int64_t q = a / b;

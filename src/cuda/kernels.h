@@ -49,7 +49,7 @@ void cu_gemm_free(cu_gemm *g);
 int cu_gemm_run(cu_gemm *g, void *stream, float *y, int64_t ldy, const void *x, cu_dtype xt, int64_t ldx,
             const uint16_t *W, int64_t T, int64_t N, int64_t K, float alpha, float beta);
 
-/* ---- decode GEMV (gemm.cu): one row, W [N, K] bf16 streamed once, the ops around it fused ----
+/* ---- decode GEMV (gemv.cu): one row, W [N, K] bf16 streamed once, the ops around it fused ----
  * y = W·a, where the operand a (dtype `at`, built on chip) is, by `in`:
  *   CU_GV_PLAIN  a = x                                      (x [K] in dtype at, 16-byte aligned)
  *   CU_GV_NORM   a = x / sqrt(mean(x²) + eps) ⊙ w / div     (x fp32: cu_rmsnorm folded in)
@@ -79,6 +79,10 @@ void cu_gemv_config(int var, int trig, int bps, int pf);
 void cu_pdl_set(int on); /* benchmarks: programmatic dependent launch for the kinds in the mask `on` (1 GEMV, 2
                           * Lightning, 4 InfLLM-v2 chain; where the GPU has it) */
 int cu_gemv(void *stream, const cu_gemv_op *op, cu_dtype at, const uint16_t *W, int64_t N, int64_t K);
+/* y[T, N] (fp32, row stride ldy) = alpha · x[T, K] · W[N, K]ᵀ + beta · y for T ≤ 4 (two rows of W per warp);
+ * K % 8 == 0, W and x 16-byte aligned, ldx·sizeof(x) a multiple of 16 (cu_gemm_run checks) */
+int cu_gemv_rows(void *stream, float *y, int64_t ldy, const void *x, cu_dtype xt, int64_t ldx, const uint16_t *W,
+                 int64_t T, int64_t N, int64_t K, float alpha, float beta);
 
 /* ---- elementwise and norms ---- */
 /* x[T, H] = E[ids] · scale (embed.cu); E: [V, H] bf16 */

@@ -1,0 +1,424 @@
+/* gemv.cu — decode products: one to four rows against bf16 weights streamed once from memory.
+ *
+ * Decode is a pure stream over W. One row (T = 1) runs cu_gemv: each weight row is read once with 16-byte
+ * loads, two batches of 8 per lane in flight, and the ops around the product can be folded into it (the
+ * RMSNorm or output gate that makes the operand, SwiGLU or the residual update on the output); 2..4 rows
+ * run k_gemv (two rows per warp, cu_gemv_rows). Both take fp32 or bf16 x (fp32 x needs no widened copy of
+ * W). On the 9B shape a step's 129 GEMVs stream 18.35 GB at ≈ 2.8 TB/s with PDL (H100, diag of run 2).
+ * cu_gemm_run (gemm.cu) sends T ≤ 4 here. */
+#include <string.h>
+
+#include "cuda/common.cuh"
+#include "cuda/pdl.cuh"
+
+/* y[t, n] = alpha · x[t, :]·W[n, :] + beta · y[t, n] for t < T ≤ 4: one warp per pair of rows of W */
+template <class XT, int T>
+__global__ void __launch_bounds__(256) k_gemv(float *y, int64_t ldy, const XT *x, int64_t ldx, const bf16 *W,
+                                              int64_t N, int64_t K, float alpha, float beta) {
+    const int lane = threadIdx.x & 31;
+    const int64_t warp = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+    const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+    for (int64_t n0 = 2 * warp; n0 < N; n0 += 2 * nwarps) {
+        const bool two = n0 + 1 < N;
+        const bf16 *w0 = W + n0 * K, *w1 = W + (two ? n0 + 1 : n0) * K;
+        float acc[2][T];
+#pragma unroll
+        for (int t = 0; t < T; t++) acc[0][t] = acc[1][t] = 0.f;
+        for (int64_t k = lane * 8; k < K; k += 256) {
+            uint4 a = *(const uint4 *)(w0 + k), b = *(const uint4 *)(w1 + k);
+            const bf16 *ha = (const bf16 *)&a, *hb = (const bf16 *)&b;
+#pragma unroll
+            for (int t = 0; t < T; t++) {
+                float xv[8];
+                const XT *xp = x + t * ldx + k;
+                if (sizeof(XT) == 4) {
+                    float4 u = *(const float4 *)xp, v = *(const float4 *)((const float *)xp + 4);
+                    xv[0] = u.x, xv[1] = u.y, xv[2] = u.z, xv[3] = u.w, xv[4] = v.x, xv[5] = v.y, xv[6] = v.z, xv[7] = v.w;
+                } else {
+                    uint4 u = *(const uint4 *)xp;
+                    const bf16 *hx = (const bf16 *)&u;
+#pragma unroll
+                    for (int i = 0; i < 8; i++) xv[i] = __bfloat162float(hx[i]);
+                }
+#pragma unroll
+                for (int i = 0; i < 8; i++) {
+                    acc[0][t] = fmaf(xv[i], __bfloat162float(ha[i]), acc[0][t]);
+                    acc[1][t] = fmaf(xv[i], __bfloat162float(hb[i]), acc[1][t]);
+                }
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            float s0 = warp_sum(acc[0][t]), s1 = warp_sum(acc[1][t]);
+            if (lane == 0) {
+                float *p0 = y + t * ldy + n0;
+                *p0 = beta == 0.f ? alpha * s0 : alpha * s0 + beta * *p0;
+                if (two) p0[1] = beta == 0.f ? alpha * s1 : alpha * s1 + beta * p0[1];
+            }
+        }
+    }
+}
+
+/* ---- the decode GEMV: one row, fused operand and output stages (cu_gemv) ----
+ * 256 threads = 8 warps per block; a warp owns a contiguous range of items (an item = one output row, or
+ * for SWIGLU the pair of rows i and N/2 + i) and streams each row in batches of NB 16-byte loads per lane,
+ * lane j reading vectors j, j + 32, ... (the same lane split and summation order as k_gemv). The operand a
+ * is built once per block in shared memory (each block recomputes the RMSNorm of the 4096-wide x from L2
+ * instead of reading the output of a separate norm kernel). The grid is `bps` blocks per SM, sized so that
+ * every warp has the same number of items (± 1). The first batches of weights are loaded before
+ * pdl_wait(), so with PDL a GEMV starts streaming while the previous kernel drains.
+ * Variants (cu_gemv_config): 0 = NB 8, one buffer, ≤ 64 registers; 1 = NB 16, one buffer; 2 = NB 8, two
+ * buffers (the next batch loads while this one is summed: the default, fastest on an H100).
+ * Trigger of the next kernel (PDL): 0 = when the block exits, 1 = after the operand is built, 2 = when a
+ * warp starts its last batch. */
+static __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+static __device__ __forceinline__ float dot8(uint4 w, const bf16 *xs, float acc) {
+    uint4 u = *(const uint4 *)xs;
+    const bf16 *hw = (const bf16 *)&w, *hx = (const bf16 *)&u;
+#pragma unroll
+    for (int i = 0; i < 8; i++) acc = fmaf(__bfloat162float(hx[i]), __bfloat162float(hw[i]), acc);
+    return acc;
+}
+static __device__ __forceinline__ float dot8(uint4 w, const float *xs, float acc) {
+    float4 u = *(const float4 *)xs, v = *(const float4 *)(xs + 4);
+    const float xv[8] = {u.x, u.y, u.z, u.w, v.x, v.y, v.z, v.w};
+    const bf16 *hw = (const bf16 *)&w;
+#pragma unroll
+    for (int i = 0; i < 8; i++) acc = fmaf(xv[i], __bfloat162float(hw[i]), acc);
+    return acc;
+}
+
+/* a position in the warp's stream: item it, row r of the item, first vector vb of the batch */
+struct gv_pos {
+    int it, r, vb;
+};
+
+template <int NB, int R>
+static __device__ __forceinline__ void gv_next(gv_pos &p, int nvec) {
+    p.vb += 32 * NB;
+    if (p.vb >= nvec) {
+        p.vb = 0;
+        if (++p.r == R) p.r = 0, p.it++;
+    }
+}
+
+template <int NB>
+static __device__ __forceinline__ void gv_load(uint4 (&buf)[NB], const bf16 *W, int64_t row, int K, int vb, int nvec) {
+    const int lane = threadIdx.x & 31;
+    const uint4 *wr = (const uint4 *)(W + row * (int64_t)K);
+#pragma unroll
+    for (int j = 0; j < NB; j++) {
+        const int v = vb + lane + 32 * j;
+        if (v < nvec) buf[j] = ld_stream(wr + v);
+    }
+}
+
+template <class AT, int NB>
+static __device__ __forceinline__ float gv_dot(const uint4 (&buf)[NB], const AT *xs, int vb, int nvec, float acc) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int j = 0; j < NB; j++) {
+        const int v = vb + lane + 32 * j;
+        if (v < nvec) acc = dot8(buf[j], xs + (int64_t)v * 8, acc);
+    }
+    return acc;
+}
+
+/* xs[K] = the operand a (see cu_gemv_op). x, w and z are read PT elements a thread at a time (one round of
+ * loads when K ≤ 256·PT); the sum of squares runs over each thread's elements in index order, then across the
+ * block (block_sum_d), so every variant and chunking rounds the same inverse norm. */
+template <class AT, int IN, int PT>
+static __device__ __forceinline__ void gv_stage(AT *xs, const cu_gemv_op &op, int K) {
+    const int tid = threadIdx.x;
+    if (IN == CU_GV_PLAIN) {
+        constexpr int U = PT / 2;
+        const uint4 *src = (const uint4 *)op.x;
+        uint4 *dst = (uint4 *)xs;
+        const int nv = K * (int)sizeof(AT) / 16;
+        for (int i0 = 0; i0 < nv; i0 += 256 * U) {
+            uint4 t[U];
+#pragma unroll
+            for (int j = 0; j < U; j++) {
+                const int i = i0 + tid + 256 * j;
+                if (i < nv) t[j] = __ldcg(src + i);
+            }
+#pragma unroll
+            for (int j = 0; j < U; j++) {
+                const int i = i0 + tid + 256 * j;
+                if (i < nv) dst[i] = t[j];
+            }
+        }
+        return;
+    }
+    const float *x = (const float *)op.x;
+    const bool hw = IN == CU_GV_NORM || op.w != NULL, hz = IN == CU_GV_GATE && op.z != NULL;
+    const bool one = K <= 256 * PT;
+    float xv[PT], wv[PT], zv[PT];
+    float inv = 1.0f;
+    if (one) { /* x, w and z in one round of loads */
+#pragma unroll
+        for (int j = 0; j < PT; j++) {
+            const int i = tid + 256 * j;
+            const bool ok = i < K;
+            xv[j] = ok ? __ldcg(x + i) : 0.f;
+            wv[j] = ok && hw ? __ldg(op.w + i) : 0.f;
+            zv[j] = ok && hz ? __ldcg(op.z + i) : 0.f;
+        }
+    }
+    if (hw) {
+        double ss = 0;
+        if (one) {
+#pragma unroll
+            for (int j = 0; j < PT; j++) ss += (double)xv[j] * xv[j];
+        } else {
+            for (int c0 = 0; c0 < K; c0 += 256 * PT) {
+                float t[PT];
+#pragma unroll
+                for (int j = 0; j < PT; j++) {
+                    const int i = c0 + tid + 256 * j;
+                    t[j] = i < K ? __ldcg(x + i) : 0.f;
+                }
+#pragma unroll
+                for (int j = 0; j < PT; j++) ss += (double)t[j] * t[j];
+            }
+        }
+        ss = block_sum_d(ss);
+        inv = (float)(1.0 / sqrt(ss / K + op.eps));
+    }
+    for (int c0 = 0; c0 < K; c0 += 256 * PT) {
+        if (!one) {
+#pragma unroll
+            for (int j = 0; j < PT; j++) {
+                const int i = c0 + tid + 256 * j;
+                const bool ok = i < K;
+                xv[j] = ok ? __ldcg(x + i) : 0.f;
+                wv[j] = ok && hw ? __ldg(op.w + i) : 0.f;
+                zv[j] = ok && hz ? __ldcg(op.z + i) : 0.f;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < PT; j++) {
+            const int i = c0 + tid + 256 * j;
+            if (i >= K) break;
+            float v = xv[j];
+            if (IN == CU_GV_NORM) {
+                v = v * inv * wv[j];
+                if (op.div != 1.0f) v /= op.div;
+            } else {
+                if (hw) v = v * inv * wv[j];
+                if (hz) v *= 1.0f / (1.0f + expf(-zv[j]));
+            }
+            xs[i] = from_f32<AT>(v);
+        }
+    }
+}
+
+template <class AT, int OUT>
+static __device__ __forceinline__ void gv_out(const cu_gemv_op &op, int64_t it, float s0, float sum) {
+    if (OUT == CU_GV_SWIGLU) {
+        ((AT *)op.y)[it] = from_f32<AT>(s0 / (1.0f + expf(-s0)) * sum);
+    } else {
+        float *py = (float *)op.y + it;
+        *py = op.beta == 0.f ? op.alpha * sum : op.alpha * sum + op.beta * __ldcg(py);
+    }
+}
+
+template <class AT, int IN, int OUT, int NB, bool DB, int MINB>
+__global__ void __launch_bounds__(256, MINB) k_gemv1(cu_gemv_op op, const bf16 *W, int K, int items, int trig,
+                                                     int pf) {
+    extern __shared__ uint4 gv_smem[];
+    AT *xs = (AT *)gv_smem; /* [K] the operand a */
+    constexpr int R = OUT == CU_GV_SWIGLU ? 2 : 1, PT = MINB >= 4 ? 4 : 16;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t gw = (int64_t)blockIdx.x * 8 + warp, nw = (int64_t)gridDim.x * 8;
+    const int it1 = (int)((gw + 1) * items / nw), it0 = (int)(gw * items / nw);
+    const int nvec = K / 8;
+    uint4 bA[NB], bB[NB];
+    gv_pos lp = {it0, 0, 0}; /* next batch to load */
+    /* weights only before pdl_wait(): nothing an earlier kernel writes */
+    if (lp.it < it1) {
+        gv_load<NB>(bA, W, lp.it + (int64_t)lp.r * items, K, lp.vb, nvec);
+        gv_next<NB, R>(lp, nvec);
+    }
+    if (DB && lp.it < it1) {
+        gv_load<NB>(bB, W, lp.it + (int64_t)lp.r * items, K, lp.vb, nvec);
+        gv_next<NB, R>(lp, nvec);
+    }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (pf > 0 && lane == 0 && it0 < it1) { /* the start of the warp's rows into L2 (bulk prefetch, no registers) */
+        for (int r = 0; r < R; r++) {
+            const int64_t bytes = (int64_t)(it1 - it0) * K * 2;
+            const unsigned n = (unsigned)((bytes < pf ? bytes : pf) & ~(int64_t)15);
+            const bf16 *src = W + ((int64_t)it0 + (int64_t)r * items) * K;
+            if (n) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(n) : "memory");
+        }
+    }
+#endif
+    pdl_wait();
+    gv_stage<AT, IN, PT>(xs, op, K);
+    __syncthreads();
+    if (trig == 1) pdl_trigger();
+    float acc = 0.f, s0 = 0.f;
+    gv_pos cp = {it0, 0, 0}; /* batch being summed */
+    /* sum the batch in buf, refill buf with the next one to load, then close the row if it ended */
+    auto step = [&](uint4 (&buf)[NB]) {
+        acc = gv_dot<AT, NB>(buf, xs, cp.vb, nvec, acc);
+        if (lp.it < it1) {
+            gv_load<NB>(buf, W, lp.it + (int64_t)lp.r * items, K, lp.vb, nvec);
+            gv_next<NB, R>(lp, nvec);
+        } else if (trig == 2) {
+            pdl_trigger();
+        }
+        if (cp.vb + 32 * NB >= nvec) {
+            const float sum = warp_sum(acc);
+            acc = 0.f;
+            if (R == 2 && cp.r == 0) s0 = sum;
+            else if (lane == 0) gv_out<AT, OUT>(op, cp.it, s0, sum);
+        }
+        gv_next<NB, R>(cp, nvec);
+    };
+    while (cp.it < it1) {
+        step(bA);
+        if (DB && cp.it < it1) step(bB);
+    }
+}
+
+static int gv_sms(void) {
+    static int sms = 0;
+    if (!sms) {
+        sms = cu_sm_count();
+        if (sms <= 0) sms = 1;
+    }
+    return sms;
+}
+
+#define GV_MAX_SMEM (160 << 10)
+
+static int pdl_state = -1;
+
+extern "C" void cu_pdl_set(int on) {
+    pdl_state = -1;
+    const int mask = cu_pdl_on() ? PDL_ALL : 0;
+    pdl_state = on > 0 ? (on & mask) : 0;
+}
+
+extern "C" int cu_pdl_on(void) {
+    int &on = pdl_state;
+    if (on < 0) {
+        int dev = 0, major = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+        const char *e = getenv("SALA_CUDA_PDL");
+        on = major >= 9 ? (e && *e ? (atoi(e) & PDL_ALL) : PDL_ALL) : 0;
+    }
+    return on;
+}
+
+/* the variant, trigger and blocks per SM in use (cu_gemv_config; SALA_GV_VAR, SALA_GV_TRIG, SALA_GV_BPS) */
+static int gv_var = 2, gv_trig = 1, gv_bps = 2, gv_pf = 0;
+
+extern "C" void cu_gemv_config(int var, int trig, int bps, int pf) {
+    if (var >= 0 && var <= 2) gv_var = var;
+    if (trig >= 0 && trig <= 2) gv_trig = trig;
+    if (bps >= 1 && bps <= 8) gv_bps = bps;
+    if (pf >= 0) gv_pf = pf;
+}
+
+#define GV_VARIANT_CASES(AT, IN, OUT)                                                 \
+    case 0: K_ = k_gemv1<AT, IN, OUT, 8, false, 4>; break;                            \
+    case 1: K_ = k_gemv1<AT, IN, OUT, 16, false, 2>; break;                           \
+    default: K_ = k_gemv1<AT, IN, OUT, 8, true, 2>; break;
+
+typedef void (*gv_kernel)(cu_gemv_op, const bf16 *, int, int, int, int);
+
+template <class AT, int IN, int OUT> static gv_kernel gv_pick(int var) {
+    gv_kernel K_;
+    switch (var) { GV_VARIANT_CASES(AT, IN, OUT) }
+    return K_;
+}
+
+template <class AT> static gv_kernel gv_pick_io(int in, int out, int var) {
+    if (out == CU_GV_SWIGLU) {
+        if (in == CU_GV_PLAIN) return gv_pick<AT, CU_GV_PLAIN, CU_GV_SWIGLU>(var);
+        if (in == CU_GV_NORM) return gv_pick<AT, CU_GV_NORM, CU_GV_SWIGLU>(var);
+        return gv_pick<AT, CU_GV_GATE, CU_GV_SWIGLU>(var);
+    }
+    if (in == CU_GV_PLAIN) return gv_pick<AT, CU_GV_PLAIN, CU_GV_STORE>(var);
+    if (in == CU_GV_NORM) return gv_pick<AT, CU_GV_NORM, CU_GV_STORE>(var);
+    return gv_pick<AT, CU_GV_GATE, CU_GV_STORE>(var);
+}
+
+/* everything cu_gemv queries or sets once, done outside any graph capture */
+extern "C" int cu_gemv_prepare(void) {
+    static int done = 0;
+    if (!done) {
+        cu_pdl_on();
+        gv_sms();
+        const char *e;
+        if ((e = getenv("SALA_GV_VAR"))) gv_var = atoi(e) >= 0 && atoi(e) <= 2 ? atoi(e) : gv_var;
+        if ((e = getenv("SALA_GV_TRIG"))) gv_trig = atoi(e) >= 0 && atoi(e) <= 2 ? atoi(e) : gv_trig;
+        if ((e = getenv("SALA_GV_BPS"))) gv_bps = atoi(e) >= 1 && atoi(e) <= 8 ? atoi(e) : gv_bps;
+        if ((e = getenv("SALA_GV_PF"))) gv_pf = atoi(e) >= 0 ? atoi(e) : gv_pf;
+        for (int var = 0; var < 3; var++)
+            for (int in = 0; in < 3; in++)
+                for (int out = 0; out < 2; out++) {
+                    cudaFuncSetAttribute(gv_pick_io<bf16>(in, out, var), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         GV_MAX_SMEM);
+                    cudaFuncSetAttribute(gv_pick_io<float>(in, out, var), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         GV_MAX_SMEM);
+                }
+        done = 1;
+    }
+    return LAUNCH_CHECK();
+}
+
+extern "C" int cu_gemv_supported(cu_dtype at, int64_t K) {
+    return K > 0 && K % 8 == 0 && K * (at == CU_BF16 ? 2 : 4) <= GV_MAX_SMEM;
+}
+
+extern "C" int cu_gemv(void *stream, const cu_gemv_op *op, cu_dtype at, const uint16_t *W, int64_t N, int64_t K) {
+    if (N <= 0) return 0;
+    if (!cu_gemv_supported(at, K) || align_of(W) < 16 || (op->in == CU_GV_PLAIN && align_of(op->x) < 16) ||
+        (op->out == CU_GV_SWIGLU && N % 2) || (op->in == CU_GV_NORM && !op->w) || op->in < 0 || op->in > 2 ||
+        op->out < 0 || op->out > 1)
+        return (int)cudaErrorInvalidValue;
+    cudaStream_t st = (cudaStream_t)stream;
+    const size_t smem = (size_t)K * (at == CU_BF16 ? 2 : 4);
+    if (smem > (48 << 10)) cu_gemv_prepare();
+    const int64_t items = op->out == CU_GV_SWIGLU ? N / 2 : N;
+    const int64_t wmax = (int64_t)gv_sms() * gv_bps * 8;
+    const int64_t rounds = (items + wmax - 1) / wmax, warps = (items + rounds - 1) / rounds;
+    const unsigned blocks = (unsigned)((warps + 7) / 8);
+    gv_kernel kern = at == CU_BF16 ? gv_pick_io<bf16>(op->in, op->out, gv_var) : gv_pick_io<float>(op->in, op->out, gv_var);
+    int e = pdl_launch(PDL_GEMV, kern, dim3(blocks), dim3(256), smem, st, *op, (const bf16 *)W, (int)K, (int)items, gv_trig,
+                       gv_pf);
+    return e ? e : LAUNCH_CHECK();
+}
+
+template <class XT>
+static int gemv_t(cudaStream_t st, float *y, int64_t ldy, const XT *x, int64_t ldx, const bf16 *W, int64_t T, int64_t N,
+                  int64_t K, float alpha, float beta) {
+    int64_t blocks = (N + 15) / 16; /* 8 warps × 2 rows */
+    if (blocks > 8192) blocks = 8192;
+    switch (T) {
+    case 1: k_gemv<XT, 1><<<(unsigned)blocks, 256, 0, st>>>(y, ldy, x, ldx, W, N, K, alpha, beta); break;
+    case 2: k_gemv<XT, 2><<<(unsigned)blocks, 256, 0, st>>>(y, ldy, x, ldx, W, N, K, alpha, beta); break;
+    case 3: k_gemv<XT, 3><<<(unsigned)blocks, 256, 0, st>>>(y, ldy, x, ldx, W, N, K, alpha, beta); break;
+    default: k_gemv<XT, 4><<<(unsigned)blocks, 256, 0, st>>>(y, ldy, x, ldx, W, N, K, alpha, beta); break;
+    }
+    return LAUNCH_CHECK();
+}
+
+extern "C" int cu_gemv_rows(void *stream, float *y, int64_t ldy, const void *x, cu_dtype xt, int64_t ldx,
+                            const uint16_t *W, int64_t T, int64_t N, int64_t K, float alpha, float beta) {
+    cudaStream_t st = (cudaStream_t)stream;
+    if (xt == CU_BF16) return gemv_t(st, y, ldy, (const bf16 *)x, ldx, (const bf16 *)W, T, N, K, alpha, beta);
+    return gemv_t(st, y, ldy, (const float *)x, ldx, (const bf16 *)W, T, N, K, alpha, beta);
+}
