@@ -12,8 +12,9 @@
  * gives, on these uniform random inputs, max |Δ| ≤ 0.031·rms(ref) and mean |Δ| ≈ 0.002·rms(ref) for the
  * outputs and max |Δ| ≤ 0.02·rms(ref) for the state (the H100 measured max 0.034·rms for o at T = 2048,
  * 0.022·rms for S); the limits are max 0.06·rms and mean 0.006·rms. A
- * decay power off by one in any of the three places measures max ≥ 0.2·rms there, far outside. Runs only
- * with SALA_TEST_CUDA=1 on a GPU. */
+ * decay power off by one in any of the three places measures max ≥ 0.2·rms there, far outside. The same
+ * kernel fed bf16 q, k, v (the bf16-output projection GEMM of a prefill chunk) is checked the same way
+ * against the reference run on those bf16 values. Runs only with SALA_TEST_CUDA=1 on a GPU. */
 #ifndef SALA_CUDA
 #include <stdio.h>
 int main(void) {
@@ -28,8 +29,8 @@ int main(void) {
 #include "test.h"
 #include "cuda_test.h"
 
-enum { K_CHUNKED, K_DECODE, K_MMA };
-static const char *kname[] = {"chunked", "recurrent", "mma bf16"};
+enum { K_CHUNKED, K_DECODE, K_MMA, K_MMA_IN16 };
+static const char *kname[] = {"chunked", "recurrent", "mma bf16", "mma bf16, bf16 q/k/v"};
 
 static double rms_of(const float *x, int64_t n) {
     double a = 0;
@@ -39,7 +40,7 @@ static double rms_of(const float *x, int64_t n) {
 
 /* the check of one tensor: fp32 kernels against max|ref|, the bf16 kernel against rms(ref) (see the top) */
 static int check_out(const char *what, const float *got, const float *ref, int64_t n, int kind) {
-    if (kind != K_MMA) {
+    if (kind != K_MMA && kind != K_MMA_IN16) {
         double m = 0;
         for (int64_t i = 0; i < n; i++) m = fmax(m, fabs(ref[i]));
         return close_to(what, got, ref, n, NULL, 2e-5 * m + 1e-6, 0);
@@ -72,6 +73,10 @@ static void lightning_calls(int nh, int hd, const int64_t *Ts, int ncall, int ki
         int64_t T = Ts[c];
         float *buf = malloc(sizeof(float) * (size_t)(T * ld));
         fill(buf, T * ld, 1.0f);
+        uint16_t *b16 = malloc(2 * (size_t)(T * ld));
+        for (int64_t i = 0; i < T * ld; i++) b16[i] = f32_to_bf16(buf[i]); /* the kernel's input, exactly */
+        if (kind == K_MMA_IN16)
+            for (int64_t i = 0; i < T * ld; i++) buf[i] = bf16_to_f32(b16[i]);
         float *q = malloc(sizeof(float) * (size_t)(T * qd)), *k = malloc(sizeof(float) * (size_t)(T * qd));
         float *v = malloc(sizeof(float) * (size_t)(T * qd)), *ref = malloc(sizeof(float) * (size_t)(T * qd));
         for (int64_t t = 0; t < T; t++) {
@@ -81,8 +86,12 @@ static void lightning_calls(int nh, int hd, const int64_t *Ts, int ncall, int ki
         }
         op_lightning_ref(ref, q, k, v, Sref, lam, s, T, nh, hd);
         float *dbuf = up(buf, sizeof(float) * (size_t)(T * ld)), *dout = dnew(sizeof(float) * (size_t)(T * ldo));
+        uint16_t *d16 = up(b16, 2 * (size_t)(T * ld));
         int e = kind == K_DECODE ? cu_lightning_decode(NULL, dout, ldo, dbuf, dbuf + qd, dbuf + 2 * qd, ld, dS, dlam, s, T, nh, hd)
-                : kind == K_MMA  ? cu_lightning_prefill_mma(NULL, dout, ldo, dbuf, dbuf + qd, dbuf + 2 * qd, ld, dS, dlam, s, T, nh, hd)
+                : kind == K_MMA  ? cu_lightning_prefill_mma(NULL, dout, ldo, dbuf, dbuf + qd, dbuf + 2 * qd, CU_F32, ld, dS, dlam,
+                                                            s, T, nh, hd)
+                : kind == K_MMA_IN16 ? cu_lightning_prefill_mma(NULL, dout, ldo, d16, d16 + qd, d16 + 2 * qd, CU_BF16, ld, dS,
+                                                                dlam, s, T, nh, hd)
                                  : cu_lightning_prefill(NULL, dout, ldo, dbuf, dbuf + qd, dbuf + 2 * qd, ld, dS, dlam, s, T, nh, hd);
         CHECK(e == 0, "launch: %s", cu_error_str(e));
         float *got = malloc(sizeof(float) * (size_t)(T * ldo)), *gp = malloc(sizeof(float) * (size_t)(T * qd));
@@ -91,8 +100,8 @@ static void lightning_calls(int nh, int hd, const int64_t *Ts, int ncall, int ki
         char wo[160];
         snprintf(wo, sizeof wo, "%s: o%d", what, c + 1);
         CHECK(check_out(wo, gp, ref, T * qd, kind), "%s", wo);
-        cu_free(dbuf), cu_free(dout);
-        free(buf), free(q), free(k), free(v), free(ref), free(got), free(gp);
+        cu_free(dbuf), cu_free(dout), cu_free(d16);
+        free(b16), free(buf), free(q), free(k), free(v), free(ref), free(got), free(gp);
     }
     float *gS = malloc(sizeof(float) * (size_t)ssz);
     CHECK(down(gS, dS, sizeof(float) * (size_t)ssz) == 0);
@@ -127,6 +136,20 @@ static void test_lightning_prefill_mma(void) {
     lightning_case(16, 16, 300, K_MMA);
     lightning_calls(4, 16, c2, 4, K_MMA);
     lightning_calls(3, 128, c1, 2, K_CHUNKED);
+    /* bf16 q, k, v (ld = 3·qd + 4 keeps every head 8-byte aligned) */
+    lightning_case(32, 128, 2048, K_MMA_IN16);
+    lightning_calls(3, 128, c1, 2, K_MMA_IN16);
+    lightning_calls(4, 16, c2, 4, K_MMA_IN16);
+    lightning_case(2, 32, 70, K_MMA_IN16);
+    /* a misaligned bf16 operand is refused, not read with the wrong width */
+    uint16_t *d = dnew(2 * 64 * 1000);
+    float *o = dnew(sizeof(float) * 64 * 1000);
+    double lam = 0.9;
+    double *dl = up(&lam, sizeof lam);
+    float *S = dnew(sizeof(float) * 128 * 128);
+    int e = cu_lightning_prefill_mma(NULL, o, 128, d + 1, d + 129, d + 257, CU_BF16, 387, S, dl, 0.1f, 64, 1, 128);
+    CHECK(e != 0, "misaligned bf16 q/k/v accepted");
+    cu_free(d), cu_free(o), cu_free(dl), cu_free(S);
 }
 
 static void test_lightning_decode(void) {

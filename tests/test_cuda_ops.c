@@ -9,7 +9,9 @@
  *     + 1e-6 — the typical reordering error is √K·2⁻²⁴·Σ|xw| (4e-6 at K = 4096). The bf16 path is
  *     compared with the reference fed the same bf16-rounded x.
  *   norms, gates, SwiGLU, RoPE (the same formula in fp32, sums in double): |Δ| ≤ 1e-6 + 1e-5·|ref|.
- *   bf16 outputs: one bf16 rounding of the fp32 result, |Δ| ≤ 2⁻⁸·|ref| + 1e-6.
+ *   bf16 outputs: one bf16 rounding of the fp32 result, |Δ| ≤ 2⁻⁸·|ref| + 1e-6 (added to the GEMM's bound
+ *     for a bf16-output GEMM). bf16 inputs (SwiGLU, gate, qk-norm + RoPE fed a bf16 GEMM output): the reference
+ *     runs on the same bf16 values, so only the output rounding differs.
  *   embedding, KV append, argmax: exact. */
 #ifndef SALA_CUDA
 #include <stdio.h>
@@ -28,7 +30,8 @@ int main(void) {
 /* ---- GEMM ---- */
 
 /* pad: extra elements per row of x (odd pads force cuBLASLt / the fallback; multiples of 8 allow the GEMV) */
-static void gemm_case(cu_gemm *g, int64_t T, int64_t N, int64_t K, cu_dtype xt, float alpha, float beta, int pad) {
+static void gemm_case(cu_gemm *g, int64_t T, int64_t N, int64_t K, cu_dtype xt, float alpha, float beta, int pad,
+                      cu_dtype yt) {
     int64_t ldx = K + pad, ldy = N + 5; /* strided operand and output */
     float *x = malloc(sizeof(float) * (size_t)(T * ldx)), *w = malloc(sizeof(float) * (size_t)(N * K));
     uint16_t *wb = malloc(2 * (size_t)(N * K)), *xb = malloc(2 * (size_t)(T * ldx));
@@ -49,21 +52,26 @@ static void gemm_case(cu_gemm *g, int64_t T, int64_t N, int64_t K, cu_dtype xt, 
         for (int64_t n = 0; n < N; n++) {
             double s = 0;
             for (int64_t k = 0; k < K; k++) s += fabs((double)xp[t * K + k] * bf16_to_f32(wb[n * K + k]));
-            tol[t * N + n] = 1e-5 * s * fabs(alpha) + 1e-6;
             ref[t * N + n] = alpha * ref[t * N + n] + beta * y0[t * ldy + n];
+            tol[t * N + n] = 1e-5 * s * fabs(alpha) + 1e-6 + (yt == CU_BF16 ? fabs(ref[t * N + n]) / 256 : 0);
         }
     void *dx = xt == CU_BF16 ? up(xb, 2 * (size_t)(T * ldx)) : up(x, sizeof(float) * (size_t)(T * ldx));
     uint16_t *dw = up(wb, 2 * (size_t)(N * K));
-    float *dy = up(y0, sizeof(float) * (size_t)(T * ldy));
-    if (beta == 0.0f) cu_memset(dy, 0xff, sizeof(float) * (size_t)(T * ldy)); /* beta 0 must ignore y */
-    int e = cu_gemm_run(g, NULL, dy, ldy, dx, xt, ldx, dw, T, N, K, alpha, beta);
+    const size_t ys = yt == CU_BF16 ? 2 : 4;
+    void *dy = yt == CU_BF16 ? dnew(ys * (size_t)(T * ldy)) : up(y0, sizeof(float) * (size_t)(T * ldy));
+    if (beta == 0.0f) cu_memset(dy, 0xff, ys * (size_t)(T * ldy)); /* beta 0 must ignore y */
+    if (yt == CU_BF16 && T > 4) /* a tuned plan must compute the same product */
+        CHECK(cu_gemm_tune(g, NULL, yt, ldy, dx, ldx, dw, T, N, K, "test") == 0);
+    int e = cu_gemm_run(g, NULL, dy, yt, ldy, dx, xt, ldx, dw, T, N, K, alpha, beta);
     CHECK(e == 0, "cu_gemm_run: %s", cu_error_str(e));
     float *got = malloc(sizeof(float) * (size_t)(T * ldy)), *gp = malloc(sizeof(float) * (size_t)(T * N));
-    CHECK(down(got, dy, sizeof(float) * (size_t)(T * ldy)) == 0);
+    CHECK(down(got, dy, ys * (size_t)(T * ldy)) == 0);
+    if (yt == CU_BF16) /* widen in place, from the end */
+        for (int64_t i = T * ldy - 1; i >= 0; i--) got[i] = bf16_to_f32(((uint16_t *)got)[i]);
     for (int64_t t = 0; t < T; t++) memcpy(gp + t * N, got + t * ldy, sizeof(float) * (size_t)N);
     char what[128];
-    snprintf(what, sizeof what, "gemm %s T=%lld N=%lld K=%lld a=%g b=%g pad %d", xt == CU_BF16 ? "bf16" : "fp32",
-             (long long)T, (long long)N, (long long)K, alpha, beta, pad);
+    snprintf(what, sizeof what, "gemm %s%s T=%lld N=%lld K=%lld a=%g b=%g pad %d", xt == CU_BF16 ? "bf16" : "fp32",
+             yt == CU_BF16 ? " -> bf16" : "", (long long)T, (long long)N, (long long)K, alpha, beta, pad);
     CHECK(close_to(what, gp, ref, T * N, tol, 0, 0), "%s", what);
     cu_free(dx), cu_free(dw), cu_free(dy);
     free(x), free(w), free(wb), free(xb), free(y0), free(xp), free(ref), free(tol), free(got), free(gp);
@@ -77,15 +85,26 @@ static void test_gemm(void) {
     static const int64_t shapes[][3] = {{1, 37, 64}, {7, 100, 136}, {65, 259, 256}, {300, 1000, 1024}, {2, 4099, 512}};
     for (int i = 0; i < 5; i++)
         for (int xt = 0; xt < 2; xt++)
-            gemm_case(g, shapes[i][0], shapes[i][1], shapes[i][2], (cu_dtype)xt, 1.0f, 0.0f, xt == CU_BF16 ? 8 : 3);
-    gemm_case(g, 33, 130, 264, CU_BF16, 0.7f, 1.0f, 8); /* residual epilogue */
-    gemm_case(g, 33, 130, 264, CU_F32, 0.7f, 1.0f, 3);
+            gemm_case(g, shapes[i][0], shapes[i][1], shapes[i][2], (cu_dtype)xt, 1.0f, 0.0f, xt == CU_BF16 ? 8 : 3, CU_F32);
+    gemm_case(g, 33, 130, 264, CU_BF16, 0.7f, 1.0f, 8, CU_F32); /* residual epilogue */
+    gemm_case(g, 33, 130, 264, CU_F32, 0.7f, 1.0f, 3, CU_F32);
+    /* bf16 products (cuBLASLt, tuned; a 3-row one and odd strides on the tiled kernel) */
+    for (int i = 0; i < 5; i++) gemm_case(g, shapes[i][0], shapes[i][1], shapes[i][2], CU_BF16, 1.0f, 0.0f, 8, CU_BF16);
+    gemm_case(g, 300, 1000, 1024, CU_BF16, 0.5f, 0.0f, 3, CU_BF16);
+    gemm_case(g, 512, 2048, 1024, CU_BF16, 1.0f, 0.0f, 0, CU_BF16);
+    gemm_case(g, 512, 2048, 1024, CU_BF16, 1.0f, 0.0f, 0, CU_F32);
+    { /* a bf16 product that would accumulate, or from fp32 operands, is refused */
+        void *b = dnew(1 << 16);
+        CHECK(cu_gemm_run(g, NULL, b, CU_BF16, 64, b, CU_BF16, 64, b, 8, 64, 64, 1.0f, 1.0f) != 0);
+        CHECK(cu_gemm_run(g, NULL, b, CU_BF16, 64, b, CU_F32, 64, b, 8, 64, 64, 1.0f, 0.0f) != 0);
+        cu_free(b);
+    }
     /* decode-sized products on the GEMV kernel (aligned rows), both operand types, with and without beta */
     for (int xt = 0; xt < 2; xt++) {
-        gemm_case(g, 1, 4099, 512, (cu_dtype)xt, 1.0f, 0.0f, 0);
-        gemm_case(g, 3, 131, 264, (cu_dtype)xt, 1.0f, 0.0f, 8);
-        gemm_case(g, 4, 1000, 1024, (cu_dtype)xt, 0.7f, 1.0f, 16);
-        gemm_case(g, 2, 1, 4096, (cu_dtype)xt, 1.0f, 0.0f, 0);
+        gemm_case(g, 1, 4099, 512, (cu_dtype)xt, 1.0f, 0.0f, 0, CU_F32);
+        gemm_case(g, 3, 131, 264, (cu_dtype)xt, 1.0f, 0.0f, 8, CU_F32);
+        gemm_case(g, 4, 1000, 1024, (cu_dtype)xt, 0.7f, 1.0f, 16, CU_F32);
+        gemm_case(g, 2, 1, 4096, (cu_dtype)xt, 1.0f, 0.0f, 0, CU_F32);
     }
     cu_gemm_free(g);
 }
@@ -146,6 +165,7 @@ static void test_rmsnorm(void) {
 }
 
 static void test_norm_gate(void) {
+    for (int zt = 0; zt < 2; zt++)
     for (int with_norm = 0; with_norm < 2; with_norm++) {
         int D = with_norm ? 272 : 100;
         int64_t rows = 6, ldo = D + 1, ldz = 3 * D + 7;
@@ -154,6 +174,10 @@ static void test_norm_gate(void) {
         fill(o, rows * ldo, 2.0f);
         fill(z, rows * ldz, 4.0f);
         fill(w, D, 1.0f);
+        uint16_t *z16 = malloc(2 * (size_t)(rows * ldz));
+        for (int64_t i = 0; i < rows * ldz; i++) z16[i] = f32_to_bf16(z[i]);
+        if (zt == CU_BF16) /* the reference gates with the same bf16 values */
+            for (int64_t i = 0; i < rows * ldz; i++) z[i] = bf16_to_f32(z16[i]);
         float *ref = malloc(sizeof(float) * (size_t)(rows * D)), *g = malloc(sizeof(float) * (size_t)(rows * D));
         for (int64_t r = 0; r < rows; r++) {
             memcpy(ref + r * D, o + r * ldo, sizeof(float) * (size_t)D);
@@ -163,51 +187,69 @@ static void test_norm_gate(void) {
         op_sigmoid_gate(ref, g, rows * D);
         float *d_o = up(o, sizeof(float) * (size_t)(rows * ldo)), *dz = up(z, sizeof(float) * (size_t)(rows * ldz));
         float *dw = up(w, sizeof(float) * (size_t)D), *dy = dnew(sizeof(float) * (size_t)(rows * D));
-        CHECK(cu_norm_gate(NULL, dy, CU_F32, D, d_o, ldo, dz + 5, ldz, with_norm ? dw : NULL, rows, D, 1e-6f) == 0);
+        uint16_t *dz16 = up(z16, 2 * (size_t)(rows * ldz));
+        const void *zp = zt == CU_BF16 ? (const void *)(dz16 + 5) : (const void *)(dz + 5);
+        CHECK(cu_norm_gate(NULL, dy, CU_F32, D, d_o, ldo, zp, (cu_dtype)zt, ldz, with_norm ? dw : NULL, rows, D, 1e-6f) == 0);
         float *got = malloc(sizeof(float) * (size_t)(rows * D));
         CHECK(down(got, dy, sizeof(float) * (size_t)(rows * D)) == 0);
-        CHECK(close_to(with_norm ? "output norm + sigmoid gate" : "sigmoid gate", got, ref, rows * D, NULL, 1e-6, 1e-5));
-        cu_free(d_o), cu_free(dz), cu_free(dw), cu_free(dy);
-        free(o), free(z), free(w), free(ref), free(g), free(got);
+        char what[64];
+        snprintf(what, sizeof what, "%s%s", with_norm ? "output norm + sigmoid gate" : "sigmoid gate", zt ? ", bf16 z" : "");
+        CHECK(close_to(what, got, ref, rows * D, NULL, 1e-6, 1e-5), "%s", what);
+        cu_free(d_o), cu_free(dz), cu_free(dw), cu_free(dy), cu_free(dz16);
+        free(o), free(z), free(w), free(ref), free(g), free(got), free(z16);
     }
 }
 
 /* I = 100 takes the quad path (I % 4 == 0), I = 101 the scalar one */
-static void swiglu_case(int64_t rows, int I) {
+static void swiglu_case(int64_t rows, int I, cu_dtype gt) {
     float *gu = malloc(sizeof(float) * (size_t)(rows * 2 * I));
     fill(gu, rows * 2 * I, 5.0f);
+    uint16_t *gu16 = malloc(2 * (size_t)(rows * 2 * I));
+    for (int64_t i = 0; i < rows * 2 * I; i++) {
+        gu16[i] = f32_to_bf16(gu[i]);
+        if (gt == CU_BF16) gu[i] = bf16_to_f32(gu16[i]); /* the reference sees the same bf16 values */
+    }
     float *g = malloc(sizeof(float) * (size_t)(rows * I)), *u = malloc(sizeof(float) * (size_t)(rows * I));
     float *ref = malloc(sizeof(float) * (size_t)(rows * I));
     for (int64_t r = 0; r < rows; r++)
         for (int i = 0; i < I; i++) g[r * I + i] = gu[r * 2 * I + i], u[r * I + i] = gu[r * 2 * I + I + i];
     op_swiglu(ref, g, u, rows * I);
-    float *dgu = up(gu, sizeof(float) * (size_t)(rows * 2 * I));
+    void *dgu = gt == CU_BF16 ? up(gu16, 2 * (size_t)(rows * 2 * I)) : up(gu, sizeof(float) * (size_t)(rows * 2 * I));
     for (int ht = 0; ht < 2; ht++) {
         size_t es = ht ? 2 : 4;
         void *dh = dnew(es * (size_t)(rows * I));
-        CHECK(cu_swiglu(NULL, dh, (cu_dtype)ht, dgu, rows, I) == 0);
+        CHECK(cu_swiglu(NULL, dh, (cu_dtype)ht, dgu, gt, rows, I) == 0);
         char *hh = malloc(es * (size_t)(rows * I));
         float *got = malloc(sizeof(float) * (size_t)(rows * I));
         CHECK(down(hh, dh, es * (size_t)(rows * I)) == 0);
         for (int64_t i = 0; i < rows * I; i++) got[i] = ht ? bf16_to_f32(((uint16_t *)hh)[i]) : ((float *)hh)[i];
-        CHECK(close_to(ht ? "swiglu bf16" : "swiglu fp32", got, ref, rows * I, NULL, 1e-6, ht ? 1.0 / 256 : 1e-5));
+        char what[64];
+        snprintf(what, sizeof what, "swiglu %s -> %s I=%d", gt ? "bf16" : "fp32", ht ? "bf16" : "fp32", I);
+        CHECK(close_to(what, got, ref, rows * I, NULL, 1e-6, ht ? 1.0 / 256 : 1e-5), "%s", what);
         cu_free(dh), free(hh), free(got);
     }
     cu_free(dgu);
-    free(gu), free(g), free(u), free(ref);
+    free(gu), free(gu16), free(g), free(u), free(ref);
 }
 
 static void test_swiglu(void) {
-    swiglu_case(4, 100);
-    swiglu_case(3, 101);
-    swiglu_case(70, 16);
+    for (int gt = 0; gt < 2; gt++) {
+        swiglu_case(4, 100, (cu_dtype)gt);
+        swiglu_case(3, 101, (cu_dtype)gt);
+        swiglu_case(70, 16, (cu_dtype)gt);
+    }
 }
 
-static void qk_case(int hd, int nh, int64_t T, int64_t pos0, int do_norm) {
+static void qk_case(int hd, int nh, int64_t T, int64_t pos0, int do_norm, cu_dtype qt) {
     int64_t ld = 3 * nh * hd + 4; /* q | k | (rest) in a wider row */
     float *buf = malloc(sizeof(float) * (size_t)(T * ld)), *qw = malloc(sizeof(float) * (size_t)hd);
     float *kw = malloc(sizeof(float) * (size_t)hd);
     fill(buf, T * ld, 2.0f);
+    uint16_t *b16 = malloc(2 * (size_t)(T * ld));
+    for (int64_t i = 0; i < T * ld; i++) {
+        b16[i] = f32_to_bf16(buf[i]);
+        if (qt == CU_BF16) buf[i] = bf16_to_f32(b16[i]);
+    }
     fill(qw, hd, 1.5f);
     fill(kw, hd, 1.5f);
     int64_t qd = (int64_t)nh * hd;
@@ -226,9 +268,16 @@ static void qk_case(int hd, int nh, int64_t T, int64_t pos0, int do_norm) {
     for (int i = 0; i < hd / 2; i++) inv[i] = 1.0f / (float)pow(10000.0, (double)(2 * i) / hd);
     float *dbuf = up(buf, sizeof(float) * (size_t)(T * ld)), *dqw = up(qw, sizeof(float) * (size_t)hd);
     float *dkw = up(kw, sizeof(float) * (size_t)hd), *dinv = up(inv, sizeof(float) * (size_t)(hd / 2));
-    CHECK(cu_qknorm_rope(NULL, dbuf, ld, T, 2 * nh, nh, hd, dqw, dkw, 1e-6f, do_norm, dinv, pos0, 1) == 0);
+    uint16_t *d16 = up(b16, 2 * (size_t)(T * ld));
     float *got = malloc(sizeof(float) * (size_t)(T * ld));
-    CHECK(down(got, dbuf, sizeof(float) * (size_t)(T * ld)) == 0);
+    if (qt == CU_BF16) {
+        CHECK(cu_qknorm_rope_dev(NULL, d16, CU_BF16, ld, T, 2 * nh, nh, hd, dqw, dkw, 1e-6f, do_norm, dinv, pos0, NULL, 1) == 0);
+        CHECK(down(b16, d16, 2 * (size_t)(T * ld)) == 0);
+        for (int64_t i = 0; i < T * ld; i++) got[i] = bf16_to_f32(b16[i]);
+    } else {
+        CHECK(cu_qknorm_rope(NULL, dbuf, ld, T, 2 * nh, nh, hd, dqw, dkw, 1e-6f, do_norm, dinv, pos0, 1) == 0);
+        CHECK(down(got, dbuf, sizeof(float) * (size_t)(T * ld)) == 0);
+    }
     float *gq = malloc(sizeof(float) * (size_t)(T * qd)), *gk = malloc(sizeof(float) * (size_t)(T * qd));
     int untouched = 1;
     for (int64_t t = 0; t < T; t++) {
@@ -237,20 +286,23 @@ static void qk_case(int hd, int nh, int64_t T, int64_t pos0, int do_norm) {
         for (int64_t i = 2 * qd; i < ld; i++) untouched &= got[t * ld + i] == buf[t * ld + i];
     }
     char what[96];
-    snprintf(what, sizeof what, "%sRoPE hd=%d T=%lld pos0=%lld q", do_norm ? "qk-norm + " : "", hd, (long long)T,
-             (long long)pos0);
-    CHECK(close_to(what, gq, q, T * qd, NULL, 1e-6, 1e-5), "%s", what);
+    snprintf(what, sizeof what, "%sRoPE%s hd=%d T=%lld pos0=%lld q", do_norm ? "qk-norm + " : "", qt ? " bf16" : "", hd,
+             (long long)T, (long long)pos0);
+    const double rt = qt == CU_BF16 ? 1.0 / 256 : 1e-5;
+    CHECK(close_to(what, gq, q, T * qd, NULL, 1e-6, rt), "%s", what);
     what[strlen(what) - 1] = 'k';
-    CHECK(close_to(what, gk, k, T * qd, NULL, 1e-6, 1e-5), "%s", what);
+    CHECK(close_to(what, gk, k, T * qd, NULL, 1e-6, rt), "%s", what);
     CHECK(untouched, "qknorm_rope wrote outside q and k");
-    cu_free(dbuf), cu_free(dqw), cu_free(dkw), cu_free(dinv);
-    free(buf), free(qw), free(kw), free(q), free(k), free(got), free(gq), free(gk);
+    cu_free(dbuf), cu_free(dqw), cu_free(dkw), cu_free(dinv), cu_free(d16);
+    free(b16), free(buf), free(qw), free(kw), free(q), free(k), free(got), free(gq), free(gk);
 }
 
 static void test_qknorm_rope(void) {
-    qk_case(16, 4, 5, 0, 1);
-    qk_case(128, 3, 7, 1000003, 1);
-    qk_case(64, 2, 3, 77, 0);
+    for (int qt = 0; qt < 2; qt++) {
+        qk_case(16, 4, 5, 0, 1, (cu_dtype)qt);
+        qk_case(128, 3, 7, 1000003, 1, (cu_dtype)qt);
+        qk_case(64, 2, 3, 77, 0, (cu_dtype)qt);
+    }
 }
 
 static void test_kv_append(void) {

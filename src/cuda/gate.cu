@@ -2,11 +2,12 @@
  *
  * Lightning layers normalise their attention output over all nh·hd channels at once (one norm, not
  * per head) and gate it with sigmoid(z_proj(a)); sparse layers only gate, with sigmoid(o_gate(a)) (w =
- * NULL). z is read in place from the fused projection output (row stride ldz). y feeds the o_proj GEMM. */
+ * NULL). z is read in place from the fused projection output (row stride ldz; fp32, or bf16 when that
+ * GEMM wrote bf16). y feeds the o_proj GEMM. */
 #include "cuda/common.cuh"
 
-template <class YT>
-__global__ void k_norm_gate(YT *y, int64_t ldy, const float *o, int64_t ldo, const float *z, int64_t ldz,
+template <class YT, class ZT>
+__global__ void k_norm_gate(YT *y, int64_t ldy, const float *o, int64_t ldo, const ZT *z, int64_t ldz,
                             const float *w, int D, float eps) {
     int64_t r = blockIdx.x;
     const float *orow = o + r * ldo; /* [D] */
@@ -21,18 +22,26 @@ __global__ void k_norm_gate(YT *y, int64_t ldy, const float *o, int64_t ldo, con
     for (int i = threadIdx.x; i < D; i += blockDim.x) {
         float v = orow[i];
         if (w) v = v * inv * w[i];
-        if (z) v *= 1.0f / (1.0f + expf(-z[r * ldz + i]));
+        if (z) v *= 1.0f / (1.0f + expf(-to_f32(z[r * ldz + i])));
         yr[i] = from_f32<YT>(v);
     }
 }
 
-extern "C" int cu_norm_gate(void *st, void *y, cu_dtype yt, int64_t ldy, const float *o, int64_t ldo, const float *z,
-                            int64_t ldz, const float *w, int64_t rows, int D, float eps) {
-    if (rows <= 0) return 0;
+template <class ZT>
+static int norm_gate_t(cudaStream_t st, void *y, cu_dtype yt, int64_t ldy, const float *o, int64_t ldo, const ZT *z,
+                       int64_t ldz, const float *w, int64_t rows, int D, float eps) {
     int threads = D >= 1024 ? 512 : D >= 256 ? 256 : 64;
     if (yt == CU_BF16)
-        k_norm_gate<bf16><<<(unsigned)rows, threads, 0, (cudaStream_t)st>>>((bf16 *)y, ldy, o, ldo, z, ldz, w, D, eps);
+        k_norm_gate<bf16, ZT><<<(unsigned)rows, threads, 0, st>>>((bf16 *)y, ldy, o, ldo, z, ldz, w, D, eps);
     else
-        k_norm_gate<float><<<(unsigned)rows, threads, 0, (cudaStream_t)st>>>((float *)y, ldy, o, ldo, z, ldz, w, D, eps);
+        k_norm_gate<float, ZT><<<(unsigned)rows, threads, 0, st>>>((float *)y, ldy, o, ldo, z, ldz, w, D, eps);
     return LAUNCH_CHECK();
+}
+
+extern "C" int cu_norm_gate(void *st, void *y, cu_dtype yt, int64_t ldy, const float *o, int64_t ldo, const void *z,
+                            cu_dtype zt, int64_t ldz, const float *w, int64_t rows, int D, float eps) {
+    if (rows <= 0) return 0;
+    if (zt == CU_BF16)
+        return norm_gate_t((cudaStream_t)st, y, yt, ldy, o, ldo, (const bf16 *)z, ldz, w, rows, D, eps);
+    return norm_gate_t((cudaStream_t)st, y, yt, ldy, o, ldo, (const float *)z, ldz, w, rows, D, eps);
 }

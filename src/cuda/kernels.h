@@ -39,15 +39,22 @@ int cu_fill_f32(void *stream, float *p, int64_t n, float value);
 int cu_f32_to_bf16(void *stream, uint16_t *y, const float *x, int64_t n);
 
 /* ---- GEMM (gemm.cu): cuBLASLt, fp32 accumulation ----
- * y[T, N] (fp32, row stride ldy) = alpha · x[T, K] · W[N, K]ᵀ + beta · y
+ * y[T, N] (dtype yt, row stride ldy) = alpha · x[T, K] · W[N, K]ᵀ + beta · y
  * x is bf16 (tensor cores, bf16 operands) or fp32 (exact mode: W is widened to fp32 in slices of the
  * handle's scratch and multiplied by cuBLASLt's fp32 SGEMM path, no TF32). beta = 1 with alpha = r
- * fuses the residual update x += r · (a · Wᵀ). */
+ * fuses the residual update x += r · (a · Wᵀ). A bf16 y (rounded once from the fp32 sum) needs a bf16 x
+ * and beta = 0 (cudaErrorInvalidValue otherwise).
+ * cu_gemm_tune: pick the algorithm of this shape (T > 4, bf16 x; x, W and the strides as the later calls
+ * will pass them, y 256-byte aligned) by timing cuBLASLt's candidates into a temporary buffer; later
+ * cu_gemm_run calls of the shape use it. Synchronises the stream; does nothing while it is captured.
+ * SALA_GEMM_TUNE=2 prints each candidate's time. */
 typedef struct cu_gemm cu_gemm;
 int cu_gemm_new(cu_gemm **out, size_t f32_scratch_bytes);
 void cu_gemm_free(cu_gemm *g);
-int cu_gemm_run(cu_gemm *g, void *stream, float *y, int64_t ldy, const void *x, cu_dtype xt, int64_t ldx,
-            const uint16_t *W, int64_t T, int64_t N, int64_t K, float alpha, float beta);
+int cu_gemm_run(cu_gemm *g, void *stream, void *y, cu_dtype yt, int64_t ldy, const void *x, cu_dtype xt, int64_t ldx,
+                const uint16_t *W, int64_t T, int64_t N, int64_t K, float alpha, float beta);
+int cu_gemm_tune(cu_gemm *g, void *stream, cu_dtype yt, int64_t ldy, const void *x, int64_t ldx, const uint16_t *W,
+                 int64_t T, int64_t N, int64_t K, const char *name);
 
 /* ---- decode GEMV (gemv.cu): one row, W [N, K] bf16 streamed once, the ops around it fused ----
  * y = W·a, where the operand a (dtype `at`, built on chip) is, by `in`:
@@ -91,17 +98,19 @@ int cu_embed(void *stream, float *x, const uint16_t *E, const int32_t *ids, int6
 int cu_rmsnorm(void *stream, void *y, cu_dtype yt, int64_t ldy, const float *x, int64_t ldx, const float *w,
                int64_t rows, int D, float eps, float div);
 /* y[rows, D] = RMSNorm(o; w) ⊙ sigmoid(z)   (gate.cu): the Lightning output norm + gate when w != NULL,
- * the sparse layer's plain sigmoid gate when w == NULL; z == NULL skips the gate. */
-int cu_norm_gate(void *stream, void *y, cu_dtype yt, int64_t ldy, const float *o, int64_t ldo, const float *z,
-                 int64_t ldz, const float *w, int64_t rows, int D, float eps);
-/* h[rows, I] = silu(gu[:, :I]) ⊙ gu[:, I:]   (swiglu.cu); gu: [rows, 2I] fp32 */
-int cu_swiglu(void *stream, void *h, cu_dtype ht, const float *gu, int64_t rows, int I);
+ * the sparse layer's plain sigmoid gate when w == NULL; z (dtype zt) == NULL skips the gate. */
+int cu_norm_gate(void *stream, void *y, cu_dtype yt, int64_t ldy, const float *o, int64_t ldo, const void *z,
+                 cu_dtype zt, int64_t ldz, const float *w, int64_t rows, int D, float eps);
+/* h[rows, I] = silu(gu[:, :I]) ⊙ gu[:, I:]   (swiglu.cu); gu: [rows, 2I] in dtype gt (fp32, or bf16 from a
+ * bf16-output GEMM) */
+int cu_swiglu(void *stream, void *h, cu_dtype ht, const void *gu, cu_dtype gt, int64_t rows, int I);
 /* In place on qk[T, nheads, hd] (row stride ld): per-head RMSNorm (weight qw for heads < nq, kw for the
  * rest) when do_norm, then RoPE at positions pos0.. when do_rope (qknorm_rope.cu). inv_freq: [hd/2]. */
 int cu_qknorm_rope(void *stream, float *qk, int64_t ld, int64_t T, int nheads, int nq, int hd, const float *qw,
                    const float *kw, float eps, int do_norm, const float *inv_freq, int64_t pos0, int do_rope);
-/* the same with the first position read from device memory *dpos when dpos != NULL (graph replay) */
-int cu_qknorm_rope_dev(void *stream, float *qk, int64_t ld, int64_t T, int nheads, int nq, int hd, const float *qw,
+/* the same on qk in dtype qt (fp32, or bf16: computed in fp32, stored rounded), with the first position read
+ * from device memory *dpos when dpos != NULL (graph replay) */
+int cu_qknorm_rope_dev(void *stream, void *qk, cu_dtype qt, int64_t ld, int64_t T, int nheads, int nq, int hd, const float *qw,
                        const float *kw, float eps, int do_norm, const float *inv_freq, int64_t pos0,
                        const int64_t *dpos, int do_rope);
 /* K[pos0 + t], V[pos0 + t] = k[t], v[t]: append T rows of width kvd to a cache [N, kvd] (kv_append.cu) */
@@ -115,11 +124,15 @@ int cu_argmax(void *stream, int32_t *idx, const float *x, int64_t rows, int64_t 
  * o = s·q·S); o [T, nh·hd] with row stride ldo; lambda [nh] (double, device). Prefill: the chunked form
  * (64-token chunks, the state kept on chip across chunks); decode: the recurrence. Equal results.
  * prefill_mma: the bf16 mode's chunked form on tensor cores (q, k, v, A and the state inside q·S rounded
- * to bf16, fp32 accumulation and state); falls back to the fp32 kernels for shapes it does not take. */
+ * to bf16, fp32 accumulation and state); q, k, v in dtype qt (fp32 or bf16). Falls back to the fp32
+ * kernels for fp32 shapes it does not take; bf16 q, k, v need hd in {16, 32, 64, 128}, ld % 4 == 0 and
+ * 8-byte aligned q, k, v (cu_lightning_mma_takes), else cudaErrorInvalidValue. */
 int cu_lightning_prefill(void *stream, float *o, int64_t ldo, const float *q, const float *k, const float *v,
                          int64_t ld, float *state, const double *lambda, float s, int64_t T, int nh, int hd);
-int cu_lightning_prefill_mma(void *stream, float *o, int64_t ldo, const float *q, const float *k, const float *v,
-                             int64_t ld, float *state, const double *lambda, float s, int64_t T, int nh, int hd);
+int cu_lightning_prefill_mma(void *stream, float *o, int64_t ldo, const void *q, const void *k, const void *v,
+                             cu_dtype qt, int64_t ld, float *state, const double *lambda, float s, int64_t T, int nh,
+                             int hd);
+int cu_lightning_mma_takes(const void *q, const void *k, const void *v, cu_dtype qt, int64_t ld, int hd);
 int cu_lightning_decode(void *stream, float *o, int64_t ldo, const float *q, const float *k, const float *v,
                         int64_t ld, float *state, const double *lambda, float s, int64_t T, int nh, int hd);
 /* One decode row with the q/k preparation fused (cu_qknorm_rope's per-head RMSNorm when do_norm, RoPE at

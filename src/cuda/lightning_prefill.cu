@@ -235,42 +235,62 @@ static __device__ __forceinline__ void st_bf16x4(bf16 *p, float4 x) {
 /* Element e = threadIdx.x + 256·i of a chunk's q (or k) rows: row e / (D/4), columns (e % (D/4))·4 ..+3;
  * of the value slice: row e / (BV/4), columns (e % (BV/4))·4 ..+3. */
 
+/* The raw form of 4 consecutive elements of q, k or v as loaded (float4, or uint2 = 4 bf16): the next chunk
+ * is prefetched into registers in this form and converted only when stored to shared memory, so the loads
+ * stay in flight during the current chunk's math. */
+template <class IT> struct lt_raw;
+template <> struct lt_raw<float> { typedef float4 type; };
+template <> struct lt_raw<bf16> { typedef uint2 type; };
+
+static __device__ __forceinline__ void lt_zero(float4 &x) { x = make_float4(0.f, 0.f, 0.f, 0.f); }
+static __device__ __forceinline__ void lt_zero(uint2 &x) { x = make_uint2(0u, 0u); }
+static __device__ __forceinline__ void lt_ld(float4 &x, const float *p) { x = __ldg((const float4 *)p); }
+static __device__ __forceinline__ void lt_ld(uint2 &x, const bf16 *p) { x = __ldg((const uint2 *)p); }
+static __device__ __forceinline__ float4 lt_f32(float4 x) { return x; }
+static __device__ __forceinline__ float4 lt_f32(uint2 x) { /* 4 bf16, widened exactly */
+    const float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&x.x), b = __bfloat1622float2(*(const __nv_bfloat162 *)&x.y);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+static __device__ __forceinline__ void lt_st(bf16 *p, float4 x) { st_bf16x4(p, x); }
+static __device__ __forceinline__ void lt_st(bf16 *p, uint2 x) { *(uint2 *)p = x; } /* already bf16 */
+
 /* the next chunk's q, k and value slice into registers, rows ≥ Cn zero */
-template <int D, int BV>
-static __device__ __forceinline__ void lt_fetch(float4 (&pq)[lt_shape<D, BV>::QF], float4 (&pk)[lt_shape<D, BV>::QF],
-                                                float4 (&pv)[lt_shape<D, BV>::VF], const float *qh, const float *kh,
-                                                const float *vh, int64_t ld, int64_t t0, int Cn) {
+template <int D, int BV, class R, class IT>
+static __device__ __forceinline__ void lt_fetch(R (&pq)[lt_shape<D, BV>::QF], R (&pk)[lt_shape<D, BV>::QF],
+                                                R (&pv)[lt_shape<D, BV>::VF], const IT *qh, const IT *kh,
+                                                const IT *vh, int64_t ld, int64_t t0, int Cn) {
     using SH = lt_shape<D, BV>;
-    const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
     for (int i = 0; i < SH::QF; i++) {
         const int e = threadIdx.x + 256 * i, r = e / (D / 4), c = (e % (D / 4)) * 4;
-        pq[i] = pk[i] = z;
+        lt_zero(pq[i]), lt_zero(pk[i]);
         if (r < Cn) {
             const int64_t off = (t0 + r) * ld + c;
-            pq[i] = __ldg((const float4 *)(qh + off));
-            pk[i] = __ldg((const float4 *)(kh + off));
+            lt_ld(pq[i], qh + off);
+            lt_ld(pk[i], kh + off);
         }
     }
 #pragma unroll
     for (int i = 0; i < SH::VF; i++) {
         const int e = threadIdx.x + 256 * i, r = e / (BV / 4), c = (e % (BV / 4)) * 4;
-        pv[i] = r < Cn ? __ldg((const float4 *)(vh + (t0 + r) * ld + c)) : z;
+        lt_zero(pv[i]);
+        if (r < Cn) lt_ld(pv[i], vh + (t0 + r) * ld + c);
     }
 }
 
 /* bf16 tiles Qs, Ks, Vs and Vw (v_j · λ^(Cn−1−j)) from the chunk's q, k, v element groups */
-template <int D, int BV>
-static __device__ __forceinline__ void lt_put_q(bf16 *Qs, bf16 *Ks, int i, float4 q, float4 k) {
+template <int D, int BV, class R>
+static __device__ __forceinline__ void lt_put_q(bf16 *Qs, bf16 *Ks, int i, R q, R k) {
     const int e = threadIdx.x + 256 * i, r = e / (D / 4), c = (e % (D / 4)) * 4;
-    st_bf16x4(Qs + r * (D + 8) + c, q);
-    st_bf16x4(Ks + r * (D + 8) + c, k);
+    lt_st(Qs + r * (D + 8) + c, q);
+    lt_st(Ks + r * (D + 8) + c, k);
 }
-template <int D, int BV>
-static __device__ __forceinline__ void lt_put_v(bf16 *Vs, bf16 *Vw, int i, float4 x, const float *pw, int Cn) {
+template <int D, int BV, class R>
+static __device__ __forceinline__ void lt_put_v(bf16 *Vs, bf16 *Vw, int i, R raw, const float *pw, int Cn) {
     const int e = threadIdx.x + 256 * i, r = e / (BV / 4), c = (e % (BV / 4)) * 4;
     const float w = r < Cn ? pw[Cn - 1 - r] : 0.f;
-    st_bf16x4(Vs + r * (BV + 8) + c, x);
+    lt_st(Vs + r * (BV + 8) + c, raw);
+    float4 x = lt_f32(raw);
     x.x *= w, x.y *= w, x.z *= w, x.w *= w;
     st_bf16x4(Vw + r * (BV + 8) + c, x);
 }
@@ -338,9 +358,9 @@ static __device__ __forceinline__ void lt_intra(const uint32_t (&qf)[D / 16][4],
  * (shared); warp w updates the state row tile w (key dims 16w..16w+15) with Kᵀ·Vw (A = Kᵀ through
  * ldmatrix.trans of Ks). After a barrier warps 0-3 write s·(Oa + Op), everyone stores the new Sb and the
  * prefetched next chunk. */
-template <int D, int BV>
-__global__ void __launch_bounds__(256, 1) k_lightning_mma(float *o, int64_t ldo, const float *q, const float *k,
-                                                          const float *v, int64_t ld, float *state,
+template <int D, int BV, class IT>
+__global__ void __launch_bounds__(256, 1) k_lightning_mma(float *o, int64_t ldo, const IT *q, const IT *k,
+                                                          const IT *v, int64_t ld, float *state,
                                                           const double *lambda, float s, int64_t T) {
     using SH = lt_shape<D, BV>;
     constexpr int QP = SH::QP, VP = SH::VP, OP = SH::OP, MT = SH::MT, NT = SH::NT, NR = SH::QF, NV = SH::VF;
@@ -355,7 +375,7 @@ __global__ void __launch_bounds__(256, 1) k_lightning_mma(float *o, int64_t ldo,
     bf16 *Sb = Vw + LC * VP;           /* [D][VP] state slice entering the chunk */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const int h = blockIdx.y, c0 = blockIdx.x * BV;
-    const float *qh = q + (int64_t)h * D, *kh = k + (int64_t)h * D, *vh = v + (int64_t)h * D + c0;
+    const IT *qh = q + (int64_t)h * D, *kh = k + (int64_t)h * D, *vh = v + (int64_t)h * D + c0;
     float *Sg = state + (int64_t)h * D * D + c0; /* Sg[d·D + c]: this block's columns */
     const bool o_pairs = (ldo & 1) == 0 && ((uintptr_t)o & 7) == 0; /* o written as float2 */
     for (int e = tid; e <= LC; e += 256) pw[e] = (float)pow(lambda[h], (double)e);
@@ -371,7 +391,7 @@ __global__ void __launch_bounds__(256, 1) k_lightning_mma(float *o, int64_t ldo,
             Sr[nt][2] = p[8 * D], Sr[nt][3] = p[8 * D + 1];
         }
     }
-    float4 pq[NR], pk[NR], pv[NV];
+    typename lt_raw<IT>::type pq[NR], pk[NR], pv[NV];
     const int64_t nch = (T + LC - 1) / LC;
     const int Cn0 = T < LC ? (int)T : LC;
     lt_fetch<D, BV>(pq, pk, pv, qh, kh, vh, ld, 0, Cn0);
@@ -488,17 +508,36 @@ __global__ void __launch_bounds__(256, 1) k_lightning_mma(float *o, int64_t ldo,
         }
 }
 
-template <int D, int BV>
-static int launch_mma(cudaStream_t st, float *o, int64_t ldo, const float *q, const float *k, const float *v,
-                      int64_t ld, float *state, const double *lambda, float s, int64_t T, int nh) {
+template <int D, int BV, class IT>
+static int launch_mma(cudaStream_t st, float *o, int64_t ldo, const IT *q, const IT *k, const IT *v, int64_t ld,
+                      float *state, const double *lambda, float s, int64_t T, int nh) {
     const size_t smem = lt_shape<D, BV>::smem;
     static bool attr_set = false;
     if (!attr_set) {
-        cudaFuncSetAttribute(k_lightning_mma<D, BV>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        cudaFuncSetAttribute(k_lightning_mma<D, BV, IT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         attr_set = true;
     }
-    k_lightning_mma<D, BV><<<dim3(D / BV, nh), 256, smem, st>>>(o, ldo, q, k, v, ld, state, lambda, s, T);
+    k_lightning_mma<D, BV, IT><<<dim3(D / BV, nh), 256, smem, st>>>(o, ldo, q, k, v, ld, state, lambda, s, T);
     return LAUNCH_CHECK();
+}
+
+template <class IT>
+static int mma_t(cudaStream_t st, float *o, int64_t ldo, const IT *q, const IT *k, const IT *v, int64_t ld,
+                 float *state, const double *lambda, float s, int64_t T, int nh, int hd) {
+    switch (hd) {
+    case 16: return launch_mma<16, 16>(st, o, ldo, q, k, v, ld, state, lambda, s, T, nh);
+    case 32: return launch_mma<32, 32>(st, o, ldo, q, k, v, ld, state, lambda, s, T, nh);
+    case 64: return launch_mma<64, 32>(st, o, ldo, q, k, v, ld, state, lambda, s, T, nh);
+    case 128: return launch_mma<128, 32>(st, o, ldo, q, k, v, ld, state, lambda, s, T, nh);
+    default: return (int)cudaErrorInvalidValue;
+    }
+}
+
+/* 4-element loads of q, k, v: rows of a multiple of 4 elements, 16-byte (fp32) or 8-byte (bf16) aligned */
+extern "C" int cu_lightning_mma_takes(const void *q, const void *k, const void *v, cu_dtype qt, int64_t ld, int hd) {
+    const uintptr_t al = qt == CU_BF16 ? 8 : 16;
+    return (hd == 16 || hd == 32 || hd == 64 || hd == 128) && ld % 4 == 0 &&
+           ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v) % al == 0;
 }
 
 extern "C" int cu_lightning_prefill(void *stream, float *o, int64_t ldo, const float *q, const float *k, const float *v,
@@ -514,19 +553,18 @@ extern "C" int cu_lightning_prefill(void *stream, float *o, int64_t ldo, const f
     }
 }
 
-extern "C" int cu_lightning_prefill_mma(void *stream, float *o, int64_t ldo, const float *q, const float *k,
-                                        const float *v, int64_t ld, float *state, const double *lambda, float s,
-                                        int64_t T, int nh, int hd) {
+extern "C" int cu_lightning_prefill_mma(void *stream, float *o, int64_t ldo, const void *q, const void *k,
+                                        const void *v, cu_dtype qt, int64_t ld, float *state, const double *lambda,
+                                        float s, int64_t T, int nh, int hd) {
     cudaStream_t st = (cudaStream_t)stream;
     if (T <= 0) return 0;
-    /* 16-byte loads of q, k, v: 16-byte aligned rows, else the fp32 kernels */
-    const bool aligned = ld % 4 == 0 && ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v) % 16 == 0;
-    if (aligned) switch (hd) {
-        case 16: return launch_mma<16, 16>(st, o, ldo, q, k, v, ld, state, lambda, s, T, nh);
-        case 32: return launch_mma<32, 32>(st, o, ldo, q, k, v, ld, state, lambda, s, T, nh);
-        case 64: return launch_mma<64, 32>(st, o, ldo, q, k, v, ld, state, lambda, s, T, nh);
-        case 128: return launch_mma<128, 32>(st, o, ldo, q, k, v, ld, state, lambda, s, T, nh);
-        default: break;
-        }
-    return cu_lightning_prefill(stream, o, ldo, q, k, v, ld, state, lambda, s, T, nh, hd);
+    const bool takes = cu_lightning_mma_takes(q, k, v, qt, ld, hd);
+    if (qt == CU_BF16) {
+        if (!takes) return (int)cudaErrorInvalidValue;
+        return mma_t(st, o, ldo, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, ld, state, lambda, s, T, nh, hd);
+    }
+    if (takes)
+        return mma_t(st, o, ldo, (const float *)q, (const float *)k, (const float *)v, ld, state, lambda, s, T, nh, hd);
+    return cu_lightning_prefill(stream, o, ldo, (const float *)q, (const float *)k, (const float *)v, ld, state, lambda,
+                                s, T, nh, hd);
 }

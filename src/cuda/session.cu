@@ -170,6 +170,8 @@ static const char *plan_text(const cuda_mem_plan *p, char *buf, size_t cap) {
     return buf;
 }
 
+static int tune_gemms(cuda_session *s);
+
 extern "C" sala_status cuda_session_new(cuda_model *cm, int64_t n_ctx, int chunk, int64_t mem_limit,
                                         cuda_session **out) {
     *out = NULL;
@@ -222,6 +224,11 @@ extern "C" sala_status cuda_session_new(cuda_model *cm, int64_t n_ctx, int chunk
         for (int i = 0; i < PROF_EVENTS; i++) cudaEventCreate(&s->prof->ev[i]);
     }
     cu_gemv_prepare();
+    int te = tune_gemms(s);
+    if (te) {
+        cuda_session_free(s);
+        return cu_fail(te, "GEMM tuning");
+    }
     const char *ge = getenv("SALA_CUDA_GRAPH");
     s->graph_on = !(ge && *ge == '0');
     /* one-row calls with the norms/gates/SwiGLU fused into the GEMVs (SALA_CUDA_FUSE=0: separate kernels) */
@@ -241,6 +248,35 @@ extern "C" sala_status cuda_session_new(cuda_model *cm, int64_t n_ctx, int chunk
 }
 
 static void prof_print(cuda_session *s, int64_t n);
+static cu_dtype ffn_dtype(const cuda_session *s, int64_t C);
+static cu_dtype lin_dtype(const cuda_session *s, const cu_layer *L, int64_t C);
+
+/* The algorithm of each GEMM of a full prefill chunk, chosen by timing cuBLASLt's candidates on this card
+ * (cu_gemm_tune) on the session's own buffers (s->a filled with random operands first); SALA_GEMM_TUNE=0
+ * keeps the heuristic's first pick. Chunks of another length (the last one of a prompt) use the heuristic. */
+static int tune_gemms(cuda_session *s) {
+    cuda_model *cm = s->cm;
+    const sala_config *c = &cm->cfg;
+    const char *te = getenv("SALA_GEMM_TUNE");
+    if (cm->act != CU_BF16 || s->chunk <= 4 || (te && *te == '0')) return 0;
+    const int64_t C = s->chunk, H = c->hidden, I = c->inter;
+    int64_t awidth = H > cm->qd_max ? H : cm->qd_max;
+    if (I > awidth) awidth = I;
+    cudaStream_t st = cm->stream;
+    int e = cu_fill_uniform_bf16(st, (uint16_t *)s->a, C * awidth, 0x5a1a, 1.0f);
+    int seen[2] = {0, 0};
+    for (int l = 0; l < c->n_layers && !e; l++) {
+        const cu_layer *L = &cm->layers[l];
+        if (seen[L->sparse]++) continue;
+        e = cu_gemm_tune(cm->gemm, st, lin_dtype(s, L, C), L->n_in, s->a, H, L->w_in, C, L->n_in, H, "projection");
+        if (!e) e = cu_gemm_tune(cm->gemm, st, CU_F32, H, s->a, L->qd, L->w_o, C, H, L->qd, "o_proj");
+        if (!e && l == 0) {
+            e = cu_gemm_tune(cm->gemm, st, ffn_dtype(s, C), 2 * I, s->a, H, L->w_gu, C, 2 * I, H, "gate/up");
+            if (!e) e = cu_gemm_tune(cm->gemm, st, CU_F32, H, s->a, I, L->w_down, C, H, I, "down");
+        }
+    }
+    return e;
+}
 
 extern "C" void cuda_session_free(cuda_session *s) {
     if (!s) return;
@@ -385,14 +421,14 @@ static sala_status mixer_sparse(cuda_session *s, int l, const chunk_ctx *cx, int
     float *q = s->mix, *k = s->mix + L->qd, *v = s->mix + L->qd + L->kvd, *gate = s->mix + L->qd + 2 * L->kvd;
     cu_infllm_dims d = make_dims(cm);
     if (c->attn_use_rope)
-        TRYP(PROF_NORM, cu_qknorm_rope_dev(st, s->mix, ld, C, c->nh + c->nkv, c->nh, c->hd, NULL, NULL, (float)c->eps, 0,
+        TRYP(PROF_NORM, cu_qknorm_rope_dev(st, s->mix, CU_F32, ld, C, c->nh + c->nkv, c->nh, c->hd, NULL, NULL, (float)c->eps, 0,
                                            cm->inv_freq_s, cx->p0, s->gmode ? s->dpos : NULL, 1), "rope");
     if (cx->dch) { /* the whole chain on the device, inside the step's one graph */
         TRYP(PROF_SPARSE, cu_sdec_step(st, s->o, q, k, v, s->K[l], s->V[l], s->C1[l], s->C2[l], s->dpos, &d, &s->sdec,
                                        s->sdec_work), "sparse decode");
         if (!fz)
-            TRYP(PROF_NORM, cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? gate : NULL, ld, NULL, C,
-                                         L->qd, (float)c->eps), "gate");
+            TRYP(PROF_NORM, cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? gate : NULL, CU_F32, ld,
+                                         NULL, C, L->qd, (float)c->eps), "gate");
         return SALA_OK;
     }
     sala_status ss = seg_close(s);
@@ -420,8 +456,8 @@ static sala_status mixer_sparse(cuda_session *s, int l, const chunk_ctx *cx, int
     ss = seg_open(s);
     if (ss) return ss;
     if (!fz) /* fused decode: the o_proj GEMV applies the gate */
-        TRYP(PROF_NORM, cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? gate : NULL, ld, NULL, C,
-                                     L->qd, (float)c->eps), "gate");
+        TRYP(PROF_NORM, cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? gate : NULL, CU_F32, ld, NULL,
+                                     C, L->qd, (float)c->eps), "gate");
     return SALA_OK;
 }
 
@@ -447,29 +483,49 @@ static sala_status lightning_decode_row(cuda_session *s, int l, const chunk_ctx 
     return SALA_OK;
 }
 
-static sala_status mixer_lightning(cuda_session *s, int l, const chunk_ctx *cx, int fz) {
+/* The projection output q | k | v | z of a prefill chunk is bf16 (qt) when lin_bf16() chose it, else fp32. */
+static sala_status mixer_lightning(cuda_session *s, int l, const chunk_ctx *cx, int fz, cu_dtype qt) {
     if (fz) return lightning_decode_row(s, l, cx);
     cuda_model *cm = s->cm;
     const sala_config *c = &cm->cfg;
     const cu_layer *L = &cm->layers[l];
     cudaStream_t st = cm->stream;
-    const int64_t ld = L->n_in, C = cx->C;
+    const int64_t ld = L->n_in, C = cx->C, es = qt == CU_BF16 ? 2 : 4;
     const int nh = c->lin_nh, hd = c->lin_hd;
-    float *q = s->mix, *k = s->mix + L->qd, *v = s->mix + 2 * L->qd, *z = s->mix + 3 * L->qd;
-    TRYP(PROF_NORM, cu_qknorm_rope_dev(st, s->mix, ld, C, 2 * nh, nh, hd, L->q_norm, L->k_norm, (float)c->eps, c->qk_norm,
-                                       cm->inv_freq_l, cx->p0, s->gmode ? s->dpos : NULL, c->lightning_use_rope),
-         "qk norm + rope");
-    float scale = c->lightning_scale == LSCALE_INV_SQRT_D ? (float)(1.0 / sqrt((double)hd))
-                  : c->lightning_scale == LSCALE_INV_D    ? (float)(1.0 / hd)
-                                                          : 1.0f;
-    if (C <= 4)
-        TRYP(PROF_LIGHTNING, cu_lightning_decode(st, s->o, L->qd, q, k, v, ld, s->state[l], cm->lambda, scale, C, nh, hd), "lightning");
+    char *mix = (char *)s->mix;
+    void *q = mix, *k = mix + L->qd * es, *v = mix + 2 * L->qd * es, *z = mix + 3 * L->qd * es;
+    TRYP(PROF_NORM, cu_qknorm_rope_dev(st, s->mix, qt, ld, C, 2 * nh, nh, hd, L->q_norm, L->k_norm, (float)c->eps,
+                                       c->qk_norm, cm->inv_freq_l, cx->p0, s->gmode ? s->dpos : NULL,
+                                       c->lightning_use_rope), "qk norm + rope");
+    const float scale = lightning_scale(c);
+    if (qt == CU_BF16)
+        TRYP(PROF_LIGHTNING, cu_lightning_prefill_mma(st, s->o, L->qd, q, k, v, qt, ld, s->state[l], cm->lambda, scale,
+                                                      C, nh, hd), "lightning");
+    else if (C <= 4)
+        TRYP(PROF_LIGHTNING, cu_lightning_decode(st, s->o, L->qd, (float *)q, (float *)k, (float *)v, ld, s->state[l],
+                                                 cm->lambda, scale, C, nh, hd), "lightning");
+    else if (cm->act == CU_BF16)
+        TRYP(PROF_LIGHTNING, cu_lightning_prefill_mma(st, s->o, L->qd, q, k, v, CU_F32, ld, s->state[l], cm->lambda,
+                                                      scale, C, nh, hd), "lightning");
     else
-        TRYP(PROF_LIGHTNING, (cm->act == CU_BF16 ? cu_lightning_prefill_mma : cu_lightning_prefill)(st, s->o, L->qd, q, k, v, ld,
-             s->state[l], cm->lambda, scale, C, nh, hd), "lightning");
-    TRYP(PROF_NORM, cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? z : NULL, ld,
-                     c->use_output_norm ? L->o_norm : NULL, C, L->qd, (float)c->eps), "output norm + gate");
+        TRYP(PROF_LIGHTNING, cu_lightning_prefill(st, s->o, L->qd, (float *)q, (float *)k, (float *)v, ld, s->state[l],
+                                                  cm->lambda, scale, C, nh, hd), "lightning");
+    TRYP(PROF_NORM, cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? z : NULL, qt, ld,
+                                 c->use_output_norm ? L->o_norm : NULL, C, L->qd, (float)c->eps), "output norm + gate");
     return SALA_OK;
+}
+
+/* Prefill chunks of the bf16 mode write the GEMM outputs that only elementwise ops read in bf16 (half the
+ * bytes): the gate|up product (read by SwiGLU) and the Lightning layers' q | k | v | z (read by the qk norm +
+ * RoPE, the tensor-core Lightning kernel and the output gate — which round q, k, v to bf16 anyway). Decode
+ * rows (C ≤ 4, the GEMVs) and the exact mode stay fp32; so do the sparse layers' q, k, v. */
+static cu_dtype ffn_dtype(const cuda_session *s, int64_t C) {
+    return s->cm->act == CU_BF16 && C > 4 ? CU_BF16 : CU_F32;
+}
+static cu_dtype lin_dtype(const cuda_session *s, const cu_layer *L, int64_t C) {
+    const char *m = (const char *)s->mix;
+    if (ffn_dtype(s, C) != CU_BF16 || L->sparse) return CU_F32;
+    return cu_lightning_mma_takes(m, m + 2 * L->qd, m + 4 * L->qd, CU_BF16, L->n_in, s->cm->cfg.lin_hd) ? CU_BF16 : CU_F32;
 }
 
 static sala_status chunk_logits(cuda_session *s, int64_t r0, int64_t n);
@@ -497,10 +553,11 @@ static sala_status forward_chunk(cuda_session *s, const chunk_ctx *cx) {
     TRYP(PROF_OTHER, cu_embed(st, s->x, cm->embed, s->ids, C, (int)H, (float)c->scale_emb), "embedding");
     for (int l = 0; l < c->n_layers; l++) {
         const cu_layer *L = &cm->layers[l];
+        const cu_dtype qt = lin_dtype(s, L, C), ft = ffn_dtype(s, C);
         if (fz) {
             cu_gemv_op op = gv_op(CU_GV_NORM, s->x, L->ln1, NULL, eps, 1.0f, CU_GV_STORE, s->mix, 1.0f, 0.0f);
             TRYP(PROF_GEMM, cu_gemv(st, &op, cm->act, L->w_in, L->n_in, H), "projection GEMV");
-            ss = L->sparse ? mixer_sparse(s, l, cx, 1) : mixer_lightning(s, l, cx, 1);
+            ss = L->sparse ? mixer_sparse(s, l, cx, 1) : mixer_lightning(s, l, cx, 1, CU_F32);
             if (ss) return ss;
             /* o_proj on the gated mixer output (Lightning: output norm too), added into the residual */
             const float *gz = NULL, *gw = NULL;
@@ -519,15 +576,18 @@ static sala_status forward_chunk(cuda_session *s, const chunk_ctx *cx) {
             continue;
         }
         TRYP(PROF_NORM, cu_rmsnorm(st, s->a, cm->act, H, s->x, H, L->ln1, C, (int)H, eps, 1.0f), "rmsnorm");
-        TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->mix, L->n_in, s->a, cm->act, H, L->w_in, C, L->n_in, H, 1.0f, 0.0f),
+        TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->mix, qt, L->n_in, s->a, cm->act, H, L->w_in, C, L->n_in, H, 1.0f, 0.0f),
             "projection GEMM");
-        ss = L->sparse ? mixer_sparse(s, l, cx, 0) : mixer_lightning(s, l, cx, 0);
+        ss = L->sparse ? mixer_sparse(s, l, cx, 0) : mixer_lightning(s, l, cx, 0, qt);
         if (ss) return ss;
-        TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->x, H, s->a, cm->act, L->qd, L->w_o, C, H, L->qd, r, 1.0f), "o_proj GEMM");
+        TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->x, CU_F32, H, s->a, cm->act, L->qd, L->w_o, C, H, L->qd, r, 1.0f),
+             "o_proj GEMM");
         TRYP(PROF_NORM, cu_rmsnorm(st, s->a, cm->act, H, s->x, H, L->ln2, C, (int)H, eps, 1.0f), "rmsnorm");
-        TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->mix, 2 * I, s->a, cm->act, H, L->w_gu, C, 2 * I, H, 1.0f, 0.0f), "gate/up GEMM");
-        TRYP(PROF_NORM, cu_swiglu(st, s->a, cm->act, s->mix, C, (int)I), "swiglu");
-        TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->x, H, s->a, cm->act, I, L->w_down, C, H, I, r, 1.0f), "down GEMM");
+        TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->mix, ft, 2 * I, s->a, cm->act, H, L->w_gu, C, 2 * I, H, 1.0f, 0.0f),
+             "gate/up GEMM");
+        TRYP(PROF_NORM, cu_swiglu(st, s->a, cm->act, s->mix, ft, C, (int)I), "swiglu");
+        TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->x, CU_F32, H, s->a, cm->act, I, L->w_down, C, H, I, r, 1.0f),
+             "down GEMM");
     }
     if (s->gmode) {
         ss = chunk_logits(s, C - 1, 1);
@@ -550,7 +610,7 @@ static sala_status chunk_logits(cuda_session *s, int64_t r0, int64_t n) {
     }
     TRYS(cu_rmsnorm(cm->stream, s->fnorm, cm->act, H, s->x + r0 * H, H, cm->final_norm, n, (int)H, (float)c->eps, div),
         "final norm");
-    TRYS(cu_gemm_run(cm->gemm, cm->stream, s->logits, c->vocab, s->fnorm, cm->act, H, cm->lm_head, n, c->vocab, H, 1.0f,
+    TRYS(cu_gemm_run(cm->gemm, cm->stream, s->logits, CU_F32, c->vocab, s->fnorm, cm->act, H, cm->lm_head, n, c->vocab, H, 1.0f,
                     0.0f), "lm_head GEMM");
     return SALA_OK;
 }

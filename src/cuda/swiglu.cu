@@ -1,5 +1,6 @@
 /* swiglu.cu — h = silu(g) ⊙ u from the fused gate|up GEMM output gu[rows, 2I] (g = gu[:, :I], u = gu[:, I:]).
- * Same formula as op_swiglu: g / (1 + exp(-g)) · u.
+ * Same formula as op_swiglu: g / (1 + exp(-g)) · u, in fp32 whatever the dtype of gu (fp32, or bf16 when
+ * the GEMM wrote bf16).
  *
  * Prefill moves rows·I·(8 + 2..4) bytes per layer, so the kernel must run at memory bandwidth: when I is a
  * multiple of 4 each thread takes 4 consecutive columns of one row (two 16-byte loads, one 8- or 16-byte
@@ -7,11 +8,11 @@
  * thread. Both give the same bits. */
 #include "cuda/common.cuh"
 
-template <class HT> __global__ void k_swiglu(HT *h, const float *gu, int64_t rows, int I) {
+template <class HT, class GT> __global__ void k_swiglu(HT *h, const GT *gu, int64_t rows, int I) {
     int64_t n = rows * I;
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x) {
         int64_t r = e / I, i = e % I;
-        float g = gu[r * 2 * I + i], u = gu[r * 2 * I + I + i];
+        float g = to_f32(gu[r * 2 * I + i]), u = to_f32(gu[r * 2 * I + I + i]);
         h[e] = from_f32<HT>(g / (1.0f + expf(-g)) * u);
     }
 }
@@ -27,34 +28,44 @@ static __device__ __forceinline__ void store4(bf16 *p, float a, float b, float c
     *(uint2 *)p = v;
 }
 
+static __device__ __forceinline__ float4 load4(const float *p) { return *(const float4 *)p; }
+static __device__ __forceinline__ float4 load4(const bf16 *p) {
+    const uint2 v = *(const uint2 *)p;
+    const float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&v.x), b = __bfloat1622float2(*(const __nv_bfloat162 *)&v.y);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+
 /* I % 4 == 0: grid.x covers the I/4 column quads of a row, grid.y strides over the rows */
-template <class HT> __global__ void k_swiglu4(HT *h, const float *gu, int64_t rows, int I) {
+template <class HT, class GT> __global__ void k_swiglu4(HT *h, const GT *gu, int64_t rows, int I) {
     const int i = 4 * (blockIdx.x * blockDim.x + threadIdx.x);
     if (i >= I) return;
     for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-        const float4 g = *(const float4 *)(gu + r * 2 * I + i), u = *(const float4 *)(gu + r * 2 * I + I + i);
+        const float4 g = load4(gu + r * 2 * I + i), u = load4(gu + r * 2 * I + I + i);
         store4(h + r * I + i, g.x / (1.0f + expf(-g.x)) * u.x, g.y / (1.0f + expf(-g.y)) * u.y,
                g.z / (1.0f + expf(-g.z)) * u.z, g.w / (1.0f + expf(-g.w)) * u.w);
     }
 }
 
-extern "C" int cu_swiglu(void *st, void *h, cu_dtype ht, const float *gu, int64_t rows, int I) {
-    int64_t n = rows * I;
-    if (n <= 0) return 0;
-    cudaStream_t s = (cudaStream_t)st;
-    /* the quad path needs 16-byte aligned rows of gu and 8/16-byte aligned rows of h */
-    if (I % 4 == 0 && ((uintptr_t)gu & 15) == 0 && ((uintptr_t)h & (ht == CU_BF16 ? 7 : 15)) == 0) {
+template <class HT, class GT> static int swiglu_t(cudaStream_t s, HT *h, const GT *gu, int64_t rows, int I) {
+    const int64_t n = rows * I;
+    /* the quad path needs 16-byte (8-byte for bf16) aligned quads of gu and 8/16-byte aligned quads of h */
+    if (I % 4 == 0 && ((uintptr_t)gu % (4 * sizeof(GT))) == 0 && ((uintptr_t)h % (4 * sizeof(HT))) == 0) {
         dim3 grid((unsigned)((I / 4 + 255) / 256), (unsigned)(rows < 65535 ? rows : 65535));
-        if (ht == CU_BF16)
-            k_swiglu4<bf16><<<grid, 256, 0, s>>>((bf16 *)h, gu, rows, I);
-        else
-            k_swiglu4<float><<<grid, 256, 0, s>>>((float *)h, gu, rows, I);
-        return LAUNCH_CHECK();
+        k_swiglu4<HT, GT><<<grid, 256, 0, s>>>(h, gu, rows, I);
+    } else {
+        int blocks = (int)((n + 255) / 256 < 65536 ? (n + 255) / 256 : 65536);
+        k_swiglu<HT, GT><<<blocks, 256, 0, s>>>(h, gu, rows, I);
     }
-    int blocks = (int)((n + 255) / 256 < 65536 ? (n + 255) / 256 : 65536);
-    if (ht == CU_BF16)
-        k_swiglu<bf16><<<blocks, 256, 0, s>>>((bf16 *)h, gu, rows, I);
-    else
-        k_swiglu<float><<<blocks, 256, 0, s>>>((float *)h, gu, rows, I);
     return LAUNCH_CHECK();
+}
+
+extern "C" int cu_swiglu(void *st, void *h, cu_dtype ht, const void *gu, cu_dtype gt, int64_t rows, int I) {
+    if (rows * I <= 0) return 0;
+    cudaStream_t s = (cudaStream_t)st;
+    if (gt == CU_BF16) {
+        if (ht == CU_BF16) return swiglu_t(s, (bf16 *)h, (const bf16 *)gu, rows, I);
+        return swiglu_t(s, (float *)h, (const bf16 *)gu, rows, I);
+    }
+    if (ht == CU_BF16) return swiglu_t(s, (bf16 *)h, (const float *)gu, rows, I);
+    return swiglu_t(s, (float *)h, (const float *)gu, rows, I);
 }
