@@ -132,10 +132,11 @@ static void test_embed(void) {
 }
 
 static void test_rmsnorm(void) {
-    static const int Ds[] = {16, 256, 4104};
-    for (int di = 0; di < 3; di++) {
+    /* odd ldx: the one-element kernel; ldx = D (a multiple of 4): the four-element one */
+    static const int Ds[] = {16, 256, 4104, 16, 260, 4096}, pad[] = {3, 3, 3, 0, 0, 4};
+    for (int di = 0; di < 6; di++) {
         int D = Ds[di];
-        int64_t rows = 5, ldx = D + 3, ldy = D + 8;
+        int64_t rows = 5, ldx = D + pad[di], ldy = D + 8;
         float *x = malloc(sizeof(float) * (size_t)(rows * ldx)), *w = malloc(sizeof(float) * (size_t)D);
         fill(x, rows * ldx, 3.0f);
         fill(w, D, 1.0f);
@@ -155,7 +156,7 @@ static void test_rmsnorm(void) {
                 for (int i = 0; i < D; i++)
                     got[r * D + i] = yt ? bf16_to_f32(((uint16_t *)hy)[r * ldy + i]) : ((float *)hy)[r * ldy + i];
             char what[96];
-            snprintf(what, sizeof what, "rmsnorm D=%d out %s", D, yt ? "bf16" : "fp32");
+            snprintf(what, sizeof what, "rmsnorm D=%d ldx %lld out %s", D, (long long)ldx, yt ? "bf16" : "fp32");
             CHECK(close_to(what, got, ref, rows * D, NULL, 1e-6, yt ? 1.0 / 256 : 1e-5), "%s", what);
             cu_free(dy), free(hy), free(got);
         }
@@ -165,10 +166,13 @@ static void test_rmsnorm(void) {
 }
 
 static void test_norm_gate(void) {
+    /* odd strides: the one-element kernel; strides of a multiple of 4: the four-element one */
     for (int zt = 0; zt < 2; zt++)
+    for (int al = 0; al < 2; al++)
     for (int with_norm = 0; with_norm < 2; with_norm++) {
         int D = with_norm ? 272 : 100;
-        int64_t rows = 6, ldo = D + 1, ldz = 3 * D + 7;
+        if (al && with_norm) D = 4096;
+        int64_t rows = 6, ldo = D + (al ? 4 : 1), ldz = 3 * D + (al ? 8 : 7), zo = al ? 8 : 5; /* z at column zo */
         float *o = malloc(sizeof(float) * (size_t)(rows * ldo)), *z = malloc(sizeof(float) * (size_t)(rows * ldz));
         float *w = malloc(sizeof(float) * (size_t)D);
         fill(o, rows * ldo, 2.0f);
@@ -181,19 +185,20 @@ static void test_norm_gate(void) {
         float *ref = malloc(sizeof(float) * (size_t)(rows * D)), *g = malloc(sizeof(float) * (size_t)(rows * D));
         for (int64_t r = 0; r < rows; r++) {
             memcpy(ref + r * D, o + r * ldo, sizeof(float) * (size_t)D);
-            memcpy(g + r * D, z + r * ldz + 5, sizeof(float) * (size_t)D);
+            memcpy(g + r * D, z + r * ldz + zo, sizeof(float) * (size_t)D);
         }
         if (with_norm) op_rmsnorm_ref(ref, ref, w, rows, D, 1e-6f);
         op_sigmoid_gate(ref, g, rows * D);
         float *d_o = up(o, sizeof(float) * (size_t)(rows * ldo)), *dz = up(z, sizeof(float) * (size_t)(rows * ldz));
         float *dw = up(w, sizeof(float) * (size_t)D), *dy = dnew(sizeof(float) * (size_t)(rows * D));
         uint16_t *dz16 = up(z16, 2 * (size_t)(rows * ldz));
-        const void *zp = zt == CU_BF16 ? (const void *)(dz16 + 5) : (const void *)(dz + 5);
+        const void *zp = zt == CU_BF16 ? (const void *)(dz16 + zo) : (const void *)(dz + zo);
         CHECK(cu_norm_gate(NULL, dy, CU_F32, D, d_o, ldo, zp, (cu_dtype)zt, ldz, with_norm ? dw : NULL, rows, D, 1e-6f) == 0);
         float *got = malloc(sizeof(float) * (size_t)(rows * D));
         CHECK(down(got, dy, sizeof(float) * (size_t)(rows * D)) == 0);
         char what[64];
-        snprintf(what, sizeof what, "%s%s", with_norm ? "output norm + sigmoid gate" : "sigmoid gate", zt ? ", bf16 z" : "");
+        snprintf(what, sizeof what, "%s D=%d%s%s", with_norm ? "output norm + sigmoid gate" : "sigmoid gate", D,
+                 zt ? ", bf16 z" : "", al ? ", aligned" : "");
         CHECK(close_to(what, got, ref, rows * D, NULL, 1e-6, 1e-5), "%s", what);
         cu_free(d_o), cu_free(dz), cu_free(dw), cu_free(dy), cu_free(dz16);
         free(o), free(z), free(w), free(ref), free(g), free(got), free(z16);

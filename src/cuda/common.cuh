@@ -24,6 +24,23 @@ template <class T> static __device__ __forceinline__ T from_f32(float x);
 template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
 template <> __device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat16_rn(x); }
 
+/* four consecutive elements as fp32 (16-byte fp32 or 8-byte bf16 loads; the caller checks alignment), and
+ * four fp32 values stored rounded to the element type */
+static __device__ __forceinline__ float4 load4(const float *p) { return *(const float4 *)p; }
+static __device__ __forceinline__ float4 load4(const bf16 *p) {
+    const uint2 v = *(const uint2 *)p;
+    const float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&v.x), b = __bfloat1622float2(*(const __nv_bfloat162 *)&v.y);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+static __device__ __forceinline__ void store4(float *p, float4 v) { *(float4 *)p = v; }
+static __device__ __forceinline__ void store4(bf16 *p, float4 v) {
+    __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+    uint2 u;
+    u.x = *(uint32_t *)&lo;
+    u.y = *(uint32_t *)&hi;
+    *(uint2 *)p = u;
+}
+
 static __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;

@@ -3,7 +3,8 @@
  * Lightning layers normalise their attention output over all nh·hd channels at once (one norm, not
  * per head) and gate it with sigmoid(z_proj(a)); sparse layers only gate, with sigmoid(o_gate(a)) (w =
  * NULL). z is read in place from the fused projection output (row stride ldz; fp32, or bf16 when that
- * GEMM wrote bf16). y feeds the o_proj GEMM. */
+ * GEMM wrote bf16). y feeds the o_proj GEMM. Rows of a multiple of 4 elements with aligned operands take
+ * four elements at a time (k_norm_gate4), others one at a time; both give the same bits. */
 #include "cuda/common.cuh"
 
 template <class YT, class ZT>
@@ -27,9 +28,50 @@ __global__ void k_norm_gate(YT *y, int64_t ldy, const float *o, int64_t ldo, con
     }
 }
 
+template <class YT, class ZT>
+__global__ void k_norm_gate4(YT *y, int64_t ldy, const float *o, int64_t ldo, const ZT *z, int64_t ldz,
+                             const float *w, int D, float eps) {
+    const int64_t r = blockIdx.x;
+    const float *orow = o + r * ldo; /* [D] */
+    float inv = 1.0f;
+    if (w) {
+        double ss = 0;
+        for (int i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
+            const float4 v = load4(orow + i);
+            ss += (double)v.x * v.x + (double)v.y * v.y + (double)v.z * v.z + (double)v.w * v.w;
+        }
+        ss = block_sum_d(ss);
+        inv = (float)(1.0 / sqrt(ss / D + eps));
+    }
+    YT *yr = y + r * ldy;
+    for (int i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
+        float4 v = load4(orow + i);
+        if (w) {
+            const float4 g = load4(w + i);
+            v = make_float4(v.x * inv * g.x, v.y * inv * g.y, v.z * inv * g.z, v.w * inv * g.w);
+        }
+        if (z) {
+            const float4 zz = load4(z + r * ldz + i);
+            v.x *= 1.0f / (1.0f + expf(-zz.x)), v.y *= 1.0f / (1.0f + expf(-zz.y));
+            v.z *= 1.0f / (1.0f + expf(-zz.z)), v.w *= 1.0f / (1.0f + expf(-zz.w));
+        }
+        store4(yr + i, v);
+    }
+}
+
 template <class ZT>
 static int norm_gate_t(cudaStream_t st, void *y, cu_dtype yt, int64_t ldy, const float *o, int64_t ldo, const ZT *z,
                        int64_t ldz, const float *w, int64_t rows, int D, float eps) {
+    const int ys = yt == CU_BF16 ? 2 : 4;
+    if (D % 4 == 0 && ldo % 4 == 0 && ldy % 4 == 0 && align_of(o) >= 16 && align_of(y) >= 4 * ys &&
+        (!w || align_of(w) >= 16) && (!z || (ldz % 4 == 0 && align_of(z) >= 4 * (int)sizeof(ZT)))) {
+        const int threads = D >= 2048 ? 256 : D >= 512 ? 128 : 32;
+        if (yt == CU_BF16)
+            k_norm_gate4<bf16, ZT><<<(unsigned)rows, threads, 0, st>>>((bf16 *)y, ldy, o, ldo, z, ldz, w, D, eps);
+        else
+            k_norm_gate4<float, ZT><<<(unsigned)rows, threads, 0, st>>>((float *)y, ldy, o, ldo, z, ldz, w, D, eps);
+        return LAUNCH_CHECK();
+    }
     int threads = D >= 1024 ? 512 : D >= 256 ? 256 : 64;
     if (yt == CU_BF16)
         k_norm_gate<bf16, ZT><<<(unsigned)rows, threads, 0, st>>>((bf16 *)y, ldy, o, ldo, z, ldz, w, D, eps);

@@ -14,7 +14,9 @@
  *
  * Per layer and chunk: RMSNorm → one fused GEMM for q|k|v|gate → mixer → gate (and Lightning's output
  * norm) → o_proj GEMM adding r·y into the residual (beta = 1) → RMSNorm → fused gate|up GEMM → SwiGLU →
- * down GEMM adding into the residual.
+ * down GEMM adding into the residual. In the bf16 mode a prefill chunk's gate|up product and the Lightning
+ * layers' q|k|v|z are written in bf16 (ffn_dtype, lin_dtype); the residual stream stays fp32. The GEMM
+ * algorithms of a full chunk are chosen by timing when the session is created (tune_gemms).
  *
  * One-row chunks (decode) run the fused forms (s->fuse; SALA_CUDA_FUSE=0 turns them off): the RMSNorms,
  * the gates and SwiGLU are folded into the GEMVs (cu_gemv), the Lightning qk-norm + RoPE into the recurrence

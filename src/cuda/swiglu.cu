@@ -17,32 +17,14 @@ template <class HT, class GT> __global__ void k_swiglu(HT *h, const GT *gu, int6
     }
 }
 
-static __device__ __forceinline__ void store4(float *p, float a, float b, float c, float d) {
-    *(float4 *)p = make_float4(a, b, c, d);
-}
-static __device__ __forceinline__ void store4(bf16 *p, float a, float b, float c, float d) {
-    __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
-    uint2 v;
-    v.x = *(uint32_t *)&lo;
-    v.y = *(uint32_t *)&hi;
-    *(uint2 *)p = v;
-}
-
-static __device__ __forceinline__ float4 load4(const float *p) { return *(const float4 *)p; }
-static __device__ __forceinline__ float4 load4(const bf16 *p) {
-    const uint2 v = *(const uint2 *)p;
-    const float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&v.x), b = __bfloat1622float2(*(const __nv_bfloat162 *)&v.y);
-    return make_float4(a.x, a.y, b.x, b.y);
-}
-
 /* I % 4 == 0: grid.x covers the I/4 column quads of a row, grid.y strides over the rows */
 template <class HT, class GT> __global__ void k_swiglu4(HT *h, const GT *gu, int64_t rows, int I) {
     const int i = 4 * (blockIdx.x * blockDim.x + threadIdx.x);
     if (i >= I) return;
     for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
         const float4 g = load4(gu + r * 2 * I + i), u = load4(gu + r * 2 * I + I + i);
-        store4(h + r * I + i, g.x / (1.0f + expf(-g.x)) * u.x, g.y / (1.0f + expf(-g.y)) * u.y,
-               g.z / (1.0f + expf(-g.z)) * u.z, g.w / (1.0f + expf(-g.w)) * u.w);
+        store4(h + r * I + i, make_float4(g.x / (1.0f + expf(-g.x)) * u.x, g.y / (1.0f + expf(-g.y)) * u.y,
+                                          g.z / (1.0f + expf(-g.z)) * u.z, g.w / (1.0f + expf(-g.w)) * u.w));
     }
 }
 
