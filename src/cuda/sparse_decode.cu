@@ -346,13 +346,27 @@ __global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *ns
     }
     __syncthreads();
     const int n = soff[ncta];
-    for (int e = threadIdx.x; e < ncta * budget; e += blockDim.x) {
-        const int c = e / budget, i = e % budget;
-        if (i < soff[c + 1] - soff[c]) {
-            const int64_t src = ((int64_t)grp * ncta + c) * budget + i;
-            skey[soff[c] + i] = __ldcg(cand_key + src);
-            sblk[soff[c] + i] = __ldcg(cand_blk + src);
+    for (int e0 = 0; e0 < ncta * budget; e0 += 512 * 16) { /* 16 candidates a thread in flight */
+        uint32_t kk[16];
+        int32_t bb[16];
+        int dst[16];
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            const int e = e0 + (int)threadIdx.x + 512 * j;
+            dst[j] = -1;
+            if (e < ncta * budget) {
+                const int c = e / budget, i = e % budget;
+                if (i < soff[c + 1] - soff[c]) {
+                    const int64_t src = ((int64_t)grp * ncta + c) * budget + i;
+                    dst[j] = soff[c] + i;
+                    kk[j] = __ldcg(cand_key + src);
+                    bb[j] = __ldcg(cand_blk + src);
+                }
+            }
         }
+#pragma unroll
+        for (int j = 0; j < 16; j++)
+            if (dst[j] >= 0) skey[dst[j]] = kk[j], sblk[dst[j]] = bb[j];
     }
     __syncthreads();
     int32_t *out = blocks + (int64_t)grp * budget;
@@ -643,44 +657,54 @@ extern "C" int cu_sdec_plan_make(cu_sdec_plan *p, const cu_infllm_dims *d, int64
 
 template <int HD>
 static int sd_step(cudaStream_t st, float *o, const float *q, const float *k, const float *v, bf16 *K, bf16 *V, bf16 *C1,
-                   bf16 *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p, char *work) {
+                   bf16 *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p, char *work, int parts) {
     const sd_layout L = sd_lay(d, p);
     int *cnt = (int *)(work + L.counters);
     float *lse = (float *)(work + L.lse);
     int32_t *blocks = (int32_t *)(work + L.blocks), *nsel = (int32_t *)(work + L.nsel);
     const int kvrow = d->nkv * HD;
-    int e = pdl_launch(PDL_CHAIN, k_sdec_append, dim3((kvrow + 127) / 128), dim3(kvrow < 128 ? kvrow : 128), 0, st, K, V, C1, C2,
+    int e = 0;
+    if (parts & 1)
+        e = pdl_launch(PDL_CHAIN, k_sdec_append, dim3((kvrow + 127) / 128), dim3(kvrow < 128 ? kvrow : 128), 0, st, K, V, C1, C2,
                        k, v, dpos, kvrow, d->l1, d->s1, d->l2, d->s2);
-    if (!e)
+    if (!e && (parts & 2))
         e = pdl_launch(PDL_CHAIN, k_sdec_lse<HD>, dim3(p->units2 / 4, d->nkv), dim3(128), sd_lse_bytes(p), st,
                        (float *)(work + L.lse_part), lse,
                        cnt, q, (const bf16 *)C2, dpos, d->nkv, d->l2, d->s2, d->scale, p->tpu2, p->units2);
-    if (!e)
+    if (!e && (parts & 4))
         e = pdl_launch(PDL_CHAIN, k_sdec_score<HD>, dim3(p->ctas_score, d->nkv), dim3(512), sd_score_smem(d, p), st, blocks, nsel,
                        (uint32_t *)(work + L.cand_key), (int32_t *)(work + L.cand_blk), (int *)(work + L.cand_n),
                        cnt + d->nkv, q, (const float *)lse, (const bf16 *)C1, dpos, d->nkv, d->l1, d->s1, d->scale,
                        d->init_blocks, d->local_blocks, d->budget);
-    if (!e)
+    if (!e && (parts & 8))
         e = pdl_launch(PDL_CHAIN, k_sdec_attn<HD>, dim3(p->ctas_attn, d->nkv), dim3(SD_AW * 32), sd_attn_smem(HD), st, o,
                        (float *)(work + L.attn_part), cnt + 2 * d->nkv, q, (const bf16 *)K, (const bf16 *)V,
                        (const int32_t *)blocks, (const int32_t *)nsel, dpos, d->nkv, d->budget, d->scale);
     return e ? e : LAUNCH_CHECK();
 }
 
-extern "C" int cu_sdec_step(void *stream, float *o, const float *q, const float *k, const float *v, void *K, void *V,
-                            void *C1, void *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p,
-                            void *work) {
+/* parts: a mask of the kernels to launch (1 append, 2 LSE, 4 stage 1 + top-k, 8 attention; 15 = the step), for
+ * the per-kernel timings of tests/test_cuda_decbench.c (declared there) */
+extern "C" int cu_sdec_step_parts(void *stream, float *o, const float *q, const float *k, const float *v, void *K, void *V,
+                                  void *C1, void *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p,
+                                  void *work, int parts) {
     cudaStream_t st = (cudaStream_t)stream;
     if (!p->work_bytes) return (int)cudaErrorInvalidValue;
     bf16 *Kb = (bf16 *)K, *Vb = (bf16 *)V, *C1b = (bf16 *)C1, *C2b = (bf16 *)C2;
     char *w = (char *)work;
     switch (d->hd) {
-    case 16: return sd_step<16>(st, o, q, k, v, Kb, Vb, C1b, C2b, dpos, d, p, w);
-    case 32: return sd_step<32>(st, o, q, k, v, Kb, Vb, C1b, C2b, dpos, d, p, w);
-    case 64: return sd_step<64>(st, o, q, k, v, Kb, Vb, C1b, C2b, dpos, d, p, w);
-    case 128: return sd_step<128>(st, o, q, k, v, Kb, Vb, C1b, C2b, dpos, d, p, w);
+    case 16: return sd_step<16>(st, o, q, k, v, Kb, Vb, C1b, C2b, dpos, d, p, w, parts);
+    case 32: return sd_step<32>(st, o, q, k, v, Kb, Vb, C1b, C2b, dpos, d, p, w, parts);
+    case 64: return sd_step<64>(st, o, q, k, v, Kb, Vb, C1b, C2b, dpos, d, p, w, parts);
+    case 128: return sd_step<128>(st, o, q, k, v, Kb, Vb, C1b, C2b, dpos, d, p, w, parts);
     default: return (int)cudaErrorInvalidValue;
     }
+}
+
+extern "C" int cu_sdec_step(void *stream, float *o, const float *q, const float *k, const float *v, void *K, void *V,
+                            void *C1, void *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p,
+                            void *work) {
+    return cu_sdec_step_parts(stream, o, q, k, v, K, V, C1, C2, dpos, d, p, work, 15);
 }
 
 extern "C" int cu_sdec_blocks(const cu_infllm_dims *d, const cu_sdec_plan *p, const void *work, const int32_t **blocks,
