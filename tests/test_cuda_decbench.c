@@ -22,6 +22,7 @@ int main(void) {
 #include <stdint.h>
 
 #include "cpu/ops.h"
+#include "cuda/decode_knobs.h"
 #include "cuda/kernels.h"
 #include "test.h"
 #include "cuda_test.h"
@@ -110,7 +111,7 @@ typedef struct {
     cu_sdec_plan plan;
     int64_t n_max;
     /* what a step enqueues */
-    int with_mix, with_gemv, nlayers, only_sparse, chain_parts;
+    int with_mix, with_gemv, nlayers, only_sparse, chain_parts, l2next_all;
     int64_t n1, n2;
 } model;
 
@@ -139,6 +140,7 @@ static int enq_layer(model *m, int l, int sparse) {
     cu_gemv_op op;
     if (m->with_gemv) {
         op = gop(CU_GV_NORM, m->x, m->ln, NULL, CU_GV_STORE, m->mix, 1.0f, 0.0f);
+        if (!sparse || m->l2next_all) cu_gemv_l2_next(m->w_o, 2 * H * H); /* as session.cu (Lightning layers) */
         CK(cu_gemv(st, &op, CU_BF16, sparse ? m->w_in_s : m->w_in_l, sparse ? 2 * H + 2 * NKV * HD : 4 * H, H));
     }
     if (m->with_mix) {
@@ -352,23 +354,36 @@ int main(void) {
                (long long)ctxs[c], tp[0], tp[1], tp[2], tp[3], tp[4], m.plan.units2 / 4, m.plan.ctas_score,
                m.plan.ctas_attn);
         (void)pn;
-        /* in a layer: 8 sparse layers with and without the chain */
-        m.chain_parts = 15, m.with_gemv = 1, m.nlayers = 8, m.only_sparse = 1;
-        m.with_mix = 1;
-        double t1 = time_graph(enq_step, &m, 5);
-        m.with_mix = 0;
-        double t0 = time_graph(enq_step, &m, 5);
-        printf("chain N=%-8lld in a layer: 8 sparse layers %.1f us, without the chain %.1f us: %.1f us per chain\n",
-               (long long)ctxs[c], t1, t0, (t1 - t0) / 8);
-        if (c != 1) {
-            m.only_sparse = 0, m.nlayers = NL, m.with_mix = 1;
-            double ts = time_graph(enq_step, &m, 5);
+        /* switches (decode_knobs.h): the L2 prefetch of o_proj by w_in, the early PDL trigger of the Lightning
+         * kernel and of the chain's attention kernel */
+        /* l2next: 0 off, 1 Lightning layers only (as session.cu), 2 every layer */
+        static const int cfg[6][3] = {{0, 0, 0}, {2, 0, 0}, {0, 1, 0}, {0, 0, 1}, {0, 1, 1}, {1, 1, 1}};
+        for (int k = 0; k < 6; k++) {
+            cu_gemv_l2_next_mode(cfg[k][0] ? 1 : 0), cu_lightning_trig_early(cfg[k][1]), cu_sdec_trig_early(cfg[k][2]);
+            m.l2next_all = cfg[k][0] == 2;
+            char tag[64];
+            snprintf(tag, sizeof tag, "l2next %s trig lt %d sd %d", cfg[k][0] == 2 ? "all" : cfg[k][0] ? "lt" : "off",
+                     cfg[k][1], cfg[k][2]);
+            /* in a layer: 8 sparse layers with and without the chain */
+            m.chain_parts = 15, m.with_gemv = 1, m.nlayers = 8, m.only_sparse = 1;
+            m.with_mix = 1;
+            double t1 = time_graph(enq_step, &m, 5);
             m.with_mix = 0;
-            double tg = time_graph(enq_step, &m, 5);
-            printf("step N=%-8lld GEMVs + mixers %.3f ms (%.1f tok/s without embed/argmax), GEMVs alone %.3f ms, "
-                   "mixers add %.1f us\n",
-                   (long long)ctxs[c], ts / 1000, 1e6 / ts, tg / 1000, ts - tg);
+            double t0 = time_graph(enq_step, &m, 5);
+            printf("chain N=%-8lld %s: 8 sparse layers %.1f us, without the chain %.1f us: %.1f us per chain\n",
+                   (long long)ctxs[c], tag, t1, t0, (t1 - t0) / 8);
+            if (c != 1) {
+                m.only_sparse = 0, m.nlayers = NL, m.with_mix = 1;
+                double ts = time_graph(enq_step, &m, 5);
+                m.with_mix = 0;
+                double tg = time_graph(enq_step, &m, 5);
+                printf("step N=%-8lld %s: GEMVs + mixers %.3f ms (%.1f tok/s without embed/argmax), GEMVs alone %.3f ms, "
+                       "mixers add %.1f us\n",
+                       (long long)ctxs[c], tag, ts / 1000, 1e6 / ts, tg / 1000, ts - tg);
+            }
+            fflush(stdout);
         }
+        cu_gemv_l2_next_mode(0), cu_lightning_trig_early(1), cu_sdec_trig_early(1);
         fflush(stdout);
     }
     if (fails) test_failed_ = 1;
