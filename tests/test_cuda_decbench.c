@@ -8,7 +8,8 @@
  *          each kernel alone (cu_sdec_step_parts), then its marginal cost inside a layer (w_in GEMV, chain,
  *          o_proj, gate/up, down, 8 layers in a graph, minus the same without the chain; the GEMVs evict the
  *          compressed keys from L2 as in the real step);
- *   step   a synthetic whole step (embedding and argmax aside) at 8K and 1M: GEMVs + Lightning + chains.
+ *   step   a synthetic whole step (embedding and argmax aside) at 8K and 1M: GEMVs + Lightning + chains;
+ *   the chain in a layer and the step are timed for each setting of the early PDL triggers (decode_knobs.h).
  * Weights are random bf16 (cu_fill_uniform_bf16), the caches too (their values only move the top-k).
  * Without SALA_DECBENCH it prints a skip line, so the `kernels` part of gpu-check.sh stays quick. */
 #ifndef SALA_CUDA
@@ -111,7 +112,7 @@ typedef struct {
     cu_sdec_plan plan;
     int64_t n_max;
     /* what a step enqueues */
-    int with_mix, with_gemv, nlayers, only_sparse, chain_parts, l2next_all;
+    int with_mix, with_gemv, nlayers, only_sparse, chain_parts;
     int64_t n1, n2;
 } model;
 
@@ -140,7 +141,6 @@ static int enq_layer(model *m, int l, int sparse) {
     cu_gemv_op op;
     if (m->with_gemv) {
         op = gop(CU_GV_NORM, m->x, m->ln, NULL, CU_GV_STORE, m->mix, 1.0f, 0.0f);
-        if (!sparse || m->l2next_all) cu_gemv_l2_next(m->w_o, 2 * H * H); /* as session.cu (Lightning layers) */
         CK(cu_gemv(st, &op, CU_BF16, sparse ? m->w_in_s : m->w_in_l, sparse ? 2 * H + 2 * NKV * HD : 4 * H, H));
     }
     if (m->with_mix) {
@@ -354,16 +354,12 @@ int main(void) {
                (long long)ctxs[c], tp[0], tp[1], tp[2], tp[3], tp[4], m.plan.units2 / 4, m.plan.ctas_score,
                m.plan.ctas_attn);
         (void)pn;
-        /* switches (decode_knobs.h): the L2 prefetch of o_proj by w_in, the early PDL trigger of the Lightning
-         * kernel and of the chain's attention kernel */
-        /* l2next: 0 off, 1 Lightning layers only (as session.cu), 2 every layer */
-        static const int cfg[6][3] = {{0, 0, 0}, {2, 0, 0}, {0, 1, 0}, {0, 0, 1}, {0, 1, 1}, {1, 1, 1}};
-        for (int k = 0; k < 6; k++) {
-            cu_gemv_l2_next_mode(cfg[k][0] ? 1 : 0), cu_lightning_trig_early(cfg[k][1]), cu_sdec_trig_early(cfg[k][2]);
-            m.l2next_all = cfg[k][0] == 2;
+        /* the early PDL trigger (decode_knobs.h) of the Lightning kernel and of the chain's attention kernel */
+        static const int cfg[4][2] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}};
+        for (int k = 0; k < 4; k++) {
+            cu_lightning_trig_early(cfg[k][0]), cu_sdec_trig_early(cfg[k][1]);
             char tag[64];
-            snprintf(tag, sizeof tag, "l2next %s trig lt %d sd %d", cfg[k][0] == 2 ? "all" : cfg[k][0] ? "lt" : "off",
-                     cfg[k][1], cfg[k][2]);
+            snprintf(tag, sizeof tag, "trig lt %d sd %d", cfg[k][0], cfg[k][1]);
             /* in a layer: 8 sparse layers with and without the chain */
             m.chain_parts = 15, m.with_gemv = 1, m.nlayers = 8, m.only_sparse = 1;
             m.with_mix = 1;
@@ -383,7 +379,7 @@ int main(void) {
             }
             fflush(stdout);
         }
-        cu_gemv_l2_next_mode(0), cu_lightning_trig_early(1), cu_sdec_trig_early(1);
+        cu_lightning_trig_early(cu_dec_trig_mask() & 1), cu_sdec_trig_early(cu_dec_trig_mask() & 2);
         fflush(stdout);
     }
     if (fails) test_failed_ = 1;

@@ -1,30 +1,22 @@
-/* decode_knobs.h — switches of the decode step's kernels that are not in kernels.h (gemv.cu,
- * lightning_decode.cu, sparse_decode.cu), for the decode step (session.cu) and its measurement
- * (tests/test_cuda_decbench.c). None changes results.
+/* decode_knobs.h — switches of the decode step's kernels that are not in kernels.h (lightning_decode.cu,
+ * sparse_decode.cu), for measurements (tests/test_cuda_decbench.c). None changes results.
  *
- * cu_gemv_l2_next(p, bytes) applies to the next cu_gemv call only: when each of its warps has issued its last
- * weight loads, it prefetches its share of [p, p + bytes) into L2 (sm_90+: cp.async.bulk.prefetch.L2). The
- * decode step passes the o_proj weights to the w_in GEMV, meant to keep memory streaming through the mixer
- * between them. cu_gemv_l2_next_mode: 0 off (default: measured no gain, H100, dec run 2: at 1M it slows the
- * sparse chain by ~9 us a layer, at 8K it is within noise), 1 normal priority, 2 evict_last (SALA_GV_L2NEXT).
- *
- * cu_lightning_trig_early / cu_sdec_trig_early (SALA_DEC_TRIG, a mask: 1 Lightning, 2 sparse attention;
- * default 3): the fused Lightning decode kernel and the chain's attention kernel let the next kernel of the
- * stream (the o_proj GEMV) launch as soon as all their blocks run (PDL trigger at the top), so o_proj's blocks
- * start streaming their weights while the mixer still computes; 0 = trigger after the operands are read. */
+ * Early PDL trigger: the kernel lets the next kernel of the stream (the o_proj GEMV) launch as soon as all its
+ * blocks run (griddepcontrol.launch_dependents at the top, before its own wait), so o_proj's blocks start
+ * streaming their first weights while the mixer still waits and computes; off = trigger after the operands
+ * are read (the earlier behaviour). SALA_DEC_TRIG, a mask read once: 1 the fused Lightning decode kernel,
+ * 2 the InfLLM-v2 chain's attention kernel; default 1. Measured (H100, dec run 3, synthetic step of
+ * tests/test_cuda_decbench.c): Lightning early 7.448 -> 7.381 ms at 1M, 7.235 -> 7.168 ms at 8K; attention
+ * early +4.6 us per sparse layer at 1M (o_proj's blocks take the SMs the chain's last kernels need). */
 #ifndef SALA_CUDA_DECODE_KNOBS_H
 #define SALA_CUDA_DECODE_KNOBS_H
-
-#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-void cu_gemv_l2_next(const void *p, int64_t bytes);
-void cu_gemv_l2_next_mode(int mode);
 void cu_lightning_trig_early(int on);
 void cu_sdec_trig_early(int on);
-int cu_dec_trig_mask(void); /* SALA_DEC_TRIG (default 3), read once */
+int cu_dec_trig_mask(void); /* SALA_DEC_TRIG (default 1) */
 #ifdef __cplusplus
 }
 #endif

@@ -9,7 +9,6 @@
 #include <string.h>
 
 #include "cuda/common.cuh"
-#include "cuda/decode_knobs.h"
 #include "cuda/pdl.cuh"
 
 /* y[t, n] = alpha · x[t, :]·W[n, :] + beta · y[t, n] for t < T ≤ 4: one warp per pair of rows of W */
@@ -231,37 +230,9 @@ static __device__ __forceinline__ void gv_out(const cu_gemv_op &op, int64_t it, 
     }
 }
 
-/* The weights of a later kernel into L2 (cu_gemv_l2_next): when a warp has issued its last loads, its lane 0
- * prefetches its share of nx (one bulk prefetch, no registers), so memory keeps streaming through this GEMV's
- * tail and the latency-bound kernel after it (a decode step's mixer), and the o_proj GEMV that follows reads
- * its weights from L2. mode 1: normal priority, 2: evict_last. sm_90+ only (elsewhere nothing). */
-struct gv_l2n {
-    const char *p;
-    long long bytes;
-    int mode;
-};
-
-static __device__ __forceinline__ void gv_prefetch_next(const gv_l2n &nx, int64_t gw, int64_t nw) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (nx.mode <= 0 || (threadIdx.x & 31)) return;
-    const long long chunk = ((nx.bytes + nw - 1) / nw + 255) & ~255LL, off = gw * chunk;
-    if (off >= nx.bytes) return;
-    const unsigned n = (unsigned)((nx.bytes - off < chunk ? nx.bytes - off : chunk) & ~15LL);
-    if (!n) return;
-    if (nx.mode == 2) {
-        uint64_t pol;
-        asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(pol));
-        asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(nx.p + off), "r"(n), "l"(pol)
-                     : "memory");
-    } else {
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(nx.p + off), "r"(n) : "memory");
-    }
-#endif
-}
-
 template <class AT, int IN, int OUT, int NB, bool DB, int MINB>
 __global__ void __launch_bounds__(256, MINB) k_gemv1(cu_gemv_op op, const bf16 *W, int K, int items, int trig,
-                                                     int pf, gv_l2n nx) {
+                                                     int pf) {
     extern __shared__ uint4 gv_smem[];
     AT *xs = (AT *)gv_smem; /* [K] the operand a */
     constexpr int R = OUT == CU_GV_SWIGLU ? 2 : 1, PT = MINB >= 4 ? 4 : 16;
@@ -302,7 +273,6 @@ __global__ void __launch_bounds__(256, MINB) k_gemv1(cu_gemv_op op, const bf16 *
         if (lp.it < it1) {
             gv_load<NB>(buf, W, lp.it + (int64_t)lp.r * items, K, lp.vb, nvec);
             gv_next<NB, R>(lp, nvec);
-            if (lp.it >= it1) gv_prefetch_next(nx, gw, nw); /* the warp's last loads are out */
         } else if (trig == 2) {
             pdl_trigger();
         }
@@ -354,28 +324,6 @@ extern "C" int cu_pdl_on(void) {
 /* the variant, trigger and blocks per SM in use (cu_gemv_config; SALA_GV_VAR, SALA_GV_TRIG, SALA_GV_BPS) */
 static int gv_var = 2, gv_trig = 1, gv_bps = 2, gv_pf = 0;
 
-/* the next cu_gemv call's L2 prefetch of later weights (decode_knobs.h), and its mode (SALA_GV_L2NEXT, default 0) */
-static gv_l2n gv_nx = {NULL, 0, 0};
-static int gv_l2next = 0;
-
-extern "C" void cu_gemv_l2_next(const void *p, int64_t bytes) {
-    gv_nx.p = (const char *)p;
-    gv_nx.bytes = p && bytes > 0 ? bytes : 0;
-}
-
-extern "C" void cu_gemv_l2_next_mode(int mode) {
-    if (mode >= 0 && mode <= 2) gv_l2next = mode;
-}
-
-extern "C" int cu_dec_trig_mask(void) {
-    static int mask = -1;
-    if (mask < 0) {
-        const char *e = getenv("SALA_DEC_TRIG");
-        mask = e && *e ? (atoi(e) & 3) : 3;
-    }
-    return mask;
-}
-
 extern "C" void cu_gemv_config(int var, int trig, int bps, int pf) {
     if (var >= 0 && var <= 2) gv_var = var;
     if (trig >= 0 && trig <= 2) gv_trig = trig;
@@ -388,7 +336,7 @@ extern "C" void cu_gemv_config(int var, int trig, int bps, int pf) {
     case 1: K_ = k_gemv1<AT, IN, OUT, 16, false, 2>; break;                           \
     default: K_ = k_gemv1<AT, IN, OUT, 8, true, 2>; break;
 
-typedef void (*gv_kernel)(cu_gemv_op, const bf16 *, int, int, int, int, gv_l2n);
+typedef void (*gv_kernel)(cu_gemv_op, const bf16 *, int, int, int, int);
 
 template <class AT, int IN, int OUT> static gv_kernel gv_pick(int var) {
     gv_kernel K_;
@@ -418,7 +366,6 @@ extern "C" int cu_gemv_prepare(void) {
         if ((e = getenv("SALA_GV_TRIG"))) gv_trig = atoi(e) >= 0 && atoi(e) <= 2 ? atoi(e) : gv_trig;
         if ((e = getenv("SALA_GV_BPS"))) gv_bps = atoi(e) >= 1 && atoi(e) <= 8 ? atoi(e) : gv_bps;
         if ((e = getenv("SALA_GV_PF"))) gv_pf = atoi(e) >= 0 ? atoi(e) : gv_pf;
-        if ((e = getenv("SALA_GV_L2NEXT"))) cu_gemv_l2_next_mode(atoi(e));
         for (int var = 0; var < 3; var++)
             for (int in = 0; in < 3; in++)
                 for (int out = 0; out < 2; out++) {
@@ -437,8 +384,6 @@ extern "C" int cu_gemv_supported(cu_dtype at, int64_t K) {
 }
 
 extern "C" int cu_gemv(void *stream, const cu_gemv_op *op, cu_dtype at, const uint16_t *W, int64_t N, int64_t K) {
-    gv_l2n nx = gv_nx; /* cu_gemv_l2_next: for this call only */
-    gv_nx.p = NULL, gv_nx.bytes = 0;
     if (N <= 0) return 0;
     if (!cu_gemv_supported(at, K) || align_of(W) < 16 || (op->in == CU_GV_PLAIN && align_of(op->x) < 16) ||
         (op->out == CU_GV_SWIGLU && N % 2) || (op->in == CU_GV_NORM && !op->w) || op->in < 0 || op->in > 2 ||
@@ -452,9 +397,8 @@ extern "C" int cu_gemv(void *stream, const cu_gemv_op *op, cu_dtype at, const ui
     const int64_t rounds = (items + wmax - 1) / wmax, warps = (items + rounds - 1) / rounds;
     const unsigned blocks = (unsigned)((warps + 7) / 8);
     gv_kernel kern = at == CU_BF16 ? gv_pick_io<bf16>(op->in, op->out, gv_var) : gv_pick_io<float>(op->in, op->out, gv_var);
-    nx.mode = nx.p && nx.bytes > 0 ? gv_l2next : 0;
     int e = pdl_launch(PDL_GEMV, kern, dim3(blocks), dim3(256), smem, st, *op, (const bf16 *)W, (int)K, (int)items, gv_trig,
-                       gv_pf, nx);
+                       gv_pf);
     return e ? e : LAUNCH_CHECK();
 }
 

@@ -6,7 +6,9 @@
  *
  * The fused one-row form (cu_lightning_decode_fused, the decode step's) also does the per-head q/k RMSNorm
  * and RoPE of cu_qknorm_rope (same formulas, same order) in shared memory, so that kernel is not
- * launched; it loads its part of S before pdl_wait(): only this kernel touches the layer's state. */
+ * launched; it loads its part of S before pdl_wait(): only this kernel touches the layer's state. Its PDL
+ * trigger comes first (decode_knobs.h, SALA_DEC_TRIG), so the o_proj GEMV after it starts loading weights
+ * while this kernel waits for the projection and computes. */
 #include "cuda/common.cuh"
 #include "cuda/decode_knobs.h"
 #include "cuda/pdl.cuh"
@@ -136,6 +138,15 @@ __global__ void __launch_bounds__(256) k_lightning_decode1(float *o, const float
 static int lt_trig0 = -1;
 
 extern "C" void cu_lightning_trig_early(int on) { lt_trig0 = on ? 1 : 0; }
+
+extern "C" int cu_dec_trig_mask(void) {
+    static int mask = -1;
+    if (mask < 0) {
+        const char *e = getenv("SALA_DEC_TRIG");
+        mask = e && *e ? (atoi(e) & 3) : 1;
+    }
+    return mask;
+}
 
 template <int D>
 static int launch_decode1(cudaStream_t st, float *o, const float *q, const float *k, const float *v, float *state,

@@ -28,7 +28,6 @@
 
 #include "cuda/backend_internal.cuh"
 #include "cuda/common.cuh"
-#include "cuda/decode_knobs.h"
 
 #define SPLIT_SCRATCH_FLOATS (4ll << 20) /* 16 MiB of split-KV partials */
 #define LOGIT_ROWS 64
@@ -500,7 +499,6 @@ static sala_status forward_chunk(cuda_session *s, const chunk_ctx *cx) {
         const cu_layer *L = &cm->layers[l];
         if (fz) {
             cu_gemv_op op = gv_op(CU_GV_NORM, s->x, L->ln1, NULL, eps, 1.0f, CU_GV_STORE, s->mix, 1.0f, 0.0f);
-            if (!L->sparse) cu_gemv_l2_next(L->w_o, 2 * H * L->qd); /* if SALA_GV_L2NEXT (decode_knobs.h) */
             TRYP(PROF_GEMM, cu_gemv(st, &op, cm->act, L->w_in, L->n_in, H), "projection GEMV");
             ss = L->sparse ? mixer_sparse(s, l, cx, 1) : mixer_lightning(s, l, cx, 1);
             if (ss) return ss;
