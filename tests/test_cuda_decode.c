@@ -352,7 +352,8 @@ static void test_sparse_decode(void) {
     sdec_case(&released, 300, 400);         /* fewer blocks than the budget: every block */
     sdec_case(&released, 19999, 20100);
     sdec_case(&released, 70015, 1 << 20);   /* the grids of a 1M session; both windows end at pos + 1 */
-    sdec_case(&released, 150000, 160000);   /* several stage-1 CTAs with candidates: the radix select */
+    sdec_case(&released, 150000, 160000);   /* several stage-1 CTAs with candidates: the bounded rank select */
+    sdec_case(&released, 64 * 266 + 5, 20000); /* two CTAs, the second with 11 blocks: too few for the bound */
 }
 
 int main(void) {

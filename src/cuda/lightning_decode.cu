@@ -6,8 +6,11 @@
  *
  * The fused one-row form (cu_lightning_decode_fused, the decode step's) also does the per-head q/k RMSNorm
  * and RoPE of cu_qknorm_rope (same formulas, same order) in shared memory, so that kernel is not
- * launched; it loads its part of S before pdl_wait(): only this kernel touches the layer's state. */
+ * launched; it loads its part of S before pdl_wait(): only this kernel touches the layer's state. Its PDL
+ * trigger comes first (decode_knobs.h, SALA_DEC_TRIG), so the o_proj GEMV after it starts loading weights
+ * while this kernel waits for the projection and computes. */
 #include "cuda/common.cuh"
+#include "cuda/decode_knobs.h"
 #include "cuda/pdl.cuh"
 
 template <int D>
@@ -56,7 +59,7 @@ __global__ void __launch_bounds__(256) k_lightning_decode1(float *o, const float
                                                            float *state, const double *lambda, float s,
                                                            const float *qw, const float *kw, float eps, int do_norm,
                                                            const float *inv_freq, int64_t pos0, const int64_t *dpos,
-                                                           int do_rope) {
+                                                           int do_rope, int trig0) {
     constexpr int CW = D < 32 ? D : 32, RG = 256 / CW, RPT = D / RG > 0 ? D / RG : 1, HALF = D / 2;
     __shared__ float red[RG][CW];
     __shared__ float qk[2][D];       /* prepared q, k of the head */
@@ -65,6 +68,7 @@ __global__ void __launch_bounds__(256) k_lightning_decode1(float *o, const float
     const int col = blockIdx.x * CW + c;
     const bool active = rg * RPT < D;
     float *Sg = state + (int64_t)h * D * D; /* [D][D] */
+    if (trig0) pdl_trigger(); /* o_proj's blocks may start loading weights now (decode_knobs.h) */
     float S[RPT];
 #pragma unroll
     for (int a = 0; a < RPT; a++) S[a] = active ? Sg[(int64_t)(rg * RPT + a) * D + col] : 0.f;
@@ -109,7 +113,7 @@ __global__ void __launch_bounds__(256) k_lightning_decode1(float *o, const float
     }
     const float vt = v[(int64_t)h * D + col];
     __syncthreads();
-    pdl_trigger();
+    if (!trig0) pdl_trigger();
     float part = 0.f;
     if (active)
 #pragma unroll
@@ -130,13 +134,28 @@ __global__ void __launch_bounds__(256) k_lightning_decode1(float *o, const float
         for (int a = 0; a < RPT; a++) Sg[(int64_t)(rg * RPT + a) * D + col] = S[a];
 }
 
+/* PDL trigger at the top of k_lightning_decode1 (decode_knobs.h; -1: not read yet) */
+static int lt_trig0 = -1;
+
+extern "C" void cu_lightning_trig_early(int on) { lt_trig0 = on ? 1 : 0; }
+
+extern "C" int cu_dec_trig_mask(void) {
+    static int mask = -1;
+    if (mask < 0) {
+        const char *e = getenv("SALA_DEC_TRIG");
+        mask = e && *e ? (atoi(e) & 3) : 1;
+    }
+    return mask;
+}
+
 template <int D>
 static int launch_decode1(cudaStream_t st, float *o, const float *q, const float *k, const float *v, float *state,
                           const double *lambda, float s, int nh, const float *qw, const float *kw, float eps,
                           int do_norm, const float *inv_freq, int64_t pos0, const int64_t *dpos, int do_rope) {
     constexpr int CW = D < 32 ? D : 32;
+    if (lt_trig0 < 0) lt_trig0 = cu_dec_trig_mask() & 1;
     int e = pdl_launch(PDL_LIGHT, k_lightning_decode1<D>, dim3(D / CW, nh), dim3(256), 0, st, o, q, k, v, state, lambda, s, qw,
-                       kw, eps, do_norm, inv_freq, pos0, dpos, do_rope);
+                       kw, eps, do_norm, inv_freq, pos0, dpos, do_rope, lt_trig0);
     return e ? e : LAUNCH_CHECK();
 }
 

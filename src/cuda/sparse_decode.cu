@@ -11,8 +11,9 @@
  *            so each lane loads 16 contiguous bytes of a key); (m, l) records merged by the last CTA.
  *   score    stage-1 scores Σ_h exp(s·q_h·C1[j] − LSE_h), max-pooled into block scores [4b−1, 4b+3]; each
  *            CTA keeps its top `budget` blocks (rank by key, ties to the lower block), the last CTA of the
- *            group radix-selects the top `budget` of all candidates (as infllm_topk.cu) and writes them
- *            in ascending block order.
+ *            group selects the top `budget` of all candidates and writes them in ascending block order:
+ *            the budget-th best of the CTAs' top few is a lower bound that drops nearly all candidates,
+ *            the rest are ranked directly (a radix select as infllm_topk.cu when more than SD_SURV remain).
  *   attn     attention of the 16 heads over the chosen blocks (keys ≤ pos): one warp per block, K and V
  *            tiles by cp.async, scores and P·V on tensor cores (q and P rounded to bf16 as attn_mma.cu),
  *            records merged per CTA and by the last CTA into o.
@@ -20,12 +21,14 @@
  * it resets the counter, so the work area is zeroed once and reused by every layer and step. The merge
  * orders are fixed, so the results do not depend on scheduling. */
 #include "cuda/common.cuh"
+#include "cuda/decode_knobs.h"
 #include "cuda/mma_core.cuh"
 #include "cuda/pdl.cuh"
 
 #define SD_G 16        /* heads per group */
 #define SD_BPC 256     /* blocks per score CTA (16 warps × one 64-key tile = 16 blocks each) */
 #define SD_AW 4        /* warps (= chosen blocks) per attention CTA */
+#define SD_SURV 1024   /* top-k: candidates kept above the lower bound, ranked directly (else radix select) */
 
 /* ---- operand fragments with the head dimension permuted (see the top) ----
  * Lane (g = lane/4, t = lane%4) takes dims [32·kp + 8t, +8) of a row for k-steps 2kp, 2kp+1 (HD ≥ 32), or
@@ -102,6 +105,11 @@ static __device__ __forceinline__ bool sd_last_cta(int *counter) {
 static __device__ __forceinline__ uint32_t sd_sort_key(float v) {
     uint32_t u = __float_as_uint(v);
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/* a candidate's composite key: the score key, then the lower block first (block < 2^24) */
+static __device__ __forceinline__ uint64_t sd_comp(uint32_t key, int32_t blk) {
+    return (uint64_t)key << 32 | (0xffffffu - (uint32_t)blk);
 }
 
 /* ---- 1. append + compress ---- */
@@ -254,7 +262,8 @@ __global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *ns
     extern __shared__ uint4 sd_smem[]; /* last CTA: candidate keys [cap], blocks [cap] */
     __shared__ float sc[16][68];       /* per warp: score of key 64·tile − 1, then the tile's 64 keys */
     __shared__ uint32_t bkey[SD_BPC];
-    __shared__ int hist[256], sel_digit, sel_k;
+    __shared__ int hist[256], sel_digit, sel_k, s_ns, s_nv;
+    __shared__ uint64_t s_thr;
     const int grp = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     pdl_wait();
     pdl_trigger();
@@ -304,9 +313,9 @@ __global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *ns
     const int nvalid = b0 > qb ? 0 : (int)(qb - b0 + 1 < SD_BPC ? qb - b0 + 1 : SD_BPC);
     bool cand = false;
     uint32_t mykey = 0;
+    int rank = 0;
     if ((int)threadIdx.x < nvalid) {
         mykey = bkey[threadIdx.x];
-        int rank = 0;
         for (int j = 0; j < nvalid; j++) {
             const uint32_t kj = bkey[j];
             rank += kj > mykey || (kj == mykey && j < (int)threadIdx.x);
@@ -318,7 +327,7 @@ __global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *ns
     const int64_t slot = (int64_t)grp * gridDim.x + blockIdx.x;
     if (cand) {
         cand_key[slot * budget + off] = mykey;
-        cand_blk[slot * budget + off] = (int32_t)(b0 + threadIdx.x);
+        cand_blk[slot * budget + off] = (int32_t)((uint32_t)(b0 + threadIdx.x) | (uint32_t)rank << 24); /* + the rank */
     }
     if (threadIdx.x == 0) cand_n[slot] = total;
     if (!sd_last_cta(counter + grp)) return;
@@ -344,15 +353,39 @@ __global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *ns
         }
         if (lane == 0) soff[ncta] = base;
     }
+    if (threadIdx.x == 32) s_ns = 0, s_nv = 0;
     __syncthreads();
     const int n = soff[ncta];
-    for (int e = threadIdx.x; e < ncta * budget; e += blockDim.x) {
-        const int c = e / budget, i = e % budget;
-        if (i < soff[c + 1] - soff[c]) {
-            const int64_t src = ((int64_t)grp * ncta + c) * budget + i;
-            skey[soff[c] + i] = __ldcg(cand_key + src);
-            sblk[soff[c] + i] = __ldcg(cand_blk + src);
+    /* the candidates of local rank < m (at most budget + 2·ncta) as composite keys, for a lower bound below */
+    const int m = (budget + ncta - 1) / ncta + 1;
+    uint64_t *sS = (uint64_t *)(((uintptr_t)(soff + ncta + 1) + 7) & ~(uintptr_t)7); /* [budget + 2·ncta] */
+    uint64_t *sv = sS + budget + 2 * ncta;                                           /* [SD_SURV] */
+    int32_t *sslot = (int32_t *)(sv + SD_SURV);                                        /* [budget] */
+    for (int e0 = 0; e0 < ncta * budget; e0 += 512 * 16) { /* 16 candidates a thread in flight */
+        uint32_t kk[16];
+        int32_t bb[16];
+        int dst[16];
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            const int e = e0 + (int)threadIdx.x + 512 * j;
+            dst[j] = -1;
+            if (e < ncta * budget) {
+                const int c = e / budget, i = e % budget;
+                if (i < soff[c + 1] - soff[c]) {
+                    const int64_t src = ((int64_t)grp * ncta + c) * budget + i;
+                    dst[j] = soff[c] + i;
+                    kk[j] = __ldcg(cand_key + src);
+                    bb[j] = __ldcg(cand_blk + src);
+                }
+            }
         }
+#pragma unroll
+        for (int j = 0; j < 16; j++)
+            if (dst[j] >= 0) {
+                const int32_t b = bb[j] & 0xffffff;
+                skey[dst[j]] = kk[j], sblk[dst[j]] = b;
+                if ((int)((uint32_t)bb[j] >> 24) < m) sS[atomicAdd(&s_ns, 1)] = sd_comp(kk[j], b);
+            }
     }
     __syncthreads();
     int32_t *out = blocks + (int64_t)grp * budget;
@@ -360,6 +393,50 @@ __global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *ns
         for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = sblk[i];
         if (threadIdx.x == 0) nsel[grp] = n, counter[grp] = 0;
         return;
+    }
+    /* Composite keys (score key, then the lower block) order the candidates totally, as the radix select below
+     * with its ties to the lower block. The budget-th largest of the subset sS is a lower bound of the
+     * budget-th largest of all (when sS has budget of them): the candidates under it are dropped, typically
+     * leaving a few hundred, whose ranks are counted directly (O(n²) in shared memory, no passes). */
+    {
+        const int ns = s_ns;
+        if (threadIdx.x == 0) s_thr = 0;
+        __syncthreads();
+        if (ns >= budget)
+            for (int i = threadIdx.x; i < ns; i += blockDim.x) {
+                const uint64_t c = sS[i];
+                int r = 0;
+                for (int j = 0; j < ns; j++) r += sS[j] > c;
+                if (r == budget - 1) s_thr = c;
+            }
+        __syncthreads();
+        const uint64_t thr = s_thr;
+        for (int i = threadIdx.x; i < n; i += blockDim.x) {
+            const uint64_t c = sd_comp(skey[i], sblk[i]);
+            if (c >= thr) {
+                const int x = atomicAdd(&s_nv, 1);
+                if (x < SD_SURV) sv[x] = c;
+            }
+        }
+        __syncthreads();
+        const int nv = s_nv;
+        if (nv <= SD_SURV) { /* nv ≥ budget: the top `budget` of sS (or all n) are among them */
+            for (int i = threadIdx.x; i < nv; i += blockDim.x) {
+                const uint64_t c = sv[i];
+                int r = 0;
+                for (int j = 0; j < nv; j++) r += sv[j] > c;
+                if (r < budget) sslot[r] = (int32_t)(0xffffffu - (uint32_t)c);
+            }
+            __syncthreads();
+            for (int i = threadIdx.x; i < budget; i += blockDim.x) { /* ascending block order */
+                const int32_t b = sslot[i];
+                int pos = 0;
+                for (int j = 0; j < budget; j++) pos += sslot[j] < b;
+                out[pos] = b;
+            }
+            if (threadIdx.x == 0) nsel[grp] = budget, counter[grp] = 0;
+            return;
+        }
     }
     /* radix select of the budget-th largest key, 8 bits a pass (as k_infllm_topk) */
     uint32_t prefix = 0, maskbits = 0;
@@ -454,7 +531,7 @@ template <int HD>
 __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part, int *counter, const float *q,
                                                           const bf16 *K, const bf16 *V, const int32_t *blocks,
                                                           const int32_t *nsel, const int64_t *dpos, int nkv,
-                                                          int budget, float scale) {
+                                                          int budget, float scale, int trig0) {
     constexpr int QP = mma_shape<HD>::QP, TILE = MMA_BK * QP, RP = HD + 4, RECF = SD_G * RP;
     extern __shared__ uint4 sd_smem[];
     bf16 *Qs = (bf16 *)sd_smem;             /* [16][QP] */
@@ -462,8 +539,9 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
     const int grp = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     bf16 *myK = Ks + warp * 2 * TILE, *myV = myK + TILE;
     float *rec = (float *)myK; /* [16][RP]: m, l, -, -, O[HD], after the tile is used; fits in the K tile */
+    if (trig0) pdl_trigger(); /* o_proj's blocks may start loading weights now (decode_knobs.h) */
     pdl_wait();
-    pdl_trigger();
+    if (!trig0) pdl_trigger();
     const int64_t pos = *dpos;
     const int ns = __ldcg(nsel + grp), u = blockIdx.x * SD_AW + warp;
     const int64_t kstride = (int64_t)nkv * HD;
@@ -475,8 +553,25 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
         sd_async_rows<HD>(myV, V + (int64_t)grp * HD, kstride, k0, pos + 1);
         cp_async_commit();
     }
-    for (int e = threadIdx.x; e < SD_G * HD; e += blockDim.x)
-        Qs[(e / HD) * QP + e % HD] = __float2bfloat16_rn(__ldcg(q + (int64_t)grp * SD_G * HD + e));
+    { /* q: every thread's float4 loads in flight at once */
+        constexpr int NQ4 = SD_G * HD / 4, NQ = (NQ4 + SD_AW * 32 - 1) / (SD_AW * 32);
+        const float4 *q4 = (const float4 *)(q + (int64_t)grp * SD_G * HD);
+        float4 qv[NQ];
+#pragma unroll
+        for (int j = 0; j < NQ; j++) {
+            const int e4 = threadIdx.x + SD_AW * 32 * j;
+            if (e4 < NQ4) qv[j] = __ldcg(q4 + e4);
+        }
+#pragma unroll
+        for (int j = 0; j < NQ; j++) {
+            const int e4 = threadIdx.x + SD_AW * 32 * j;
+            if (e4 < NQ4) {
+                bf16 *dq = Qs + (4 * e4 / HD) * QP + (4 * e4) % HD;
+                dq[0] = __float2bfloat16_rn(qv[j].x), dq[1] = __float2bfloat16_rn(qv[j].y);
+                dq[2] = __float2bfloat16_rn(qv[j].z), dq[3] = __float2bfloat16_rn(qv[j].w);
+            }
+        }
+    }
     __syncthreads();
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, O[HD / 8][4];
 #pragma unroll
@@ -539,10 +634,21 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
     const float *all = part + (int64_t)grp * ncta * RECF;
     float *fm = (float *)sd_smem, *fl = fm + ncta * SD_G; /* [ncta][16] m, l, then the factors */
     __shared__ float Mh[SD_G], Lh[SD_G];
-    for (int e = threadIdx.x; e < ncta * SD_G; e += blockDim.x) {
-        const float *r = all + (int64_t)(e / SD_G) * RECF + (e % SD_G) * RP;
-        fm[e] = __ldcg(r);
-        fl[e] = __ldcg(r + 1);
+    for (int e0 = 0; e0 < ncta * SD_G; e0 += SD_AW * 32 * 4) { /* 4 records a thread in flight */
+        float a[4], b[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int e = e0 + threadIdx.x + SD_AW * 32 * j;
+            if (e < ncta * SD_G) {
+                const float *r = all + (int64_t)(e / SD_G) * RECF + (e % SD_G) * RP;
+                a[j] = __ldcg(r), b[j] = __ldcg(r + 1);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int e = e0 + threadIdx.x + SD_AW * 32 * j;
+            if (e < ncta * SD_G) fm[e] = a[j], fl[e] = b[j];
+        }
     }
     __syncthreads();
     if (threadIdx.x < SD_G) {
@@ -560,16 +666,39 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
         fm[e] = fl[e] > 0.f && Lh[hh] > 0.f ? exp2f(fm[e] - Mh[hh]) / Lh[hh] : 0.f;
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < SD_G * HD / 4; e += blockDim.x) {
-        const int hh = e / (HD / 4), d = 4 * (e % (HD / 4));
-        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-        for (int c = 0; c < ncta; c++) {
-            const float f = fm[c * SD_G + hh];
-            const float4 a = __ldcg((const float4 *)(all + (int64_t)c * RECF + hh * RP + 4 + d));
-            if (f != 0.f) acc.x += f * a.x, acc.y += f * a.y, acc.z += f * a.z, acc.w += f * a.w;
+    { /* each output float4 summed over the CTAs in order; a thread's outputs × 4 CTAs of loads in flight */
+        constexpr int NOUT = SD_G * HD / 4, NO = (NOUT + SD_AW * 32 - 1) / (SD_AW * 32);
+        float4 acc[NO];
+#pragma unroll
+        for (int j = 0; j < NO; j++) acc[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int c0 = 0; c0 < ncta; c0 += 4) {
+            float4 a[NO][4];
+#pragma unroll
+            for (int j = 0; j < NO; j++)
+#pragma unroll
+                for (int cc = 0; cc < 4; cc++) {
+                    const int e = threadIdx.x + SD_AW * 32 * j, c = c0 + cc;
+                    if (e < NOUT && c < ncta)
+                        a[j][cc] = __ldcg((const float4 *)(all + (int64_t)c * RECF + (e / (HD / 4)) * RP + 4 +
+                                                           4 * (e % (HD / 4))));
+                }
+#pragma unroll
+            for (int j = 0; j < NO; j++)
+#pragma unroll
+                for (int cc = 0; cc < 4; cc++) {
+                    const int e = threadIdx.x + SD_AW * 32 * j, c = c0 + cc;
+                    if (e < NOUT && c < ncta) {
+                        const float f = fm[c * SD_G + e / (HD / 4)];
+                        const float4 v = a[j][cc];
+                        if (f != 0.f) acc[j].x += f * v.x, acc[j].y += f * v.y, acc[j].z += f * v.z, acc[j].w += f * v.w;
+                    }
+                }
         }
-        *(float4 *)(o + (int64_t)(grp * SD_G + hh) * HD + d) = acc;
+#pragma unroll
+        for (int j = 0; j < NO; j++) {
+            const int e = threadIdx.x + SD_AW * 32 * j;
+            if (e < NOUT) *(float4 *)(o + (int64_t)(grp * SD_G + e / (HD / 4)) * HD + 4 * (e % (HD / 4))) = acc[j];
+        }
     }
     if (threadIdx.x == 0) counter[grp] = 0;
 }
@@ -600,7 +729,8 @@ static sd_layout sd_lay(const cu_infllm_dims *d, const cu_sdec_plan *p) {
 }
 
 static size_t sd_score_smem(const cu_infllm_dims *d, const cu_sdec_plan *p) {
-    return (size_t)p->ctas_score * d->budget * 8 + 4 * (size_t)(p->ctas_score + 1);
+    const size_t nc = (size_t)p->ctas_score;
+    return nc * d->budget * 8 + 4 * (nc + 1) + 8 + 8 * (d->budget + 2 * nc) + 8 * SD_SURV + 4 * (size_t)d->budget;
 }
 static size_t sd_lse_bytes(const cu_sdec_plan *p) { return sizeof(float) * (size_t)p->units2 * SD_G * 2; }
 static size_t sd_attn_smem(int hd) { return sizeof(bf16) * (size_t)(hd + 8) * (SD_G + SD_AW * 2 * MMA_BK); }
@@ -617,7 +747,8 @@ template <int HD> static void sd_attrs(void) {
 extern "C" int cu_sdec_plan_make(cu_sdec_plan *p, const cu_infllm_dims *d, int64_t n_ctx) {
     memset(p, 0, sizeof *p);
     if (!d->bf16 || d->nkv <= 0 || d->nh != SD_G * d->nkv || d->block != 64 || d->block / d->s1 != 4 ||
-        d->block % d->s1 || d->budget <= 0 || d->budget > SD_BPC || d->l1 < d->s1 || d->l2 < d->s2 || n_ctx <= 0)
+        d->block % d->s1 || d->budget <= 0 || d->budget > SD_BPC || d->l1 < d->s1 || d->l2 < d->s2 || n_ctx <= 0 ||
+        n_ctx >= ((int64_t)1 << 30)) /* block indices < 2^24 (the candidates carry their rank in the top byte) */
         return (int)cudaErrorInvalidValue;
     if (d->hd != 16 && d->hd != 32 && d->hd != 64 && d->hd != 128) return (int)cudaErrorInvalidValue;
     p->n_ctx = n_ctx;
@@ -641,46 +772,62 @@ extern "C" int cu_sdec_plan_make(cu_sdec_plan *p, const cu_infllm_dims *d, int64
     return LAUNCH_CHECK();
 }
 
+/* PDL trigger at the top of k_sdec_attn (decode_knobs.h; -1: not read yet) */
+static int sd_trig0 = -1;
+
+extern "C" void cu_sdec_trig_early(int on) { sd_trig0 = on ? 1 : 0; }
+
 template <int HD>
 static int sd_step(cudaStream_t st, float *o, const float *q, const float *k, const float *v, bf16 *K, bf16 *V, bf16 *C1,
-                   bf16 *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p, char *work) {
+                   bf16 *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p, char *work, int parts) {
     const sd_layout L = sd_lay(d, p);
     int *cnt = (int *)(work + L.counters);
     float *lse = (float *)(work + L.lse);
     int32_t *blocks = (int32_t *)(work + L.blocks), *nsel = (int32_t *)(work + L.nsel);
     const int kvrow = d->nkv * HD;
-    int e = pdl_launch(PDL_CHAIN, k_sdec_append, dim3((kvrow + 127) / 128), dim3(kvrow < 128 ? kvrow : 128), 0, st, K, V, C1, C2,
+    int e = 0;
+    if (parts & 1)
+        e = pdl_launch(PDL_CHAIN, k_sdec_append, dim3((kvrow + 127) / 128), dim3(kvrow < 128 ? kvrow : 128), 0, st, K, V, C1, C2,
                        k, v, dpos, kvrow, d->l1, d->s1, d->l2, d->s2);
-    if (!e)
+    if (!e && (parts & 2))
         e = pdl_launch(PDL_CHAIN, k_sdec_lse<HD>, dim3(p->units2 / 4, d->nkv), dim3(128), sd_lse_bytes(p), st,
                        (float *)(work + L.lse_part), lse,
                        cnt, q, (const bf16 *)C2, dpos, d->nkv, d->l2, d->s2, d->scale, p->tpu2, p->units2);
-    if (!e)
+    if (!e && (parts & 4))
         e = pdl_launch(PDL_CHAIN, k_sdec_score<HD>, dim3(p->ctas_score, d->nkv), dim3(512), sd_score_smem(d, p), st, blocks, nsel,
                        (uint32_t *)(work + L.cand_key), (int32_t *)(work + L.cand_blk), (int *)(work + L.cand_n),
                        cnt + d->nkv, q, (const float *)lse, (const bf16 *)C1, dpos, d->nkv, d->l1, d->s1, d->scale,
                        d->init_blocks, d->local_blocks, d->budget);
-    if (!e)
+    if (!e && (parts & 8))
         e = pdl_launch(PDL_CHAIN, k_sdec_attn<HD>, dim3(p->ctas_attn, d->nkv), dim3(SD_AW * 32), sd_attn_smem(HD), st, o,
                        (float *)(work + L.attn_part), cnt + 2 * d->nkv, q, (const bf16 *)K, (const bf16 *)V,
-                       (const int32_t *)blocks, (const int32_t *)nsel, dpos, d->nkv, d->budget, d->scale);
+                       (const int32_t *)blocks, (const int32_t *)nsel, dpos, d->nkv, d->budget, d->scale,
+                       sd_trig0 < 0 ? (sd_trig0 = (cu_dec_trig_mask() >> 1) & 1) : sd_trig0);
     return e ? e : LAUNCH_CHECK();
 }
 
-extern "C" int cu_sdec_step(void *stream, float *o, const float *q, const float *k, const float *v, void *K, void *V,
-                            void *C1, void *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p,
-                            void *work) {
+/* parts: a mask of the kernels to launch (1 append, 2 LSE, 4 stage 1 + top-k, 8 attention; 15 = the step), for
+ * the per-kernel timings of tests/test_cuda_decbench.c (declared there) */
+extern "C" int cu_sdec_step_parts(void *stream, float *o, const float *q, const float *k, const float *v, void *K, void *V,
+                                  void *C1, void *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p,
+                                  void *work, int parts) {
     cudaStream_t st = (cudaStream_t)stream;
     if (!p->work_bytes) return (int)cudaErrorInvalidValue;
     bf16 *Kb = (bf16 *)K, *Vb = (bf16 *)V, *C1b = (bf16 *)C1, *C2b = (bf16 *)C2;
     char *w = (char *)work;
     switch (d->hd) {
-    case 16: return sd_step<16>(st, o, q, k, v, Kb, Vb, C1b, C2b, dpos, d, p, w);
-    case 32: return sd_step<32>(st, o, q, k, v, Kb, Vb, C1b, C2b, dpos, d, p, w);
-    case 64: return sd_step<64>(st, o, q, k, v, Kb, Vb, C1b, C2b, dpos, d, p, w);
-    case 128: return sd_step<128>(st, o, q, k, v, Kb, Vb, C1b, C2b, dpos, d, p, w);
+    case 16: return sd_step<16>(st, o, q, k, v, Kb, Vb, C1b, C2b, dpos, d, p, w, parts);
+    case 32: return sd_step<32>(st, o, q, k, v, Kb, Vb, C1b, C2b, dpos, d, p, w, parts);
+    case 64: return sd_step<64>(st, o, q, k, v, Kb, Vb, C1b, C2b, dpos, d, p, w, parts);
+    case 128: return sd_step<128>(st, o, q, k, v, Kb, Vb, C1b, C2b, dpos, d, p, w, parts);
     default: return (int)cudaErrorInvalidValue;
     }
+}
+
+extern "C" int cu_sdec_step(void *stream, float *o, const float *q, const float *k, const float *v, void *K, void *V,
+                            void *C1, void *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p,
+                            void *work) {
+    return cu_sdec_step_parts(stream, o, q, k, v, K, V, C1, C2, dpos, d, p, work, 15);
 }
 
 extern "C" int cu_sdec_blocks(const cu_infllm_dims *d, const cu_sdec_plan *p, const void *work, const int32_t **blocks,

@@ -1,0 +1,389 @@
+/* test_cuda_decbench.c — timings of the decode step's parts on the 9B shape (a measurement, not a check):
+ * with SALA_DECBENCH=1 (and SALA_TEST_CUDA=1 on a GPU) it prints, each timed as CUDA graph replays with
+ * events (the median of 5 batches of replays):
+ *   gemv   each decode GEMV kind alone, and the step's 129 GEMVs (32 layers × w_in, o_proj, gate/up, down,
+ *          then lm_head) in one graph, for the GEMV variants given by SALA_DECBENCH_VARS (default "2");
+ *   light  the 24 fused Lightning decode kernels alone;
+ *   chain  the InfLLM-v2 decode chain of one sparse layer at 8K, 128K and 1M tokens: the whole chain and
+ *          each kernel alone (cu_sdec_step_parts), then its marginal cost inside a layer (w_in GEMV, chain,
+ *          o_proj, gate/up, down, 8 layers in a graph, minus the same without the chain; the GEMVs evict the
+ *          compressed keys from L2 as in the real step);
+ *   step   a synthetic whole step (embedding and argmax aside) at 8K and 1M: GEMVs + Lightning + chains;
+ *   the chain in a layer and the step are timed for each setting of the early PDL triggers (decode_knobs.h).
+ * Weights are random bf16 (cu_fill_uniform_bf16), the caches too (their values only move the top-k).
+ * Without SALA_DECBENCH it prints a skip line, so the `kernels` part of gpu-check.sh stays quick. */
+#ifndef SALA_CUDA
+#include <stdio.h>
+int main(void) {
+    printf("SKIP (built without CUDA)\n0 passed, 0 failed\n");
+    return 0;
+}
+#else
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "cpu/ops.h"
+#include "cuda/decode_knobs.h"
+#include "cuda/kernels.h"
+#include "test.h"
+#include "cuda_test.h"
+
+/* sparse_decode.cu (for this measurement only) */
+int cu_sdec_step_parts(void *stream, float *o, const float *q, const float *k, const float *v, void *K, void *V, void *C1,
+                       void *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p, void *work,
+                       int parts);
+
+#define H 4096
+#define I 16384
+#define VOCAB 73448
+#define NL 32
+#define HD 128
+#define NKV 2
+#define LIN_NH 32
+
+static cudaStream_t st;
+static int fails;
+
+#define CK(x)                                                                                                   \
+    do {                                                                                                        \
+        int e_ = (int)(x);                                                                                      \
+        if (e_) {                                                                                               \
+            fprintf(stderr, "%s:%d: %s -> %d (%s)\n", __FILE__, __LINE__, #x, e_, cudaGetErrorString((cudaError_t)e_)); \
+            fails++;                                                                                            \
+            return -1;                                                                                          \
+        }                                                                                                       \
+    } while (0)
+
+typedef int (*enq_fn)(void *ctx);
+
+/* µs per replay of the graph captured from enq (median of 5 batches of `reps`); < 0 on failure */
+static double time_graph(enq_fn enq, void *ctx, int reps) {
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    int e = enq(ctx);
+    cudaGraph_t gg = NULL;
+    int e2 = (int)cudaStreamEndCapture(st, &gg);
+    if (e || e2) {
+        fprintf(stderr, "capture failed: %d %d\n", e, e2);
+        fails++;
+        return -1;
+    }
+    g = gg;
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    for (int w = 0; w < 3; w++) CK(cudaGraphLaunch(ge, st));
+    CK(cudaStreamSynchronize(st));
+    cudaEvent_t a, b;
+    cudaEventCreate(&a), cudaEventCreate(&b);
+    double t[5];
+    for (int r = 0; r < 5; r++) {
+        cudaEventRecord(a, st);
+        for (int i = 0; i < reps; i++) cudaGraphLaunch(ge, st);
+        cudaEventRecord(b, st);
+        CK(cudaEventSynchronize(b));
+        float ms = 0;
+        cudaEventElapsedTime(&ms, a, b);
+        t[r] = 1000.0 * ms / reps;
+    }
+    cudaEventDestroy(a), cudaEventDestroy(b);
+    cudaGraphExecDestroy(ge);
+    cudaGraphDestroy(g);
+    for (int i = 0; i < 5; i++) /* sort, take the median */
+        for (int j = i + 1; j < 5; j++)
+            if (t[j] < t[i]) {
+                double x = t[i];
+                t[i] = t[j], t[j] = x;
+            }
+    return t[2];
+}
+
+/* ---- the model's buffers ---- */
+typedef struct {
+    uint16_t *w_in_l, *w_in_s, *w_o, *w_gu, *w_down, *lm; /* one of each shape; the GEMVs in between evict L2 */
+    float *x, *mix, *o, *logits, *ln, *onorm;
+    uint16_t *a;
+    float *state[24], *qn, *kn, *inv_freq;
+    double *lambda;
+    int64_t *dpos;
+    /* sparse caches at the largest context */
+    uint16_t *K, *V, *C1, *C2;
+    void *work;
+    cu_infllm_dims d;
+    cu_sdec_plan plan;
+    int64_t n_max;
+    /* what a step enqueues */
+    int with_mix, with_gemv, nlayers, only_sparse, chain_parts;
+    int64_t n1, n2;
+} model;
+
+static const int sparse_at[8] = {0, 9, 16, 17, 22, 29, 30, 31};
+static int is_sparse(int l) {
+    for (int i = 0; i < 8; i++)
+        if (sparse_at[i] == l) return 1;
+    return 0;
+}
+
+static cu_gemv_op gop(int in, const void *x, const float *w, const float *z, int out, void *y, float alpha, float beta) {
+    cu_gemv_op op;
+    memset(&op, 0, sizeof op);
+    op.in = in, op.out = out, op.x = x, op.w = w, op.z = z, op.eps = 1e-6f, op.div = 1.0f, op.y = y;
+    op.alpha = alpha, op.beta = beta;
+    return op;
+}
+
+static int enq_chain(model *m) {
+    return cu_sdec_step_parts(st, m->o, m->mix, m->mix + H, m->mix + H + NKV * HD, m->K, m->V, m->C1, m->C2, m->dpos, &m->d,
+                              &m->plan, m->work, m->chain_parts);
+}
+
+static int enq_layer(model *m, int l, int sparse) {
+    const float r = 0.2f;
+    cu_gemv_op op;
+    if (m->with_gemv) {
+        op = gop(CU_GV_NORM, m->x, m->ln, NULL, CU_GV_STORE, m->mix, 1.0f, 0.0f);
+        CK(cu_gemv(st, &op, CU_BF16, sparse ? m->w_in_s : m->w_in_l, sparse ? 2 * H + 2 * NKV * HD : 4 * H, H));
+    }
+    if (m->with_mix) {
+        if (sparse) CK(enq_chain(m));
+        else
+            CK(cu_lightning_decode_fused(st, m->o, m->mix, m->mix + H, m->mix + 2 * H, m->state[l % 24], m->lambda, 0.088f,
+                                         LIN_NH, HD, m->qn, m->kn, 1e-6f, 1, m->inv_freq, 0, m->dpos, 1));
+    }
+    if (m->with_gemv) {
+        op = gop(CU_GV_GATE, m->o, sparse ? NULL : m->onorm, m->mix + (sparse ? H + 2 * NKV * HD : 3 * H), CU_GV_STORE, m->x,
+                 r, 1.0f);
+        CK(cu_gemv(st, &op, CU_BF16, m->w_o, H, H));
+        op = gop(CU_GV_NORM, m->x, m->ln, NULL, CU_GV_SWIGLU, m->a, 1.0f, 0.0f);
+        CK(cu_gemv(st, &op, CU_BF16, m->w_gu, 2 * I, H));
+        op = gop(CU_GV_PLAIN, m->a, NULL, NULL, CU_GV_STORE, m->x, r, 1.0f);
+        CK(cu_gemv(st, &op, CU_BF16, m->w_down, H, I));
+    }
+    return 0;
+}
+
+static int enq_step(void *ctx) {
+    model *m = ctx;
+    for (int l = 0; l < m->nlayers; l++) {
+        const int sp = m->only_sparse ? 1 : is_sparse(l);
+        if (enq_layer(m, l, sp)) return -1;
+    }
+    if (m->with_gemv && !m->only_sparse) {
+        cu_gemv_op op = gop(CU_GV_NORM, m->x, m->ln, NULL, CU_GV_STORE, m->logits, 1.0f, 0.0f);
+        CK(cu_gemv(st, &op, CU_BF16, m->lm, VOCAB, H));
+    }
+    return 0;
+}
+
+static int enq_chain_only(void *ctx) { return enq_chain((model *)ctx); }
+
+static int enq_light_only(void *ctx) {
+    model *m = ctx;
+    for (int l = 0; l < 24; l++)
+        CK(cu_lightning_decode_fused(st, m->o, m->mix, m->mix + H, m->mix + 2 * H, m->state[l], m->lambda, 0.088f, LIN_NH, HD,
+                                     m->qn, m->kn, 1e-6f, 1, m->inv_freq, 0, m->dpos, 1));
+    return 0;
+}
+
+typedef struct {
+    model *m;
+    int in, out;
+    const uint16_t *W;
+    int64_t N, K;
+    int n;
+    const void *before; /* a gv_one enqueued once before each of the n (NULL: none) */
+} gv_one;
+
+static int enq_gv_one(void *ctx) {
+    gv_one *g = ctx;
+    model *m = g->m;
+    for (int i = 0; i < g->n; i++) {
+        if (g->before) {
+            gv_one b = *(const gv_one *)g->before;
+            b.n = 1;
+            if (enq_gv_one(&b)) return -1;
+        }
+        cu_gemv_op op;
+        if (g->in == CU_GV_PLAIN) op = gop(CU_GV_PLAIN, m->a, NULL, NULL, CU_GV_STORE, m->x, 0.2f, 1.0f);
+        else if (g->in == CU_GV_GATE) op = gop(CU_GV_GATE, m->o, m->onorm, m->mix + 3 * H, CU_GV_STORE, m->x, 0.2f, 1.0f);
+        else op = gop(CU_GV_NORM, m->x, m->ln, NULL, g->out, g->out == CU_GV_SWIGLU ? (void *)m->a : (void *)m->mix, 1.0f, 0.0f);
+        CK(cu_gemv(st, &op, CU_BF16, g->W, g->N, g->K));
+    }
+    return 0;
+}
+
+static uint16_t *wnew(int64_t n, uint64_t seed) {
+    uint16_t *w = cu_malloc(2 * (size_t)n);
+    if (w && cu_fill_uniform_bf16(st, w, n, seed, 0.02f)) return NULL;
+    return w;
+}
+
+static float *fnew(int64_t n, float a) {
+    float *h = malloc(sizeof(float) * (size_t)n);
+    fill(h, n, a);
+    float *d = up(h, sizeof(float) * (size_t)n);
+    free(h);
+    return d;
+}
+
+static int model_make(model *m, int64_t n_max) {
+    memset(m, 0, sizeof *m);
+    m->n_max = n_max;
+    m->w_in_l = wnew((int64_t)4 * H * H, 1);
+    m->w_in_s = wnew((int64_t)(2 * H + 2 * NKV * HD) * H, 2);
+    m->w_o = wnew((int64_t)H * H, 3);
+    m->w_gu = wnew((int64_t)2 * I * H, 4);
+    m->w_down = wnew((int64_t)H * I, 5);
+    m->lm = wnew((int64_t)VOCAB * H, 6);
+    m->x = fnew(H, 1.0f), m->mix = fnew(4 * H, 1.0f), m->o = fnew(H, 1.0f), m->logits = fnew(VOCAB, 0.f);
+    m->ln = fnew(H, 1.0f), m->onorm = fnew(H, 1.0f), m->qn = fnew(HD, 1.0f), m->kn = fnew(HD, 1.0f);
+    m->a = wnew(I, 7);
+    m->inv_freq = fnew(HD / 2, 0.5f);
+    for (int l = 0; l < 24; l++) m->state[l] = fnew((int64_t)LIN_NH * HD * HD, 0.1f);
+    double lam[LIN_NH];
+    for (int h = 0; h < LIN_NH; h++) lam[h] = 0.99;
+    m->lambda = up(lam, sizeof lam);
+    int64_t pos = n_max - 1;
+    m->dpos = up(&pos, sizeof pos);
+    cu_infllm_dims *d = &m->d;
+    d->nh = 32, d->nkv = NKV, d->hd = HD, d->l1 = 32, d->s1 = 16, d->l2 = 128, d->s2 = 64, d->block = 64;
+    d->init_blocks = 1, d->local_blocks = 32, d->budget = 96, d->scale = 1.0f / sqrtf((float)HD), d->bf16 = 1;
+    m->K = wnew(n_max * NKV * HD, 8), m->V = wnew(n_max * NKV * HD, 9);
+    m->n1 = (n_max - d->l1) / d->s1 + 1, m->n2 = (n_max - d->l2) / d->s2 + 1;
+    m->C1 = wnew(m->n1 * NKV * HD, 10), m->C2 = wnew(m->n2 * NKV * HD, 11);
+    CK(cu_sdec_plan_make(&m->plan, d, n_max));
+    m->work = cu_malloc((size_t)m->plan.work_bytes);
+    if (!m->w_in_l || !m->w_in_s || !m->w_o || !m->w_gu || !m->w_down || !m->lm || !m->K || !m->V || !m->C1 || !m->C2 ||
+        !m->work)
+        return -1;
+    CK(cu_memset(m->work, 0, (size_t)m->plan.work_bytes));
+    CK(cu_sync());
+    return 0;
+}
+
+/* the chain at context n (the caches of n_max are used; the plan is sized for n, as a session of n_ctx n) */
+static int set_ctx(model *m, int64_t n) {
+    int64_t pos = n - 1;
+    CK(cu_h2d(m->dpos, &pos, sizeof pos));
+    CK(cu_sdec_plan_make(&m->plan, &m->d, n));
+    if (m->plan.work_bytes > 0) { /* fits: the work area of n_max is the largest */
+        CK(cu_memset(m->work, 0, (size_t)m->plan.work_bytes));
+    }
+    return cu_sync();
+}
+
+static void bench_gemv(model *m, int var) {
+    const double step_bytes = 2.0 * ((double)24 * 4 * H * H + 8.0 * (2 * H + 2 * NKV * HD) * H +
+                                     NL * ((double)H * H + 2.0 * I * H + (double)H * I) + (double)VOCAB * H);
+    cu_gemv_config(var, -1, -1, -1);
+    struct {
+        const char *name;
+        int in, out;
+        const uint16_t *W;
+        int64_t N, K;
+    } kinds[] = {
+        {"w_in lightning NORM", CU_GV_NORM, CU_GV_STORE, m->w_in_l, 4 * H, H},
+        {"o_proj GATE", CU_GV_GATE, CU_GV_STORE, m->w_o, H, H},
+        {"gate/up NORM+SWIGLU", CU_GV_NORM, CU_GV_SWIGLU, m->w_gu, 2 * I, H},
+        {"down PLAIN", CU_GV_PLAIN, CU_GV_STORE, m->w_down, H, I},
+        {"lm_head NORM", CU_GV_NORM, CU_GV_STORE, m->lm, VOCAB, H},
+    };
+    /* each kind after a gate/up GEMV (268 MB: the kind's weights come from memory, not L2, and it starts
+     * behind a GEMV as in the step): time([gate/up, kind] × 4) − time(gate/up × 4), over 4 */
+    gv_one gu = {m, CU_GV_NORM, CU_GV_SWIGLU, m->w_gu, 2 * I, H, 4, NULL};
+    const double tgu = time_graph(enq_gv_one, &gu, 5);
+    for (int i = 0; i < 5; i++) {
+        gv_one g = {m, kinds[i].in, kinds[i].out, kinds[i].W, kinds[i].N, kinds[i].K, 4, &gu};
+        double t = (time_graph(enq_gv_one, &g, 5) - tgu) / 4;
+        printf("  var %d %-22s N=%6lld K=%6lld: %8.2f us  %.3f TB/s (after gate/up)\n", var, kinds[i].name,
+               (long long)kinds[i].N, (long long)kinds[i].K, t, 2.0 * kinds[i].N * kinds[i].K / t / 1e6);
+    }
+    m->with_gemv = 1, m->with_mix = 0, m->nlayers = NL, m->only_sparse = 0;
+    double t = time_graph(enq_step, m, 10);
+    printf("step GEMVs var %d: %.3f ms (%.3f GB, %.3f TB/s)\n", var, t / 1000, step_bytes / 1e9, step_bytes / t / 1e6);
+    fflush(stdout);
+}
+
+int main(void) {
+    if (!gpu_ready() || !getenv("SALA_DECBENCH")) {
+        printf("SKIP (a measurement: SALA_DECBENCH=1 and SALA_TEST_CUDA=1)\n");
+        (void)test_cur_failed_;
+        TEST_END();
+    }
+    cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking);
+    struct cudaDeviceProp prop;
+    cudaGetDeviceProperties(&prop, 0);
+    printf("GPU %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+    cu_gemv_prepare();
+    model m;
+    const int64_t nmax = 1048576;
+    if (model_make(&m, nmax)) {
+        printf("setup failed\n");
+        test_failed_ = 1;
+        TEST_END();
+    }
+    if (getenv("SALA_DECBENCH_NCU")) { /* one eager chain at 1M, for Nsight Compute (-k regex:k_sdec -c 4) */
+        m.chain_parts = 15;
+        if (set_ctx(&m, nmax) || enq_chain(&m) || cu_sync()) test_failed_ = 1;
+        else test_passed_ = 1;
+        TEST_END();
+    }
+    const char *vars = getenv("SALA_DECBENCH_VARS");
+    if (!vars) vars = "2";
+    for (const char *p = vars; *p; p++)
+        if (*p >= '0' && *p <= '9') bench_gemv(&m, *p - '0');
+    cu_gemv_config(2, -1, -1, -1);
+    if (getenv("SALA_GV_VAR")) cu_gemv_config(atoi(getenv("SALA_GV_VAR")), -1, -1, -1);
+
+    double tl = time_graph(enq_light_only, &m, 20);
+    printf("light: 24 fused Lightning decode kernels alone %.1f us (%.2f us each)\n", tl, tl / 24);
+
+    const int64_t ctxs[3] = {8192, 131072, 1048576};
+    const char *only = getenv("SALA_DECBENCH_CTX"); /* one context (tokens) */
+    for (int c = 0; c < 3; c++) {
+        if (only && atoll(only) != ctxs[c]) continue;
+        if (set_ctx(&m, ctxs[c])) break;
+        const char *pn[5] = {"append", "lse", "score+topk", "attn", "whole"};
+        const int pm[5] = {1, 2, 4, 8, 15};
+        double tp[5];
+        for (int i = 0; i < 5; i++) {
+            m.chain_parts = pm[i];
+            tp[i] = time_graph(enq_chain_only, &m, 50);
+        }
+        printf("chain N=%-8lld alone (L2 warm): append %.1f  lse %.1f  score+topk %.1f  attn %.1f  | whole %.1f us  "
+               "[ctas lse %d score %d attn %d]\n",
+               (long long)ctxs[c], tp[0], tp[1], tp[2], tp[3], tp[4], m.plan.units2 / 4, m.plan.ctas_score,
+               m.plan.ctas_attn);
+        (void)pn;
+        /* the early PDL trigger (decode_knobs.h) of the Lightning kernel and of the chain's attention kernel */
+        static const int cfg[4][2] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}};
+        for (int k = 0; k < 4; k++) {
+            cu_lightning_trig_early(cfg[k][0]), cu_sdec_trig_early(cfg[k][1]);
+            char tag[64];
+            snprintf(tag, sizeof tag, "trig lt %d sd %d", cfg[k][0], cfg[k][1]);
+            /* in a layer: 8 sparse layers with and without the chain */
+            m.chain_parts = 15, m.with_gemv = 1, m.nlayers = 8, m.only_sparse = 1;
+            m.with_mix = 1;
+            double t1 = time_graph(enq_step, &m, 5);
+            m.with_mix = 0;
+            double t0 = time_graph(enq_step, &m, 5);
+            printf("chain N=%-8lld %s: 8 sparse layers %.1f us, without the chain %.1f us: %.1f us per chain\n",
+                   (long long)ctxs[c], tag, t1, t0, (t1 - t0) / 8);
+            if (c != 1) {
+                m.only_sparse = 0, m.nlayers = NL, m.with_mix = 1;
+                double ts = time_graph(enq_step, &m, 5);
+                m.with_mix = 0;
+                double tg = time_graph(enq_step, &m, 5);
+                printf("step N=%-8lld %s: GEMVs + mixers %.3f ms (%.1f tok/s without embed/argmax), GEMVs alone %.3f ms, "
+                       "mixers add %.1f us\n",
+                       (long long)ctxs[c], tag, ts / 1000, 1e6 / ts, tg / 1000, ts - tg);
+            }
+            fflush(stdout);
+        }
+        cu_lightning_trig_early(cu_dec_trig_mask() & 1), cu_sdec_trig_early(cu_dec_trig_mask() & 2);
+        fflush(stdout);
+    }
+    if (fails) test_failed_ = 1;
+    else test_passed_ = 1;
+    TEST_END();
+}
+#endif
