@@ -5,7 +5,10 @@
  * synthetic block lists shaped like the model's (init block, local window, the rest random; short lists
  * on early rows), independent between rows or largely shared by the rows of a 64-row block, so that the
  * bf16 kernel's shared and per-row paths both run; chunks starting mid-block, partial last row groups,
- * decode (split over the list).
+ * decode (split over the list). The bf16 prefill cases run under each SALA_SPARSE_TMA mode (0: k_attn_rows,
+ * 1: k_attn_rows_tma with 4 rows per block, 2: with 8; without sm_90 the TMA modes fall back to mode 0),
+ * including one whole 2048-row chunk of the 9B shape. SALA_ATTN_BENCH=1 adds a timing of one 2048-row
+ * chunk at kv 128K / 512K / 1M per mode, checked against mode 0's output.
  *
  * Tolerances. fp32 cache (exact mode, FMA kernels): |Δ| ≤ 2e-5 + 1e-4·|ref| — outputs are convex
  * combinations of V entries in [-1, 1] and fp32 online softmax differs from the double reference by
@@ -20,6 +23,8 @@ int main(void) {
 }
 #else
 #include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
 
 #include "cpu/ops.h"
 #include "cuda/kernels.h"
@@ -171,17 +176,98 @@ static void sparse_case(int nh, int nkv, int hd, int budget, int64_t T, int64_t 
     free(K), free(V), free(qb), free(bl), free(ns), free(got), free(ref), free(gp), free(rp), free(cn);
 }
 
+static void set_tma_mode(int mode) {
+    char v[2] = {(char)('0' + mode), 0};
+    setenv("SALA_SPARSE_TMA", v, 1);
+}
+
 static void test_attn_sparse(void) {
-    for (int bf = 1; bf >= 0; bf--) {
-        sparse_case(32, 2, 128, 96, 203, 20000, bf, 0, 13);  /* the released shape, mid-block start, T % 8 = 3 */
-        sparse_case(32, 2, 128, 96, 136, 9984, bf, 1, 17);   /* rows of a 64-row block share picks */
-        sparse_case(32, 2, 128, 96, 1, 30001, bf, 0, 1);     /* decode: the list split across blocks */
-        sparse_case(16, 1, 64, 24, 300, 0, bf, 0, 11);       /* early rows: short lists, diagonal blocks */
-        sparse_case(16, 1, 64, 24, 150, 3000, bf, 1, 7);
-        sparse_case(32, 2, 32, 12, 77, 1500, bf, 0, 5);
-        sparse_case(16, 1, 16, 9, 100, 700, bf, 1, 3);
-        sparse_case(8, 2, 64, 24, 40, 2000, bf, 0, 3);       /* G = 4: the union kernel */
+    /* bf16: every prefill kernel of G = 16 — SALA_SPARSE_TMA 0 (k_attn_rows, cp.async tiles), 1 (k_attn_rows_tma,
+     * 4 rows per block), 2 (8 rows per block); off sm_90 the TMA modes fall back to k_attn_rows */
+    for (int mode = 0; mode < 3; mode++) {
+        set_tma_mode(mode);
+        printf("  SALA_SPARSE_TMA=%d\n", mode);
+        sparse_case(32, 2, 128, 96, 203, 20000, 1, 0, 13);  /* the released shape, mid-block start, T % 8 = 3 */
+        sparse_case(32, 2, 128, 96, 136, 9984, 1, 1, 17);   /* rows of a 64-row block share picks */
+        sparse_case(32, 2, 128, 96, 2048, 63525, 1, 0, 61); /* a whole 2048-row chunk, mid-block start */
+        sparse_case(32, 2, 128, 96, 1, 30001, 1, 0, 1);     /* decode: the list split across blocks */
+        sparse_case(16, 1, 64, 24, 300, 0, 1, 0, 11);       /* early rows: short lists, diagonal blocks */
+        sparse_case(16, 1, 64, 24, 150, 3000, 1, 1, 7);
+        sparse_case(32, 2, 32, 12, 77, 1500, 1, 0, 5);
+        sparse_case(16, 1, 16, 9, 100, 700, 1, 1, 3);
+        sparse_case(8, 2, 64, 24, 40, 2000, 1, 0, 3);       /* G = 4: the union kernel */
     }
+    unsetenv("SALA_SPARSE_TMA");
+    sparse_case(32, 2, 128, 96, 203, 20000, 0, 0, 13); /* fp32 (exact mode) */
+    sparse_case(32, 2, 128, 96, 136, 9984, 0, 1, 17);
+    sparse_case(32, 2, 128, 96, 1, 30001, 0, 0, 1);
+    sparse_case(16, 1, 64, 24, 300, 0, 0, 0, 11);
+    sparse_case(16, 1, 64, 24, 150, 3000, 0, 1, 7);
+    sparse_case(32, 2, 32, 12, 77, 1500, 0, 0, 5);
+    sparse_case(16, 1, 16, 9, 100, 700, 0, 1, 3);
+    sparse_case(8, 2, 64, 24, 40, 2000, 0, 0, 3);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* SALA_ATTN_BENCH=1: time one 2048-row chunk of the 9B shape's sparse attention (32/2 heads, hd 128, budget
+ * 96 = init + 32 local + 63 random blocks, independent between rows as with the bench's random weights) at
+ * kv = `kv` keys, for each SALA_SPARSE_TMA mode; prints ms per call (mean of 20 after 3 warm-up calls) and
+ * checks that every mode gives mode 0's output up to summation order. */
+static void bench_sparse(int64_t kv) {
+    const int nh = 32, nkv = 2, hd = 128, budget = 96, local = 32;
+    const int64_t T = 2048, pos0 = kv - T, qd = (int64_t)nh * hd, ldq = qd + 2 * (int64_t)nkv * hd, ldo = qd;
+    const int64_t kn = kv * nkv * hd;
+    uint16_t *dK = cu_malloc(2 * (size_t)kn), *dV = cu_malloc(2 * (size_t)kn);
+    CHECK(dK && dV, "bench cache");
+    if (!dK || !dV) return;
+    cu_fill_uniform_bf16(NULL, dK, kn, 1, 1.5f);
+    cu_fill_uniform_bf16(NULL, dV, kn, 2, 1.0f);
+    float *qb = malloc(sizeof(float) * (size_t)(T * ldq));
+    fill(qb, T * ldq, 2.0f);
+    int32_t *bl = malloc(sizeof(int32_t) * (size_t)(T * nkv * budget)), *ns = malloc(sizeof(int32_t) * (size_t)(T * nkv));
+    make_lists(bl, ns, T, pos0, nkv, budget, local, 0);
+    float *dq = up(qb, sizeof(float) * (size_t)(T * ldq)), *dout = dnew(sizeof(float) * (size_t)(T * ldo));
+    int32_t *dbl = up(bl, sizeof(int32_t) * (size_t)(T * nkv * budget)), *dns = up(ns, sizeof(int32_t) * (size_t)(T * nkv));
+    cu_infllm_dims gd = {0};
+    gd.nh = nh, gd.nkv = nkv, gd.hd = hd, gd.block = 64, gd.budget = budget, gd.local_blocks = local;
+    gd.init_blocks = 1, gd.scale = (float)(1.0 / sqrt((double)hd)), gd.bf16 = 1;
+    float *ref = malloc(sizeof(float) * (size_t)(T * ldo)), *got = malloc(sizeof(float) * (size_t)(T * ldo));
+    for (int mode = 0; mode < 3; mode++) {
+        set_tma_mode(mode);
+        int e = 0;
+        for (int i = 0; i < 3 && !e; i++)
+            e = cu_attn_sparse(NULL, dout, ldo, dq, ldq, dK, dV, CU_BF16, dbl, dns, T, pos0, &gd, NULL, 0);
+        cu_sync();
+        double t = now_s();
+        for (int i = 0; i < 20 && !e; i++)
+            e = cu_attn_sparse(NULL, dout, ldo, dq, ldq, dK, dV, CU_BF16, dbl, dns, T, pos0, &gd, NULL, 0);
+        cu_sync();
+        t = (now_s() - t) / 20;
+        CHECK(e == 0, "bench cu_attn_sparse: %s", cu_error_str(e));
+        CHECK(down(mode ? got : ref, dout, sizeof(float) * (size_t)(T * ldo)) == 0);
+        double maxd = 0;
+        if (mode)
+            for (int64_t i = 0; i < T * ldo; i++) maxd = fmax(maxd, fabs((double)got[i] - ref[i]));
+        printf("   bench sparse kv=%lld T=%lld SALA_SPARSE_TMA=%d: %.3f ms per call (max |d| vs mode 0: %.3g)\n",
+               (long long)kv, (long long)T, mode, t * 1e3, maxd);
+        CHECK(maxd < 1e-3, "bench mode %d differs from mode 0 by %g", mode, maxd);
+    }
+    unsetenv("SALA_SPARSE_TMA");
+    cu_free(dK), cu_free(dV), cu_free(dq), cu_free(dout), cu_free(dbl), cu_free(dns);
+    free(qb), free(bl), free(ns), free(ref), free(got);
+}
+
+static void test_attn_bench(void) {
+    const char *e = getenv("SALA_ATTN_BENCH");
+    if (!e || *e != '1') return;
+    bench_sparse(131072);
+    bench_sparse(524288);
+    bench_sparse(1048576);
 }
 
 int main(void) {
@@ -191,6 +277,7 @@ int main(void) {
     }
     TEST_RUN(test_attn_dense);
     TEST_RUN(test_attn_sparse);
+    TEST_RUN(test_attn_bench);
     TEST_END();
 }
 #endif

@@ -1,8 +1,11 @@
 /* attn_mma.cu — tensor-core attention for bf16 caches (the default precision), dense causal and
  * InfLLM-v2 block-sparse (mma_core.cuh: mma.sync m16n8k16, bf16 operands, fp32 accumulation).
  *
- * Three kernels. k_attn_rows (G = 16, the released model, every sparse prefill): one warp per row, whose
- * 16 heads are one m16 tile, so a warp computes exactly the blocks its row chose (see the note above it).
+ * Four kernels. k_attn_rows (G = 16, the released model, every sparse prefill): one warp per row, whose
+ * 16 heads are one m16 tile, so a warp computes exactly the blocks its row chose (see the note above it);
+ * on sm_90+ its sparse form runs as k_attn_rows_tma (the same work, tiles fetched by the tensor-memory
+ * accelerator into 128-byte-swizzled shared memory: exactly the L2 sectors of the rows; SALA_SPARSE_TMA=0
+ * keeps k_attn_rows).
  * k_attn_dense (G = 16, dense causal with enough rows to fill the GPU): two rows per warp, so each K/V
  * fragment feeds two mma (see the note above it); k_attn_rows serves dense where its shared memory does
  * not fit. k_attn_mma (any G, decode): a block takes 16·NW consecutive (row, head-of-group) pairs of one KV group, one warp per 16 pairs, so the G heads
@@ -14,6 +17,10 @@
  * per block and split the keys.
  * In all, q is rounded to bf16 (the official kernels run on bf16 q); probabilities are rounded to bf16
  * for P·V; scores, softmax statistics and the output accumulate in fp32. */
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <stdlib.h>
+
 #include "cuda/attn_internal.cuh"
 #include "cuda/mma_core.cuh"
 
@@ -508,6 +515,298 @@ __global__ void __launch_bounds__(W * 32, W >= 8 ? 1 : 2)
     }
 }
 
+/* ---- k_attn_rows_tma: k_attn_rows with its K/V tiles fetched by the tensor-memory accelerator (sm_90+) ----
+ *
+ * Same work split, classification and order of operations as k_attn_rows (so the same results up to the
+ * order of nothing: every tile is computed exactly as there), but the 64-key shared tiles and the 16-key
+ * private chunks are brought in by cp.async.bulk.tensor (one thread issues, an mbarrier per stage / ring
+ * slot counts the bytes) into unpadded tiles with the 128-byte swizzle: each tile is HD/64 column halves
+ * of [rows][64 bf16 = 128 B], the 16-byte chunk c of row n stored at chunk c ^ (n & 7). ldmatrix reads
+ * stay conflict-free (the 8 rows of one 8×8 matrix land in 8 distinct bank groups) and the L2 delivers
+ * exactly the sectors of the rows: Nsight Compute counted 1.5× the ideal L2 sectors for k_attn_rows'
+ * 16-byte cp.async copies into the padded tiles (the kernel is L2-throughput bound: 81 % at kv 112K,
+ * 1.91 ms per 2048-row chunk, H100), and an unpadded tile with a 16-byte XOR swizzle filled by cp.async
+ * was worse (2×). Keys at or past pos0 + T are zero-filled by the copy engine (the tensor's extent).
+ * Measured (H100, one 2048-row chunk of the 9B shape, random independent lists, tests/test_cuda_attention
+ * with SALA_ATTN_BENCH=1): kv 128K 1.897 → 1.259 ms, 512K 2.212 → 1.900, 1M 2.526 → 2.299 (there the
+ * random top-k blocks come from HBM: ncu of k_attn_rows at kv 475K showed DRAM at 62 % and an L2 hit rate
+ * of 62 %, so removing the duplicate L2 sectors helps less); outputs identical to k_attn_rows. Eight rows
+ * per block (SALA_SPARSE_TMA=2, one block per SM, the local window shared by 8 rows) measured 1.332 /
+ * 1.916 / 2.300 ms: no gain over four.
+ * The tensor maps (K and V; 64- and 16-key boxes) are encoded on the host per call through the driver
+ * entry point (no link to libcuda). Compiled for __CUDA_ARCH__ >= 900 only; launched when the device
+ * is sm_90+ and the binary holds that code, otherwise (and with SALA_SPARSE_TMA=0) k_attn_rows runs. */
+struct rows_tmaps {
+    CUtensorMap k64, v64, k16, v16; /* [keys][nkv][HD] bf16 viewed as (d, group, key); boxes 64 × 1 × 64 / 16 */
+};
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+static __device__ __forceinline__ unsigned smem_u32(const void *p) {
+    return (unsigned)__cvta_generic_to_shared(p);
+}
+static __device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+static __device__ __forceinline__ void mbar_expect_tx(unsigned bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+static __device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
+    asm volatile("{\n\t.reg .pred p;\n"
+                 "TMA_WAIT_%=:\n\t"
+                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n\t"
+                 "@!p bra TMA_WAIT_%=;\n}\n" ::"r"(bar),
+                 "r"(parity)
+                 : "memory");
+}
+/* box (c0 = first d, c1 = group, c2 = first key) of the map into shared memory at dst, counted on bar */
+static __device__ __forceinline__ void tma_load3(unsigned dst, const CUtensorMap *map, unsigned bar, int c0, int c1,
+                                                 int c2) {
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, "
+                 "%4, %5}], [%2];\n" ::"r"(dst),
+                 "l"((unsigned long long)map), "r"(bar), "r"(c0), "r"(c1), "r"(c2)
+                 : "memory");
+}
+#endif
+
+/* S (+)= Q Kᵀ for 16 keys at rows n0.. of a swizzled tile (column halves of `half` bytes), shared-window
+ * address `base`; lanes address rows n0 + (lane & 7) + 8 (lane >> 4), chunk 2 kk + ((lane >> 3) & 1) */
+template <int HD>
+static __device__ __forceinline__ void tma_qk16(const uint32_t qf[HD / 16][4], unsigned base, int half, int n0,
+                                                float Sa[4], float Sb[4]) {
+    const int lane = threadIdx.x & 31;
+    const unsigned row = base + (unsigned)(n0 + (lane & 7) + ((lane >> 4) << 3)) * 128u;
+    const unsigned y = (unsigned)((((lane >> 3) & 1) ^ (lane & 7)) << 4);
+    float Xa[4] = {0.f, 0.f, 0.f, 0.f}, Xb[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        uint32_t r[4];
+        ldsm_x4_a(r, row + (unsigned)((kk >> 2) * half) + ((unsigned)(32 * (kk & 3)) ^ y));
+        uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+        mma16816((kk & 1) ? Xa : Sa, qf[kk], b0);
+        mma16816((kk & 1) ? Xb : Sb, qf[kk], b1);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) Sa[i] += Xa[i], Sb[i] += Xb[i];
+}
+
+/* O += P V for the 16 keys at rows n0.. of a swizzled V tile; lanes address rows n0 + (lane & 15), chunk
+ * 2 dp + (lane >> 4) (ldmatrix.trans) */
+template <int HD>
+static __device__ __forceinline__ void tma_pv16(const float Pa[4], const float Pb[4], unsigned base, int half, int n0,
+                                                float O[HD / 8][4]) {
+    const int lane = threadIdx.x & 31;
+    const unsigned row = base + (unsigned)(n0 + (lane & 15)) * 128u;
+    const unsigned y = (unsigned)(((lane >> 4) ^ (lane & 7)) << 4);
+    uint32_t a[4] = {pack_bf16(Pa[0], Pa[1]), pack_bf16(Pa[2], Pa[3]), pack_bf16(Pb[0], Pb[1]),
+                     pack_bf16(Pb[2], Pb[3])};
+#pragma unroll
+    for (int dp = 0; dp < HD / 16; dp++) {
+        uint32_t r[4];
+        ldsm_x4_trans_a(r, row + (unsigned)((dp >> 2) * half) + ((unsigned)(32 * (dp & 3)) ^ y));
+        uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+        mma16816(O[2 * dp], a, b0);
+        mma16816(O[2 * dp + 1], a, b1);
+    }
+}
+
+template <int HD, int W> struct tma_shape {
+    static constexpr int NS = W >= 8 ? 4 : 3;            /* stages of the shared tiles */
+    static constexpr int TILEB = MMA_BK * HD * 2;         /* bytes of one 64-key K or V tile */
+    static constexpr int CHUNKB = ROWS_RK * HD * 2;       /* bytes of one 16-key private chunk */
+    static constexpr int TILESB = 2 * NS * TILEB > W * ROWS_D * CHUNKB ? 2 * NS * TILEB : W * ROWS_D * CHUNKB;
+};
+
+template <int HD, int W>
+__global__ void __launch_bounds__(W * 32, W >= 8 ? 1 : 2)
+    k_attn_rows_tma(const __grid_constant__ rows_tmaps maps, float *o, int64_t ldo, const float *q, int64_t ldq,
+                    const int32_t *blocks, const int32_t *nsel, int64_t T, int64_t pos0, int nkv, int budget,
+                    float scale, int nbw, int thr) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    typedef tma_shape<HD, W> SH;
+    constexpr int NT = 32 * W, NS = SH::NS, TILEB = SH::TILEB, CHUNKB = SH::CHUNKB, NH = HD / 64;
+    extern __shared__ uint4 smem_u4[];
+    /* the swizzle pattern follows address bits 7-9: tiles start on a 1024-byte boundary */
+    uint8_t *tiles = (uint8_t *)(((uintptr_t)smem_u4 + 1023) & ~(uintptr_t)1023);
+    unsigned *bm = (unsigned *)tiles;          /* setup only: [W][nbw] bitmaps of the rows' blocks */
+    int *lists = (int *)(tiles + SH::TILESB);  /* [W][budget] each row's blocks, then its private ones */
+    int *eb = lists + W * budget;              /* [W][budget] shared entries by first row */
+    unsigned *em = (unsigned *)(eb + W * budget);
+    int *sb = (int *)(em + W * budget); /* [≤ W·budget] shared entries, concatenated */
+    unsigned *sm = (unsigned *)(sb + W * budget);
+    __shared__ int nl[W], np[W], ne[W];
+    __shared__ __align__(8) unsigned long long fullb[NS], ringb[W][ROWS_D];
+
+    const int g = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    const int64_t t0 = (int64_t)blockIdx.x * W;
+    const int nvalid = T - t0 < W ? (int)(T - t0) : W;
+    int ns = 0;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < NS; s++) mbar_init(smem_u32(&fullb[s]), 1);
+        for (int s = 0; s < W * ROWS_D; s++) mbar_init(smem_u32(&ringb[s / ROWS_D][s % ROWS_D]), 1);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    if (thr > nvalid) thr = nvalid;
+    /* 1. the rows' lists and bitmaps (as k_attn_rows) */
+    for (int x = threadIdx.x; x < W * nbw; x += NT) bm[x] = 0u;
+    if (threadIdx.x < W) {
+        int n = threadIdx.x < nvalid ? nsel[(t0 + threadIdx.x) * nkv + g] : 0;
+        nl[threadIdx.x] = n < budget ? n : budget;
+        np[threadIdx.x] = ne[threadIdx.x] = 0;
+    }
+    __syncthreads();
+    for (int x = threadIdx.x; x < W * budget; x += NT) {
+        int r = x / budget, i = x - r * budget, b = -1;
+        if (i < nl[r]) {
+            b = blocks[((t0 + r) * nkv + g) * budget + i];
+            if (b >= 0 && b < 32 * nbw) atomicOr(&bm[r * nbw + (b >> 5)], 1u << (b & 31));
+        }
+        lists[x] = b;
+    }
+    __syncthreads();
+    /* 2. classify: shared when ≥ thr rows chose the block (emitted by the first of them), else private */
+    if (warp < nvalid) {
+        const int n = nl[warp];
+        int npriv = 0, nemit = 0;
+        for (int i0 = 0; i0 < n; i0 += 32) {
+            const int i = i0 + lane;
+            bool act = i < n;
+            const int b = act ? lists[warp * budget + i] : 0;
+            unsigned mask = 0u;
+            if (b < 0) act = false;
+            if (act && b < 32 * nbw)
+                for (int r2 = 0; r2 < nvalid; r2++) mask |= ((bm[r2 * nbw + (b >> 5)] >> (b & 31)) & 1u) << r2;
+            const bool sh = act && mask && __popc(mask) >= thr, emit = sh && __ffs(mask) - 1 == warp,
+                       priv = act && !sh;
+            const unsigned bp = __ballot_sync(0xffffffffu, priv), be = __ballot_sync(0xffffffffu, emit),
+                           lt = (1u << lane) - 1u;
+            __syncwarp();
+            if (priv) lists[warp * budget + npriv + __popc(bp & lt)] = b;
+            if (emit) {
+                eb[warp * budget + nemit + __popc(be & lt)] = b;
+                em[warp * budget + nemit + __popc(be & lt)] = mask;
+            }
+            npriv += __popc(bp);
+            nemit += __popc(be);
+        }
+        if (lane == 0) np[warp] = npriv, ne[warp] = nemit;
+    }
+    __syncthreads();
+    for (int r = 0; r < W; r++) {
+        for (int k = threadIdx.x; k < ne[r]; k += NT) sb[ns + k] = eb[r * budget + k], sm[ns + k] = em[r * budget + k];
+        ns += ne[r];
+    }
+    /* the bitmaps' generic writes before the copy engine writes the same bytes */
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncthreads();
+
+    const unsigned tb = smem_u32(tiles);
+    /* entry (block b) into stage s: K then V, each NH column halves of 64 keys */
+    auto issue_tile = [&](int s, int b) {
+        const unsigned bar = smem_u32(&fullb[s]), dst = tb + (unsigned)(s * 2 * TILEB);
+        mbar_expect_tx(bar, 2u * TILEB);
+#pragma unroll
+        for (int h = 0; h < NH; h++) {
+            tma_load3(dst + h * MMA_BK * 128, &maps.k64, bar, h * 64, g, b * MMA_BK);
+            tma_load3(dst + TILEB + h * MMA_BK * 128, &maps.v64, bar, h * 64, g, b * MMA_BK);
+        }
+    };
+    if (threadIdx.x == 0)
+        for (int j = 0; j < NS - 1 && j < ns; j++) issue_tile(j, sb[j]);
+
+    const bool valid = warp < nvalid;
+    const int64_t t = t0 + warp, rpos = pos0 + t;
+    uint32_t qf[HD / 16][4];
+    if (valid) {
+        rows_q_frags<HD>(q + t * ldq + (int64_t)g * 16 * HD, qf);
+    } else {
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) qf[kk][0] = qf[kk][1] = qf[kk][2] = qf[kk][3] = 0u;
+    }
+    float O[HD / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+#pragma unroll
+    for (int dt = 0; dt < HD / 8; dt++) O[dt][0] = O[dt][1] = O[dt][2] = O[dt][3] = 0.f;
+    const float sl2 = scale * LOG2E_F;
+
+    /* 3. shared entries: CTA-wide 64-key tiles through NS stages, one barrier per tile */
+    if (ns > 0) {
+        int stage = 0;
+        for (int j = 0; j < ns; j++) {
+            mbar_wait(smem_u32(&fullb[stage]), (unsigned)((j / NS) & 1));
+            __syncthreads(); /* everyone is done with entry j − 1, whose stage is refilled now */
+            if (threadIdx.x == 0 && j + NS - 1 < ns) issue_tile(stage == 0 ? NS - 1 : stage - 1, sb[j + NS - 1]);
+            const int64_t k0 = (int64_t)sb[j] * MMA_BK;
+            if ((sm[j] >> warp) & 1u) {
+                const unsigned Ks = tb + (unsigned)(stage * 2 * TILEB), Vs = Ks + TILEB;
+                float S[8][4];
+#pragma unroll
+                for (int nt = 0; nt < 8; nt++) S[nt][0] = S[nt][1] = S[nt][2] = S[nt][3] = 0.f;
+#pragma unroll
+                for (int c = 0; c < 4; c++) tma_qk16<HD>(qf, Ks, MMA_BK * 128, c * ROWS_RK, S[2 * c], S[2 * c + 1]);
+                if (k0 + MMA_BK - 1 > rpos) rows_causal(S, k0, rpos);
+                rows_softmax<HD>(S, m, l, O, sl2);
+#pragma unroll
+                for (int c = 0; c < 4; c++) tma_pv16<HD>(S[2 * c], S[2 * c + 1], Vs, MMA_BK * 128, c * ROWS_RK, O);
+            }
+            stage = stage == NS - 1 ? 0 : stage + 1;
+        }
+        __syncthreads(); /* the rings below reuse the stages */
+    }
+
+    /* 4. the row's private entries: the warp's own ring of 16-key chunks (slot s of fill f: parity f & 1) */
+    const int n = valid ? np[warp] : 0;
+    if (n > 0) {
+        const unsigned ring = tb + (unsigned)(warp * ROWS_D * CHUNKB);
+        const int *pl = lists + warp * budget;
+        auto issue = [&](int slot, int b, int sub) { /* chunk sub (0-3: K keys 16·sub.., 4-7: V) of block b */
+            if (lane == 0) {
+                const unsigned bar = smem_u32(&ringb[warp][slot]), dst = ring + (unsigned)(slot * CHUNKB);
+                mbar_expect_tx(bar, (unsigned)CHUNKB);
+#pragma unroll
+                for (int h = 0; h < NH; h++)
+                    tma_load3(dst + h * ROWS_RK * 128, sub < 4 ? &maps.k16 : &maps.v16, bar, h * 64, g,
+                              b * MMA_BK + (sub & 3) * ROWS_RK);
+            }
+        };
+#pragma unroll
+        for (int c = 0; c < ROWS_D - 1; c++) issue(c, pl[0], c);
+        float S[8][4];
+        for (int p = 0; p < n; p++) {
+#pragma unroll
+            for (int c = 0; c < 8; c++) {
+                __syncwarp(); /* every lane is done with the slot refilled now */
+                {
+                    const int c2 = c + ROWS_D - 1, pp = p + c2 / 8;
+                    if (pp < n) issue(c2 % ROWS_D, pl[pp], c2 % 8);
+                }
+                /* fill number of chunk 8p + c in its slot: (8p + c) / D, whose parity is (c / D) & 1 (8 / D even) */
+                mbar_wait(smem_u32(&ringb[warp][c % ROWS_D]), (unsigned)((c / ROWS_D) & 1));
+                const unsigned sl = ring + (unsigned)((c % ROWS_D) * CHUNKB);
+                if (c < 4) {
+#pragma unroll
+                    for (int i = 0; i < 4; i++) S[2 * c][i] = S[2 * c + 1][i] = 0.f;
+                    tma_qk16<HD>(qf, sl, ROWS_RK * 128, 0, S[2 * c], S[2 * c + 1]);
+                }
+                if (c == 3) {
+                    const int64_t k0 = (int64_t)pl[p] * MMA_BK;
+                    if (k0 + MMA_BK - 1 > rpos) rows_causal(S, k0, rpos);
+                    rows_softmax<HD>(S, m, l, O, sl2);
+                }
+                if (c >= 4) tma_pv16<HD>(S[2 * (c - 4)], S[2 * (c - 4) + 1], sl, ROWS_RK * 128, 0, O);
+            }
+        }
+    }
+    if (!valid) return;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+        float *orow = o + t * ldo + (int64_t)(g * 16 + gq + 8 * r) * HD;
+#pragma unroll
+        for (int dt = 0; dt < HD / 8; dt++)
+            orow[dt * 8 + 2 * tq] = O[dt][2 * r] * inv, orow[dt * 8 + 2 * tq + 1] = O[dt][2 * r + 1] * inv;
+    }
+#endif
+}
+
 /* ---- k_attn_dense: dense causal prefill, G = 16, two rows per warp ----
  *
  * A block takes R = 2·NW consecutive rows of one KV group; warp w owns rows 2w and 2w+1, each one m16
@@ -743,6 +1042,101 @@ static int launch_rows(cudaStream_t st, float *o, int64_t ldo, const float *q, i
     return LAUNCH_CHECK();
 }
 
+/* the driver's tensor-map encoder, through the runtime's entry-point lookup (NULL when unavailable) */
+static PFN_cuTensorMapEncodeTiled_v12000 tma_encoder(void) {
+    static void *fn = NULL;
+    static int tried = 0;
+    if (!tried) {
+        cudaDriverEntryPointQueryResult qr;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &qr) !=
+                cudaSuccess ||
+            qr != cudaDriverEntryPointSuccess)
+            fn = NULL;
+        cudaGetLastError();
+        tried = 1;
+    }
+    return (PFN_cuTensorMapEncodeTiled_v12000)fn;
+}
+
+/* map of a [nkeys][nkv][HD] bf16 cache as (d, group, key), 128-byte swizzle, box 64 d × 1 × `rows` keys */
+static int tma_encode(CUtensorMap *m, const void *base, int hd, int nkv, int64_t nkeys, int rows) {
+    PFN_cuTensorMapEncodeTiled_v12000 enc = tma_encoder();
+    if (!enc) return -1;
+    cuuint64_t dims[3] = {(cuuint64_t)hd, (cuuint64_t)nkv, (cuuint64_t)nkeys};
+    cuuint64_t strides[2] = {(cuuint64_t)hd * 2, (cuuint64_t)nkv * hd * 2}; /* bytes, dims 1 and 2 */
+    cuuint32_t box[3] = {64, 1, (cuuint32_t)rows}, es[3] = {1, 1, 1};
+    CUresult r = enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, (void *)base, dims, strides, box, es,
+                     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    return r == CUDA_SUCCESS ? 0 : -1;
+}
+
+/* SALA_SPARSE_TMA: 0 k_attn_rows, 1 (default) k_attn_rows_tma with 4 rows per block, 2 with 8 rows */
+static int tma_mode(void) {
+    const char *e = getenv("SALA_SPARSE_TMA");
+    return e && *e ? atoi(e) : 1;
+}
+
+/* whether this device runs k_attn_rows_tma<HD, W> (sm_90+, and the binary holds code built for it) */
+template <int HD, int W> static bool tma_usable(void) {
+    static int ok = -1;
+    if (ok < 0) {
+        int dev = 0, major = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+        cudaFuncAttributes fa;
+        ok = major >= 9 && cudaFuncGetAttributes(&fa, k_attn_rows_tma<HD, W>) == cudaSuccess && fa.ptxVersion >= 90 &&
+             fa.binaryVersion >= 90 && tma_encoder() != NULL;
+        cudaGetLastError();
+    }
+    return ok == 1;
+}
+
+/* sparse rows launch with TMA tiles; -1 when not for this shape or device (the caller falls back) */
+template <int HD, int W>
+static int launch_rows_tma(cudaStream_t st, float *o, int64_t ldo, const float *q, int64_t ldq, const void *K,
+                           const void *V, const int32_t *blocks, const int32_t *nsel, int64_t T, int64_t pos0, int nkv,
+                           int budget, float scale, int thr) {
+    typedef tma_shape<HD, W> SH;
+    if (!tma_usable<HD, W>()) return -1;
+    const int64_t nkeys = pos0 + T;
+    int nbw = (int)(((nkeys + MMA_BK - 1) / MMA_BK + 31) / 32);
+    if ((size_t)W * nbw * 4 > (size_t)SH::TILESB || nkeys > INT32_MAX - 2 * MMA_BK) return -1;
+    if (((uintptr_t)K | (uintptr_t)V) & 15) return -1;
+    size_t smem = 1024 + (size_t)SH::TILESB + (size_t)W * budget * 4 * 5;
+    if (smem > smem_optin()) return -1;
+    rows_tmaps maps;
+    if (tma_encode(&maps.k64, K, HD, nkv, nkeys, MMA_BK) || tma_encode(&maps.v64, V, HD, nkv, nkeys, MMA_BK) ||
+        tma_encode(&maps.k16, K, HD, nkv, nkeys, ROWS_RK) || tma_encode(&maps.v16, V, HD, nkv, nkeys, ROWS_RK))
+        return -1;
+    static size_t attr = 0;
+    if (smem > attr) {
+        cudaFuncSetAttribute(k_attn_rows_tma<HD, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        attr = smem;
+    }
+    dim3 grid((unsigned)((T + W - 1) / W), nkv);
+    k_attn_rows_tma<HD, W><<<grid, W * 32, smem, st>>>(maps, o, ldo, q, ldq, blocks, nsel, T, pos0, nkv, budget,
+                                                        scale, nbw, thr);
+    return LAUNCH_CHECK();
+}
+
+/* the TMA kernel for hd 64 and 128 (the box is 64 columns); -1 otherwise */
+template <int HD>
+static int sparse_rows_tma(cudaStream_t st, float *o, int64_t ldo, const float *q, int64_t ldq, const void *K,
+                           const void *V, const int32_t *blocks, const int32_t *nsel, int64_t T, int64_t pos0, int nkv,
+                           int budget, float scale) {
+    if constexpr (HD % 64 == 0) {
+        const int mode = tma_mode();
+        if (mode == 1)
+            return launch_rows_tma<HD, 4>(st, o, ldo, q, ldq, K, V, blocks, nsel, T, pos0, nkv, budget, scale,
+                                          ROWS_THR);
+        if (mode == 2)
+            return launch_rows_tma<HD, 8>(st, o, ldo, q, ldq, K, V, blocks, nsel, T, pos0, nkv, budget, scale,
+                                          ROWS_THR);
+    }
+    return -1;
+}
+
 /* dense causal launch (G = 16, enough rows to fill the GPU); returns -1 when the shape is not for it */
 template <int HD, int NW, int NS>
 static int launch_dense(cudaStream_t st, float *o, int64_t ldo, const float *q, int64_t ldq, const void *K,
@@ -797,6 +1191,8 @@ static int mma_nw(cudaStream_t st, float *o, int64_t ldo, const float *q, int64_
     if (nh / nkv == 16) { /* one warp per row (prefill; dense only with enough rows to fill the GPU) */
         int e = -1;
         if (SPARSE && T >= 2)
+            e = sparse_rows_tma<HD>(st, o, ldo, q, ldq, K, V, blocks, nsel, T, pos0, nkv, budget, scale);
+        if (SPARSE && T >= 2 && e < 0)
             e = launch_rows<HD, ROWS_W, false>(st, o, ldo, q, ldq, K, V, blocks, nsel, T, pos0, nkv, budget, scale,
                                                ROWS_THR);
         else if (!SPARSE && T * nkv >= 4 * sm_count()) { /* dense causal: two rows per warp */
