@@ -196,7 +196,7 @@ static int launch_lse_mma(cudaStream_t st, float *lse, const float *q, int64_t l
  * exp stays ≤ 2^8 (exact in the sum's result, which is m + log2 l whatever m is). */
 #define LSE2_STAGES 3
 #define LSE2_SLACK 8.f
-template <int HD, int NW, int MINB, bool LEAN, bool PIPE>
+template <int HD, int NW, int MINB, bool LEAN>
 __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_lse_g16(float *lse, const float *q, int64_t ldq, const bf16 *C2,
                                                            int64_t n2_avail, int64_t T, int64_t pos0, int64_t kv_len,
                                                            int decode, int nh, int nkv, int l2, int s2, float scale,
@@ -273,10 +273,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_lse_g16(float *lse, co
 #pragma unroll
             for (int mt = 0; mt < 4; mt++) {
                 float acc[2][2][4];
-                if (PIPE)
-                    imma_scores16p<HD>(acc, qf, Kt, mt);
-                else
-                    imma_scores16<HD>(acc, qf, Kt, mt);
+                imma_scores16<HD>(acc, qf, Kt, mt);
                 if (edge)
 #pragma unroll
                     for (int r = 0; r < 2; r++)
@@ -352,28 +349,29 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_lse_g16(float *lse, co
     }
 }
 
-template <int HD, int NW, int MINB, bool LEAN, bool PIPE>
+template <int HD, int NW, int MINB, bool LEAN>
 static int launch_lse_g16(cudaStream_t st, float *lse, const float *q, int64_t ldq, const bf16 *C2, int64_t n2_avail,
                           int64_t T, int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch,
                           int64_t scratch_floats) {
     constexpr int smem = (int)sizeof(bf16) * LSE2_STAGES * MMA_BK * mma_shape<HD>::QP;
     static bool attr = false;
     if (!attr) {
-        cudaFuncSetAttribute(k_infllm_lse_g16<HD, NW, MINB, LEAN, PIPE>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        cudaFuncSetAttribute(k_infllm_lse_g16<HD, NW, MINB, LEAN>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         attr = true;
     }
     int64_t nblk = (T + 2 * NW - 1) / (2 * NW);
     int64_t ntiles = (nwin64(kv_len, d->l2, d->s2) + MMA_BK - 1) / MMA_BK;
     int nsplit = attn_pick_split(nblk * d->nkv, ntiles, T * d->nh, 0, scratch_floats);
     dim3 grid((unsigned)nblk, d->nkv, nsplit);
-    k_infllm_lse_g16<HD, NW, MINB, LEAN, PIPE><<<grid, NW * 32, smem, st>>>(lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d->nh, d->nkv,
+    k_infllm_lse_g16<HD, NW, MINB, LEAN><<<grid, NW * 32, smem, st>>>(lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d->nh, d->nkv,
                                                    d->l2, d->s2, d->scale, nsplit, scratch);
     int e = LAUNCH_CHECK();
     if (e || nsplit == 1) return e;
     return attn_combine(st, lse, d->nh, scratch, nsplit, T * d->nh, d->nh, 0);
 }
 
-/* variants of k_infllm_lse_g16 for the bench (SALA_LSE_VAR; 0 = the mma_async_rows loader) */
+/* SALA_LSE_VAR (or cu_infllm_lse_variant, for the tests and the bench): 0 = k_infllm_lse_g16 with the
+ * mma_async_rows tile loader (the reference the tests compare with), 1 (default) = imma_async_tile */
 static int lse_var = -1;
 extern "C" void cu_infllm_lse_variant(int v) { lse_var = v; }
 
@@ -388,9 +386,8 @@ static int lse_rm(cudaStream_t st, float *lse, const float *q, int64_t ldq, cons
                 lse_var = e ? atoi(e) : 1;
             }
             switch (lse_var) {
-            case 0: return launch_lse_g16<HD, 8, 2, false, false>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
-            case 2: return launch_lse_g16<HD, 8, 2, true, true>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
-            default: return launch_lse_g16<HD, 8, 2, true, false>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
+            case 0: return launch_lse_g16<HD, 8, 2, false>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
+            default: return launch_lse_g16<HD, 8, 2, true>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
             }
         }
         if (T * (d->nh / d->nkv) <= 16)

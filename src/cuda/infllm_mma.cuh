@@ -9,7 +9,8 @@
  * C layout (mma_core.cuh): c0,c1 = (key 16·mt + g, heads 8·nt + 2t, +1), c2,c3 = key 16·mt + 8 + g; so a
  * thread holds 4 heads of each key it sees, and sums over the group of heads need only the 4 lanes of a
  * quad. Key tiles sit in shared memory as [64][HD+8] bf16 (conflict-free ldmatrix rows).
- * (A wgmma form for sm_90 was tried: no faster, see the commit history of this file.) */
+ * On sm_90 the stage-1 scores use the wgmma form of infllm_wgmma.cuh instead (asynchronous, overlapped
+ * with the exps); the LSE pass stays here. */
 #ifndef SALA_CUDA_INFLLM_MMA_CUH
 #define SALA_CUDA_INFLLM_MMA_CUH
 
@@ -117,30 +118,6 @@ static __device__ __forceinline__ void imma_scores16(float acc[2][2][4], const u
         for (int r = 0; r < 2; r++)
 #pragma unroll
             for (int nt = 0; nt < 2; nt++) mma16816(acc[r][nt], a, qf[r][kk][nt]);
-    }
-}
-
-/* the same with the key fragments loaded one k-step ahead (two register sets), so an mma never waits on
- * the ldmatrix just before it */
-template <int HD>
-static __device__ __forceinline__ void imma_scores16p(float acc[2][2][4], const uint32_t qf[2][HD / 16][2][2],
-                                                      const bf16 *Kt, int mt) {
-    constexpr int QP = mma_shape<HD>::QP;
-    const int lane = threadIdx.x & 31;
-    const bf16 *a0 = Kt + (mt * 16 + (lane & 15)) * QP + (lane >> 4) * 8;
-#pragma unroll
-    for (int r = 0; r < 2; r++)
-#pragma unroll
-        for (int nt = 0; nt < 2; nt++) acc[r][nt][0] = acc[r][nt][1] = acc[r][nt][2] = acc[r][nt][3] = 0.f;
-    uint32_t a[2][4];
-    ldsm_x4(a[0], a0);
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++) {
-        if (kk + 1 < HD / 16) ldsm_x4(a[(kk + 1) & 1], a0 + (kk + 1) * 16);
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-#pragma unroll
-            for (int nt = 0; nt < 2; nt++) mma16816(acc[r][nt], a[kk & 1], qf[r][kk][nt]);
     }
 }
 

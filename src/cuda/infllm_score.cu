@@ -12,8 +12,11 @@
  * block at or before the rows' own block are skipped (the top-k never reads them); tiles past every
  * row's visible keys only write 0 / −inf. With d->bf16 the dot products run on tensor cores (q and C1
  * rounded to bf16 like the official kernel, fp32 accumulation); exps, sums and pooling stay fp32.
- * Kernels: k_infllm_score (fp32 mode); in the bf16 mode k_infllm_score_g16 for G = 16, P = 4 and at
- * least 16 rows (infllm_mma.cuh), k_infllm_score_mma for the rest (decode steps, other group sizes). */
+ * Kernels: k_infllm_score (fp32 mode); in the bf16 mode, for G = 16, P = 4 and at least 16 rows (the
+ * released model's prefill), k_infllm_score_wg on sm_90 (wgmma, infllm_wgmma.cuh; head dim a multiple of
+ * 64) and k_infllm_score_g16x elsewhere (mma.sync, infllm_mma.cuh); k_infllm_score_mma for the rest (decode
+ * steps, other group sizes). k_infllm_score_g16 (the mma.sync kernel before g16x) stays as the reference
+ * the tests compare the other two with (SALA_S1_VAR, score_rm). */
 #include "cuda/attn_core.cuh"
 #include "cuda/infllm_mma.cuh"
 #include "cuda/infllm_wgmma.cuh"
@@ -242,6 +245,7 @@ __global__ void __launch_bounds__(NW * 32) k_infllm_score_mma(float *pooled, flo
 }
 
 /* G == 16 and P == 4 (the released model), at least 16 rows: 8 warps × 2 rows per block (infllm_mma.cuh),
+ * (kept as the tests' reference; k_infllm_score_g16x below is the same with a leaner tile loader)
  * SC2_TILES key tiles per block streamed through three cp.async stages, one __syncthreads per tile. A
  * thread sums the exps of its 4 heads per key; a reduce-scatter over the quad (6 shuffles per row and
  * tile) leaves lane (g, t) the group sums of keys 16t + g and 16t + 8 + g; the warp pools them through a
@@ -396,7 +400,10 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_score_g16(float *poole
     }
 }
 
-template <int HD, int NW, int MINB, int TILES, bool PIPE>
+/* k_infllm_score_g16 with the tile loads of imma_async_tile (a fixed 16-byte chunk per thread, 32-bit
+ * offsets: ~20 instructions per tile instead of ~145), 16-byte q loads (imma_load_q) and TILES key tiles per
+ * block (64: q is staged half as often); same arithmetic in the same order, so bitwise the same scores. */
+template <int HD, int NW, int MINB, int TILES>
 __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_score_g16x(float *pooled, float *halo, const float *q, int64_t ldq,
                                                              const float *lse, const bf16 *C1, int64_t n1_avail,
                                                              int64_t T, int64_t pos0, int64_t kv_len, int decode,
@@ -506,10 +513,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_score_g16x(float *pool
 #pragma unroll
                 for (int mt = 0; mt < 4; mt++) {
                     float acc[2][2][4];
-                    if (PIPE)
-                        imma_scores16p<HD>(acc, qf, Kt, mt);
-                    else
-                        imma_scores16<HD>(acc, qf, Kt, mt);
+                    imma_scores16<HD>(acc, qf, Kt, mt);
 #pragma unroll
                     for (int r = 0; r < 2; r++)
 #pragma unroll
@@ -781,23 +785,26 @@ static bool s1_is_sm90(void) {
     return major == 9;
 }
 
-/* the variants of k_infllm_score_g16x timed by the bench (SALA_S1_VAR), 0 = k_infllm_score_g16 */
+/* The kernel of the released model's prefill: k_infllm_score_wg on sm_90 (head dim a multiple of 64),
+ * k_infllm_score_g16x elsewhere. SALA_S1_VAR (or cu_infllm_score_variant, for the tests and the bench)
+ * picks one on the same card: 0 = k_infllm_score_g16 (the reference the tests compare with), 1 =
+ * k_infllm_score_g16x, 4 (default) = k_infllm_score_wg where it can run. */
 static int s1_var = -1;
 extern "C" void cu_infllm_score_variant(int v) { s1_var = v; }
-template <int HD, int NW, int MINB, int TILES, bool PIPE>
+template <int HD, int NW, int MINB, int TILES>
 static int launch_score_g16x(cudaStream_t st, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
                              const void *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
                              const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
     constexpr int smem = (int)sizeof(bf16) * SC2_STAGES * MMA_BK * mma_shape<HD>::QP;
     static bool attr = false;
     if (!attr) {
-        cudaFuncSetAttribute(k_infllm_score_g16x<HD, NW, MINB, TILES, PIPE>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        cudaFuncSetAttribute(k_infllm_score_g16x<HD, NW, MINB, TILES>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         attr = true;
     }
     int64_t ntiles = ((pos0 + T - 1) / d->block + 1) * 4 / ATT_BK + 1;
     if (ntiles * (int64_t)(ATT_BK / 4) > nblk_cap || ntiles + 1 > ntile_cap) return (int)cudaErrorInvalidValue;
     dim3 grid((unsigned)((T + 2 * NW - 1) / (2 * NW)), (unsigned)((ntiles + TILES - 1) / TILES), d->nkv);
-    k_infllm_score_g16x<HD, NW, MINB, TILES, PIPE><<<grid, NW * 32, smem, st>>>(
+    k_infllm_score_g16x<HD, NW, MINB, TILES><<<grid, NW * 32, smem, st>>>(
         pooled, halo, q, ldq, lse, (const bf16 *)C1, n1_avail, T, pos0, kv_len, decode, d->nh, d->nkv, d->l1, d->s1,
         d->block, d->scale, nblk_cap, ntile_cap);
     return LAUNCH_CHECK();
@@ -811,26 +818,12 @@ static int score_rm(cudaStream_t st, float *pooled, float *halo, const float *q,
     if (d->bf16 && G == 16 && d->block / d->s1 == 4 && T >= 16) { /* the released model's prefill */
         if (s1_var < 0) {
             const char *e = getenv("SALA_S1_VAR");
-            s1_var = e ? atoi(e) : 1;
+            s1_var = e ? atoi(e) : 4;
         }
-        const int var = s1_var;
 #define S1_ARGS st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d, nblk_cap, ntile_cap
-        switch (var) {
-        case 0: return launch_score_g16<HD, 8, 2>(S1_ARGS);
-        case 2: return launch_score_g16x<HD, 8, 2, 32, false>(S1_ARGS);
-        case 3: return launch_score_g16x<HD, 8, 2, 64, true>(S1_ARGS);
-        case 4:
-        case 5:
-        case 6:
-            if (HD % 64 == 0 && s1_is_sm90()) {
-                if (var == 4) return launch_score_wg<HD % 64 == 0 ? HD : 64, 2, 64>(S1_ARGS);
-                if (var == 5) return launch_score_wg<HD % 64 == 0 ? HD : 64, 1, 64>(S1_ARGS);
-                return launch_score_wg<HD % 64 == 0 ? HD : 64, 2, 32>(S1_ARGS);
-            }
-            return launch_score_g16x<HD, 8, 2, 64, false>(S1_ARGS);
-        case 7: return launch_score_g16x<HD, 8, 2, 128, false>(S1_ARGS);
-        default: return launch_score_g16x<HD, 8, 2, 64, false>(S1_ARGS);
-        }
+        if (s1_var == 0) return launch_score_g16<HD, 8, 2>(S1_ARGS);
+        if (s1_var != 1 && HD % 64 == 0 && s1_is_sm90()) return launch_score_wg<HD % 64 == 0 ? HD : 64, 2, 64>(S1_ARGS);
+        return launch_score_g16x<HD, 8, 2, 64>(S1_ARGS);
 #undef S1_ARGS
     }
     if (d->bf16) {
