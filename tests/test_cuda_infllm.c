@@ -13,7 +13,7 @@
  * gets bf16-rounded compressed keys (the kernels round them at the tile load), so stage 1 sees identical
  * operands and selections must agree as above; attention rounds probabilities to bf16: |Δ| ≤ 5e-3.
  * Runs only with SALA_TEST_CUDA=1; SALA_INFLLM_BENCH=1 adds a timing of the bf16 stage-1 kernels (2: only
- * that). */
+ * that; SALA_S1_VARS / SALA_LSE_VARS, e.g. "0,1,4", list the kernel variants to time). */
 #ifndef SALA_CUDA
 #include <stdio.h>
 int main(void) {
@@ -330,6 +330,102 @@ static void test_infllm_topk_ties(void) {
     }
 }
 
+/* Stage 1 of the released model's prefill, every kernel against k_infllm_score_g16 (variant 0, the kernel
+ * the new ones replace; cu_infllm_score_variant / cu_infllm_lse_variant are internal to infllm_score.cu /
+ * infllm_lse.cu), on the entries the top-k reads (row t: pooled blocks 0..qb(t), halos 1..qb(t)/16; a
+ * kernel with smaller row blocks writes fewer of the others):
+ *   variant 1, k_infllm_score_g16x (mma.sync): the same mma order, exps and sums, so bitwise equal;
+ *   variant 4, k_infllm_score_wg (wgmma, sm_90; g16x elsewhere): the tensor cores accumulate the dot
+ *   products in their own order and the 16 heads are added in another order, so values differ by fp32
+ *   rounding (measured max 2.4e-7 relative on the H100), checked at 1e-5 relative.
+ * The LSE with the imma_async_tile loader (1) against the mma_async_rows one (0): bitwise equal.
+ * Shapes with one, two and three 64-tile blocks per row block, a partial row block, a call from row 0,
+ * and a q pitch that is not a multiple of 4 floats (the scalar q load). */
+void cu_infllm_score_variant(int v);
+void cu_infllm_lse_variant(int v);
+#define LSE_NVAR 2
+
+static void test_stage1_variants(void) {
+    infllm_dims d = cpu_dims(&released);
+    cu_infllm_dims gd = gpu_dims(&d, 1);
+    const int64_t kvrow = 2 * 128, qd = 32 * 128;
+    static const int64_t shapes[5][4] = {{70001, 67953, 2048, 0}, {20000, 18997, 1003, 0}, {4111, 0, 4111, 0},
+                                         {140000, 139980, 20, 0}, {40000, 37952, 2048, 2}};
+    for (int ci = 0; ci < 5; ci++) {
+        const int64_t kv = shapes[ci][0], pos0 = shapes[ci][1], T = shapes[ci][2], ldq = qd + shapes[ci][3];
+        const int64_t n1 = infllm_n_windows(kv, d.l1, d.s1), n2 = infllm_n_windows(kv, d.l2, d.s2);
+        uint16_t *c1 = malloc(2 * (size_t)(n1 * kvrow)), *c2 = malloc(2 * (size_t)(n2 * kvrow));
+        for (int64_t i = 0; i < n1 * kvrow; i++) c1[i] = f32_to_bf16(0.5f * frand());
+        for (int64_t i = 0; i < n2 * kvrow; i++) c2[i] = f32_to_bf16(0.5f * frand());
+        float *qh = malloc(sizeof(float) * (size_t)(T * ldq));
+        fill(qh, T * ldq, 3.0f);
+        void *dC1 = up(c1, 2 * (size_t)(n1 * kvrow)), *dC2 = up(c2, 2 * (size_t)(n2 * kvrow));
+        float *dq = up(qh, sizeof(float) * (size_t)(T * ldq));
+        int64_t nblk_cap = (kv + 63) / 64 + 18, ntile_cap = nblk_cap / 16 + 3;
+        size_t npool = (size_t)(T * 2 * nblk_cap), nhalo = (size_t)(T * 2 * ntile_cap);
+        float *dlse = dnew(sizeof(float) * (size_t)(T * 32));
+        int64_t sf = 1 << 20;
+        float *scr = cu_malloc(sizeof(float) * (size_t)sf);
+        /* LSE variants (same tiles, same arithmetic): bitwise equal too */
+        float *lse_ref = malloc(sizeof(float) * (size_t)(T * 32)), *lse_got = malloc(sizeof(float) * (size_t)(T * 32));
+        int lbad = 0, e = 0;
+        for (int v = LSE_NVAR - 1; v >= 0; v--) { /* variant 0 last: its result feeds stage 1 */
+            cu_infllm_lse_variant(v);
+            e = cu_infllm_lse(NULL, dlse, dq, ldq, dC2, n2, T, pos0, kv, 0, &gd, scr, sf);
+            CHECK(e == 0 && cu_sync() == 0, "variants lse %d: %s", v, cu_error_str(e));
+            CHECK(down(v == LSE_NVAR - 1 ? lse_ref : lse_got, dlse, sizeof(float) * (size_t)(T * 32)) == 0);
+            if (v != LSE_NVAR - 1 && memcmp(lse_ref, lse_got, sizeof(float) * (size_t)(T * 32))) lbad++;
+        }
+        cu_infllm_lse_variant(-1);
+        CHECK(lbad == 0, "LSE variants differ (kv %lld): %d", (long long)kv, lbad);
+        free(lse_ref), free(lse_got);
+        float *ref_p = malloc(sizeof(float) * npool), *ref_h = malloc(sizeof(float) * nhalo);
+        float *got_p = malloc(sizeof(float) * npool), *got_h = malloc(sizeof(float) * nhalo);
+        static const int vars[3] = {0, 1, 4};
+        int bad = 0;
+        for (int vi = 0; vi < 3; vi++) {
+            const int v = vars[vi];
+            float *dpool = dnew(sizeof(float) * npool), *dhalo = dnew(sizeof(float) * nhalo);
+            cu_infllm_score_variant(v);
+            e = cu_infllm_score(NULL, dpool, dhalo, dq, ldq, dlse, dC1, n1, T, pos0, kv, 0, &gd, nblk_cap, ntile_cap);
+            CHECK(e == 0 && cu_sync() == 0, "variant %d: %s", v, cu_error_str(e));
+            CHECK(down(v ? got_p : ref_p, dpool, sizeof(float) * npool) == 0);
+            CHECK(down(v ? got_h : ref_h, dhalo, sizeof(float) * nhalo) == 0);
+            cu_free(dpool), cu_free(dhalo);
+            if (!v) continue;
+            double worst = 0;
+            int64_t nd = 0, nchk = 0;
+            for (int64_t tt = 0; tt < T; tt++) {
+                const int64_t qb = (pos0 + tt) / d.block;
+                for (int gg = 0; gg < 2; gg++)
+                    for (int64_t x = 0; x <= qb + qb / 16; x++) { /* blocks 0..qb, then halos 1..qb/16 */
+                        const size_t at = x <= qb ? (size_t)((tt * 2 + gg) * nblk_cap + x)
+                                                  : (size_t)((tt * 2 + gg) * ntile_cap + (x - qb));
+                        const float ga = x <= qb ? got_p[at] : got_h[at], ra = x <= qb ? ref_p[at] : ref_h[at];
+                        nchk++;
+                        if (v == 1) {
+                            nd += memcmp(&ga, &ra, sizeof(float)) != 0;
+                            continue;
+                        }
+                        if (ga == ra) continue;
+                        const double rd = fabs((double)ga - ra) / fmax(fabs((double)ga), fabs((double)ra));
+                        worst = fmax(worst, rd == rd ? rd : 1e9);
+                        nd += !(rd <= 1e-5);
+                    }
+            }
+            printf("   kv %lld variant %d: %lld of %lld read entries differ from variant 0%s (max relative %.3g)\n",
+                   (long long)kv, v, (long long)nd, (long long)nchk, v == 1 ? " bitwise" : " beyond 1e-5", worst);
+            if (nd) bad++;
+        }
+        cu_infllm_score_variant(-1);
+        printf("   stage-1 variants kv_len %lld rows %lld..%lld (q pitch %lld): %d of 2 differ, %d of %d LSE variants differ\n",
+               (long long)kv, (long long)pos0, (long long)(pos0 + T - 1), (long long)ldq, bad, lbad, LSE_NVAR - 1);
+        CHECK(bad == 0, "stage-1 variants differ (kv %lld)", (long long)kv);
+        cu_free(dC1), cu_free(dC2), cu_free(dq), cu_free(dlse), cu_free(scr);
+        free(c1), free(c2), free(qh), free(ref_p), free(ref_h), free(got_p), free(got_h);
+    }
+}
+
 /* SALA_INFLLM_BENCH=1 (after the tests) or 2 (alone): time the bf16 LSE and stage-1 kernels on the last
  * 2048-row chunk of a 128K and a 512K prefill, a partial row block and a call from row 0 (released
  * shape, random operands); the kernels' results are checked by the cases above. */
@@ -346,8 +442,11 @@ static void bench_stage1(void) {
     cu_infllm_dims gd = gpu_dims(&d, 1);
     const int64_t kvrow = 2 * 128, qd = 32 * 128;
     /* the last chunk at 128K and 512K; a partial row block late in a call; a call from row 0 */
-    static const int64_t shapes[4][3] = {{131072, 129024, 2048}, {524288, 522240, 2048}, {20000, 18997, 1003}, {4111, 0, 4111}};
-    for (int ci = 0; ci < 4; ci++) {
+    static const int64_t shapes[5][3] = {{131072, 129024, 2048}, {524288, 522240, 2048}, {1048576, 1046528, 2048},
+                                         {20000, 18997, 1003}, {4111, 0, 4111}};
+    const char *vl = getenv("SALA_S1_VARS"); /* variants of stage 1 to time, e.g. "0,1,3" (default: the default) */
+    const char *ll = getenv("SALA_LSE_VARS"); /* and of the LSE */
+    for (int ci = 0; ci < 5; ci++) {
         const int64_t kv = shapes[ci][0], pos0 = shapes[ci][1], T = shapes[ci][2];
         const int64_t n1 = infllm_n_windows(kv, d.l1, d.s1), n2 = infllm_n_windows(kv, d.l2, d.s2);
         uint16_t *c1 = malloc(2 * (size_t)(n1 * kvrow)), *c2 = malloc(2 * (size_t)(n2 * kvrow));
@@ -366,17 +465,39 @@ static void bench_stage1(void) {
         int e = cu_infllm_lse(NULL, dlse, dq, qd, dC2, n2, T, pos0, kv, 0, &gd, scr, sf);
         e = e ? e : cu_infllm_score(NULL, dpool, dhalo, dq, qd, dlse, dC1, n1, T, pos0, kv, 0, &gd, nblk_cap, ntile_cap);
         CHECK(e == 0 && cu_sync() == 0, "bench: %s", cu_error_str(e));
-        const int reps = 5;
-        double t0 = now_s();
-        for (int i = 0; i < reps; i++) cu_infllm_lse(NULL, dlse, dq, qd, dC2, n2, T, pos0, kv, 0, &gd, scr, sf);
-        cu_sync();
-        double t1 = now_s();
-        for (int i = 0; i < reps; i++)
+        const int reps = 10;
+        const char *lp = ll ? ll : "-1";
+        while (*lp) {
+            const int v = atoi(lp);
+            cu_infllm_lse_variant(v);
+            cu_infllm_lse(NULL, dlse, dq, qd, dC2, n2, T, pos0, kv, 0, &gd, scr, sf);
+            cu_sync();
+            double t0 = now_s();
+            for (int i = 0; i < reps; i++) cu_infllm_lse(NULL, dlse, dq, qd, dC2, n2, T, pos0, kv, 0, &gd, scr, sf);
+            cu_sync();
+            double t1 = now_s();
+            printf("   bench kv_len %lld rows %lld..%lld: lse variant %d %.3f ms\n", (long long)kv, (long long)pos0,
+                   (long long)(pos0 + T - 1), v, 1e3 * (t1 - t0) / reps);
+            while (*lp && *lp != ',') lp++;
+            if (*lp == ',') lp++;
+        }
+        cu_infllm_lse_variant(-1);
+        const char *vp = vl ? vl : "-1";
+        while (*vp) {
+            const int v = atoi(vp);
+            cu_infllm_score_variant(v);
             cu_infllm_score(NULL, dpool, dhalo, dq, qd, dlse, dC1, n1, T, pos0, kv, 0, &gd, nblk_cap, ntile_cap);
-        cu_sync();
-        double t2 = now_s();
-        printf("   bench kv_len %lld rows %lld..%lld: lse %.3f ms, stage-1 score %.3f ms\n", (long long)kv, (long long)pos0,
-               (long long)(pos0 + T - 1), 1e3 * (t1 - t0) / reps, 1e3 * (t2 - t1) / reps);
+            cu_sync();
+            double t2 = now_s();
+            for (int i = 0; i < reps; i++)
+                cu_infllm_score(NULL, dpool, dhalo, dq, qd, dlse, dC1, n1, T, pos0, kv, 0, &gd, nblk_cap, ntile_cap);
+            cu_sync();
+            double t3 = now_s();
+            printf("   bench kv_len %lld: stage-1 score variant %d %.3f ms\n", (long long)kv, v, 1e3 * (t3 - t2) / reps);
+            while (*vp && *vp != ',') vp++;
+            if (*vp == ',') vp++;
+        }
+        cu_infllm_score_variant(-1);
         cu_free(dC1), cu_free(dC2), cu_free(dq), cu_free(dlse), cu_free(dpool), cu_free(dhalo), cu_free(scr);
         free(c1), free(c2), free(qh);
     }
@@ -392,6 +513,7 @@ int main(void) {
         TEST_RUN(test_infllm_prefill);
         TEST_RUN(test_infllm_decode);
         TEST_RUN(test_infllm_topk_ties);
+        TEST_RUN(test_stage1_variants);
     }
     TEST_RUN(bench_stage1);
     TEST_END();

@@ -196,7 +196,7 @@ static int launch_lse_mma(cudaStream_t st, float *lse, const float *q, int64_t l
  * exp stays ≤ 2^8 (exact in the sum's result, which is m + log2 l whatever m is). */
 #define LSE2_STAGES 3
 #define LSE2_SLACK 8.f
-template <int HD, int NW, int MINB>
+template <int HD, int NW, int MINB, bool LEAN>
 __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_lse_g16(float *lse, const float *q, int64_t ldq, const bf16 *C2,
                                                            int64_t n2_avail, int64_t T, int64_t pos0, int64_t kv_len,
                                                            int decode, int nh, int nkv, int l2, int s2, float scale,
@@ -232,9 +232,20 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_lse_g16(float *lse, co
         const float sl2 = scale * LOG2E_F;
         const bf16 *Cg = C2 + (int64_t)g * HD;
         const int64_t cstride = (int64_t)nkv * HD;
+        const unsigned ks_addr = (unsigned)__cvta_generic_to_shared(Ks);
+        /* tile kt into stage sn: rows past vmax zero */
+        auto load_tile = [&](int sn, int64_t kt) {
+            if (LEAN) {
+                const int64_t left = vmax - kt * MMA_BK;
+                imma_async_tile<HD, NW * 32>(ks_addr + sn * TILE * 2, Cg + kt * MMA_BK * cstride, (int)cstride,
+                                             left < MMA_BK ? (int)left : MMA_BK);
+            } else {
+                mma_async_rows<HD, NW * 32>(Ks + sn * TILE, Cg, cstride, kt * MMA_BK, vmax);
+            }
+        };
 #pragma unroll
         for (int s = 0; s < LSE2_STAGES - 1; s++) {
-            if (kt0 + s < kt1) mma_async_rows<HD, NW * 32>(Ks + s * TILE, Cg, cstride, (kt0 + s) * MMA_BK, vmax);
+            if (kt0 + s < kt1) load_tile(s, kt0 + s);
             cp_async_commit();
         }
         int stage = 0;
@@ -245,7 +256,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_lse_g16(float *lse, co
                 const int64_t kn = kt + LSE2_STAGES - 1;
                 int sn = stage + LSE2_STAGES - 1;
                 if (sn >= LSE2_STAGES) sn -= LSE2_STAGES;
-                if (kn < kt1) mma_async_rows<HD, NW * 32>(Ks + sn * TILE, Cg, cstride, kn * MMA_BK, vmax);
+                if (kn < kt1) load_tile(sn, kn);
                 cp_async_commit();
             }
             const bf16 *Kt = Ks + stage * TILE;
@@ -338,34 +349,47 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_lse_g16(float *lse, co
     }
 }
 
-template <int HD, int NW, int MINB>
+template <int HD, int NW, int MINB, bool LEAN>
 static int launch_lse_g16(cudaStream_t st, float *lse, const float *q, int64_t ldq, const bf16 *C2, int64_t n2_avail,
                           int64_t T, int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch,
                           int64_t scratch_floats) {
     constexpr int smem = (int)sizeof(bf16) * LSE2_STAGES * MMA_BK * mma_shape<HD>::QP;
     static bool attr = false;
     if (!attr) {
-        cudaFuncSetAttribute(k_infllm_lse_g16<HD, NW, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        cudaFuncSetAttribute(k_infllm_lse_g16<HD, NW, MINB, LEAN>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         attr = true;
     }
     int64_t nblk = (T + 2 * NW - 1) / (2 * NW);
     int64_t ntiles = (nwin64(kv_len, d->l2, d->s2) + MMA_BK - 1) / MMA_BK;
     int nsplit = attn_pick_split(nblk * d->nkv, ntiles, T * d->nh, 0, scratch_floats);
     dim3 grid((unsigned)nblk, d->nkv, nsplit);
-    k_infllm_lse_g16<HD, NW, MINB><<<grid, NW * 32, smem, st>>>(lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d->nh, d->nkv,
+    k_infllm_lse_g16<HD, NW, MINB, LEAN><<<grid, NW * 32, smem, st>>>(lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d->nh, d->nkv,
                                                    d->l2, d->s2, d->scale, nsplit, scratch);
     int e = LAUNCH_CHECK();
     if (e || nsplit == 1) return e;
     return attn_combine(st, lse, d->nh, scratch, nsplit, T * d->nh, d->nh, 0);
 }
 
+/* SALA_LSE_VAR (or cu_infllm_lse_variant, for the tests and the bench): 0 = k_infllm_lse_g16 with the
+ * mma_async_rows tile loader (the reference the tests compare with), 1 (default) = imma_async_tile */
+static int lse_var = -1;
+extern "C" void cu_infllm_lse_variant(int v) { lse_var = v; }
+
 template <int HD>
 static int lse_rm(cudaStream_t st, float *lse, const float *q, int64_t ldq, const void *C2v, int64_t n2_avail, int64_t T,
                   int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch, int64_t sf) {
     if (d->bf16) {
         const bf16 *C2 = (const bf16 *)C2v;
-        if (d->nh == 16 * d->nkv && T >= 16) /* the released model's prefill */
-            return launch_lse_g16<HD, 8, 2>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
+        if (d->nh == 16 * d->nkv && T >= 16) { /* the released model's prefill */
+            if (lse_var < 0) {
+                const char *e = getenv("SALA_LSE_VAR");
+                lse_var = e ? atoi(e) : 1;
+            }
+            switch (lse_var) {
+            case 0: return launch_lse_g16<HD, 8, 2, false>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
+            default: return launch_lse_g16<HD, 8, 2, true>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
+            }
+        }
         if (T * (d->nh / d->nkv) <= 16)
             return launch_lse_mma<HD, 1>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
         return launch_lse_mma<HD, 4>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);

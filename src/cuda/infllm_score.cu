@@ -12,10 +12,14 @@
  * block at or before the rows' own block are skipped (the top-k never reads them); tiles past every
  * row's visible keys only write 0 / −inf. With d->bf16 the dot products run on tensor cores (q and C1
  * rounded to bf16 like the official kernel, fp32 accumulation); exps, sums and pooling stay fp32.
- * Kernels: k_infllm_score (fp32 mode); in the bf16 mode k_infllm_score_g16 for G = 16, P = 4 and at
- * least 16 rows (infllm_mma.cuh), k_infllm_score_mma for the rest (decode steps, other group sizes). */
+ * Kernels: k_infllm_score (fp32 mode); in the bf16 mode, for G = 16, P = 4 and at least 16 rows (the
+ * released model's prefill), k_infllm_score_wg on sm_90 (wgmma, infllm_wgmma.cuh; head dim a multiple of
+ * 64) and k_infllm_score_g16x elsewhere (mma.sync, infllm_mma.cuh); k_infllm_score_mma for the rest (decode
+ * steps, other group sizes). k_infllm_score_g16 (the mma.sync kernel before g16x) stays as the reference
+ * the tests compare the other two with (SALA_S1_VAR, score_rm). */
 #include "cuda/attn_core.cuh"
 #include "cuda/infllm_mma.cuh"
+#include "cuda/infllm_wgmma.cuh"
 #include "cuda/mma_core.cuh"
 
 template <int HD, int RM>
@@ -241,6 +245,7 @@ __global__ void __launch_bounds__(NW * 32) k_infllm_score_mma(float *pooled, flo
 }
 
 /* G == 16 and P == 4 (the released model), at least 16 rows: 8 warps × 2 rows per block (infllm_mma.cuh),
+ * (kept as the tests' reference; k_infllm_score_g16x below is the same with a leaner tile loader)
  * SC2_TILES key tiles per block streamed through three cp.async stages, one __syncthreads per tile. A
  * thread sums the exps of its 4 heads per key; a reduce-scatter over the quad (6 shuffles per row and
  * tile) leaves lane (g, t) the group sums of keys 16t + g and 16t + 8 + g; the warp pools them through a
@@ -395,6 +400,160 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_score_g16(float *poole
     }
 }
 
+/* k_infllm_score_g16 with the tile loads of imma_async_tile (a fixed 16-byte chunk per thread, 32-bit
+ * offsets: ~20 instructions per tile instead of ~145), 16-byte q loads (imma_load_q) and TILES key tiles per
+ * block (64: q is staged half as often); same arithmetic in the same order, so bitwise the same scores. */
+template <int HD, int NW, int MINB, int TILES>
+__global__ void __launch_bounds__(NW * 32, MINB) k_infllm_score_g16x(float *pooled, float *halo, const float *q, int64_t ldq,
+                                                             const float *lse, const bf16 *C1, int64_t n1_avail,
+                                                             int64_t T, int64_t pos0, int64_t kv_len, int decode,
+                                                             int nh, int nkv, int l1, int s1, int block, float scale,
+                                                             int64_t nblk_cap, int64_t ntile_cap) {
+    constexpr int QP = mma_shape<HD>::QP, TILE = MMA_BK * QP, PW = 80; /* pool buffer row pitch (floats) */
+    extern __shared__ uint4 smem_u4[];
+    bf16 *Ks = (bf16 *)smem_u4; /* SC2_STAGES tiles of 64 keys; the queries pass through it first */
+    __shared__ float pool_s[NW][2 * PW];
+    const int g = blockIdx.z;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    const int64_t t0 = (int64_t)blockIdx.x * (2 * NW);
+    const int64_t t_last = t0 + 2 * NW - 1 < T - 1 ? t0 + 2 * NW - 1 : T - 1;
+    const int64_t qb_last = (pos0 + t_last) / block;
+    const int64_t jt0 = (int64_t)blockIdx.y * TILES;
+    if (jt0 * 16 > qb_last) return; /* no row needs these blocks */
+    int64_t jt_end = jt0 + TILES;
+    if (jt_end > qb_last / 16 + 1) jt_end = qb_last / 16 + 1;
+    const int64_t n1_call = nwin64(kv_len, l1, s1);
+    int64_t vmax = infllm_vis(pos0 + t_last, kv_len, decode, l1, s1);
+    if (vmax > n1_avail) vmax = n1_avail;
+    int64_t jt_load = (vmax + MMA_BK - 1) / MMA_BK; /* tiles [jt0, jt_load) hold visible keys */
+    if (jt_load > jt_end) jt_load = jt_end;
+    if (jt_load < jt0) jt_load = jt0;
+    /* per-tile bounds as ints relative to the first key of the block's range (< 64·(TILES + 1)) */
+    const int64_t jbase = jt0 * MMA_BK;
+    auto rel = [&](int64_t x) { x -= jbase; return x < 0 ? 0 : x > 64 * (TILES + 1) ? 64 * (TILES + 1) : (int)x; };
+    int v1r[2];
+    bool rv[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int64_t t = t0 + 2 * warp + r;
+        rv[r] = t < T;
+        int64_t v = rv[r] ? infllm_vis(pos0 + t, kv_len, decode, l1, s1) : 0;
+        v1r[r] = rel(v < vmax ? v : vmax);
+    }
+    const int n1r = rel(n1_call), vwr = v1r[0] > v1r[1] ? v1r[0] : v1r[1]; /* the warp's keys end at vwr */
+    float *ps = pool_s[warp];
+    /* this lane's outputs in emit: row lane/16, block lane%16 of each tile */
+    const bool out_row = rv[lane >> 4];
+    const int64_t tg_out = (t0 + 2 * warp + (lane >> 4)) * nkv + g;
+    float *pool_out = pooled + tg_out * nblk_cap + jt0 * 16 + (lane & 15);
+    float *halo_out = halo + tg_out * ntile_cap + jt0 + 1;
+    const int halo_n = (int)(ntile_cap - 1 - jt0); /* halo of tile jt0 + i exists for i < halo_n */
+    /* masks, pooling and stores of tile jt0 + it; z[r][i] = group sum of key 16·tq + 8·i + gq of row r */
+    auto emit = [&](int it, float z[2][2]) {
+        const int j0 = it * MMA_BK;
+        __syncwarp();
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int key = 16 * tq + 8 * i + gq;
+                const float v = j0 + key < v1r[r] ? z[r][i] : j0 + key < n1r ? 0.f : -INFINITY;
+                ps[r * PW + (key & 3) * 16 + (key >> 2)] = v;
+            }
+        __syncwarp();
+        const int bl = lane & 15;
+        const float *pr = ps + (lane >> 4) * PW;
+        float m = fmaxf(fmaxf(pr[bl], pr[16 + bl]), fmaxf(pr[32 + bl], pr[48 + bl]));
+        if (bl > 0) m = fmaxf(m, pr[48 + bl - 1]); /* key 4·bl − 1 */
+        if (out_row) {
+            pool_out[it * 16] = m;
+            if (bl == 15 && it < halo_n) halo_out[it] = pr[48 + 15]; /* key 63 */
+        }
+    };
+    const bf16 *Cg = C1 + (int64_t)g * HD;
+    const int64_t cstride = (int64_t)nkv * HD;
+    const unsigned ks_addr = (unsigned)__cvta_generic_to_shared(Ks);
+    if (jt_load > jt0) {
+        uint32_t qf[2][HD / 16][2][2];
+        imma_load_q<HD, NW>(qf, Ks, q, ldq, t0, T, g);
+        float nl2[2][2][2]; /* −LSE in log2 units of heads 8·nt + 2·tq + j */
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                for (int j = 0; j < 2; j++)
+                    nl2[r][nt][j] = rv[r] ? -lse[(t0 + 2 * warp + r) * nh + g * 16 + nt * 8 + 2 * tq + j] * LOG2E_F : 0.f;
+        const float sl2 = scale * LOG2E_F;
+#pragma unroll
+        for (int s = 0; s < SC2_STAGES - 1; s++) {
+            if (jt0 + s < jt_load) imma_async_tile<HD, NW * 32>(ks_addr + s * TILE * 2, Cg + (jt0 + s) * MMA_BK * cstride, (int)cstride, (int)(vmax - (jt0 + s) * MMA_BK));
+            cp_async_commit();
+        }
+        const int vrel = (int)(vmax - jbase < 64 * (TILES + 1) ? vmax - jbase : 64 * (TILES + 1)); /* visible rows from jbase */
+        int stage = 0;
+        const int nload = (int)(jt_load - jt0);
+        for (int it = 0; it < nload; it++) {
+            cp_async_wait<SC2_STAGES - 2>();
+            __syncthreads(); /* tile jt is in; every warp is done with the stage refilled next */
+            {
+                const int in = it + SC2_STAGES - 1;
+                int sn = stage + SC2_STAGES - 1;
+                if (sn >= SC2_STAGES) sn -= SC2_STAGES;
+                if (in < nload)
+                    imma_async_tile<HD, NW * 32>(ks_addr + sn * TILE * 2, Cg + (jt0 + in) * MMA_BK * cstride, (int)cstride,
+                                                 vrel - in * MMA_BK);
+                cp_async_commit();
+            }
+            const bf16 *Kt = Ks + stage * TILE;
+            if (++stage == SC2_STAGES) stage = 0;
+            float z[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+            if (it * MMA_BK < vwr) {
+                float v[2][8]; /* [row][2·mt + h]: sum over the thread's 4 heads, key 16·mt + 8·h + gq */
+#pragma unroll
+                for (int mt = 0; mt < 4; mt++) {
+                    float acc[2][2][4];
+                    imma_scores16<HD>(acc, qf, Kt, mt);
+#pragma unroll
+                    for (int r = 0; r < 2; r++)
+#pragma unroll
+                        for (int h = 0; h < 2; h++) {
+                            float sum = 0.f;
+#pragma unroll
+                            for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                                for (int j = 0; j < 2; j++)
+                                    sum += imma_ex2(fmaf(acc[r][nt][2 * h + j], sl2, nl2[r][nt][j]));
+                            v[r][2 * mt + h] = sum;
+                        }
+                }
+                /* reduce-scatter over the quad: xor 2 keeps x = 4·(tq>>1) + i, xor 1 keeps x = 2·tq + i */
+                const bool b1 = tq & 2, b0 = tq & 1;
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    float w[4];
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        const float keep = b1 ? v[r][i + 4] : v[r][i], send = b1 ? v[r][i] : v[r][i + 4];
+                        w[i] = keep + __shfl_xor_sync(0xffffffffu, send, 2);
+                    }
+#pragma unroll
+                    for (int i = 0; i < 2; i++) {
+                        const float keep = b0 ? w[i + 2] : w[i], send = b0 ? w[i] : w[i + 2];
+                        z[r][i] = keep + __shfl_xor_sync(0xffffffffu, send, 1);
+                    }
+                }
+            }
+            emit(it, z);
+        }
+        cp_async_wait<0>();
+    }
+    for (int it = (int)(jt_load - jt0); it < (int)(jt_end - jt0); it++) { /* past every visible key: 0 or −inf */
+        float z[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+        emit(it, z);
+    }
+}
+
 template <int HD, int RM>
 static int launch_score(cudaStream_t st, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
                         const float *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
@@ -438,14 +597,235 @@ static int launch_score_g16(cudaStream_t st, float *pooled, float *halo, const f
     return LAUNCH_CHECK();
 }
 
+/* sm_90a, head dim a multiple of 64 (infllm_wgmma.cuh): 8 warps = 2 warpgroups = 8 rows per block, one row
+ * per warp, TILES key tiles per block through three cp.async stages (128-byte swizzle), one __syncthreads
+ * per tile. wgmma m64n64k16 × HD/16 per tile, issued one tile ahead on two accumulator sets (the loop is
+ * unrolled by two so both stay static), so a warp's exps of tile i overlap the tensor cores' work on tile
+ * i + 1. A finished tile leaves lane (g, t) the exps of heads g, g + 8 for keys 8i + 2t (+1); the head
+ * pair is added, then a reduce-scatter over the 8 lanes of a column group (xor 16, 8, 4: 14 shuffles)
+ * leaves lane (g, t) the group sums of keys 8g + 2t and 8g + 2t + 1; pooling as in k_infllm_score_g16. */
+#define WG_STAGES 3
+template <int HD, int MINB, int TILES>
+__global__ void __launch_bounds__(256, MINB) k_infllm_score_wg(float *pooled, float *halo, const float *q, int64_t ldq,
+                                                              const float *lse, const bf16 *C1, int64_t n1_avail,
+                                                              int64_t T, int64_t pos0, int64_t kv_len, int decode, int nh,
+                                                              int nkv, int l1, int s1, int block, float scale,
+                                                              int64_t nblk_cap, int64_t ntile_cap) {
+#if IWG_OK
+    constexpr int NW = 8, NT = 256, TB = IWG_TILE_BYTES(HD);
+    extern __shared__ uint4 smem_u4[];
+    /* stages at a 1024-byte aligned shared address (the swizzle pattern repeats every 1024 bytes) */
+    const unsigned sraw = (unsigned)__cvta_generic_to_shared(smem_u4);
+    const unsigned ks_addr = (sraw + 1023u) & ~1023u;
+    bf16 *Kgen = (bf16 *)((char *)smem_u4 + (ks_addr - sraw));
+    __shared__ float pool_s[NW][64 + 32]; /* [64 keys][32 dummy store targets] per warp */
+    const int g = blockIdx.z;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    const int64_t t0 = (int64_t)blockIdx.x * NW;
+    const int64_t t_last = t0 + NW - 1 < T - 1 ? t0 + NW - 1 : T - 1;
+    const int64_t qb_last = (pos0 + t_last) / block;
+    const int64_t jt0 = (int64_t)blockIdx.y * TILES;
+    if (jt0 * 16 > qb_last) return;
+    int64_t jt_end = jt0 + TILES;
+    if (jt_end > qb_last / 16 + 1) jt_end = qb_last / 16 + 1;
+    const int64_t n1_call = nwin64(kv_len, l1, s1);
+    int64_t vmax = infllm_vis(pos0 + t_last, kv_len, decode, l1, s1);
+    if (vmax > n1_avail) vmax = n1_avail;
+    int64_t jt_load = (vmax + MMA_BK - 1) / MMA_BK;
+    if (jt_load > jt_end) jt_load = jt_end;
+    if (jt_load < jt0) jt_load = jt0;
+    const int64_t jbase = jt0 * MMA_BK;
+    auto rel = [&](int64_t x) { x -= jbase; return x < 0 ? 0 : x > 64 * (TILES + 1) ? 64 * (TILES + 1) : (int)x; };
+    const int64_t t = t0 + warp;
+    const bool rv = t < T;
+    int v1r;
+    const int n1r = rel(n1_call);
+    {
+        int64_t v = rv ? infllm_vis(pos0 + t, kv_len, decode, l1, s1) : 0;
+        v1r = rel(v < vmax ? v : vmax);
+    }
+    const int64_t tg = t * nkv + g;
+    float *ps = pool_s[warp];
+    /* no branch on the lane or the warp while a wgmma is in flight (ptxas would serialise them): lanes 16..31
+     * repeat lanes 0..15's stores, and a row past T stores into the warp's dummy slots instead */
+    float *pool_out = rv ? pooled + tg * nblk_cap + jt0 * 16 + (lane & 15) : ps + 64 + lane;
+    const int pool_step = rv ? 16 : 0;
+    float *halo_out = rv && (lane & 15) == 15 ? halo + tg * ntile_cap + jt0 + 1 : ps + 64 + lane;
+    const int halo_step = rv && (lane & 15) == 15 ? 1 : 0;
+    const int halo_n = (int)(ntile_cap - 1 - jt0); /* halo of tile jt0 + i exists for i < halo_n */
+    /* the masked group sums z0, z1 of keys k0, k0 + 1 of tile it into the pool buffer, then the tile's 16
+     * block maxima and its halo */
+    auto emit = [&](int it, int k0, float z0, float z1) {
+        const int j0 = it * MMA_BK;
+        __syncwarp();
+        ps[(k0 & 3) * 16 + (k0 >> 2)] = j0 + k0 < v1r ? z0 : j0 + k0 < n1r ? 0.f : -INFINITY;
+        ps[((k0 + 1) & 3) * 16 + ((k0 + 1) >> 2)] = j0 + k0 + 1 < v1r ? z1 : j0 + k0 + 1 < n1r ? 0.f : -INFINITY;
+        __syncwarp();
+        const int bl = lane & 15;
+        float m = fmaxf(fmaxf(ps[bl], ps[16 + bl]), fmaxf(ps[32 + bl], ps[48 + bl]));
+        const float prev = ps[bl > 0 ? 47 + bl : 48]; /* key 4·bl − 1 (block 0: itself again) */
+        m = fmaxf(m, prev);
+        const float h = ps[63]; /* key 63 */
+        pool_out[it * pool_step] = m;
+        float *hp = it < halo_n ? halo_out + it * halo_step : ps + 64 + lane;
+        *hp = h;
+    };
+    const int mykey = 8 * gq + 2 * tq;
+    const bf16 *Cg = C1 + (int64_t)g * HD;
+    const int cstride = nkv * HD;
+    const int nload = (int)(jt_load - jt0);
+    if (nload > 0) {
+        uint32_t qa[HD / 16][4];
+        iwg_load_q<HD, NW>(qa, Kgen, q, ldq, t0, T, g);
+        float nl2[2];
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) nl2[hh] = rv ? -lse[t * nh + g * 16 + gq + 8 * hh] * LOG2E_F : 0.f;
+        const float sl2 = scale * LOG2E_F;
+        const int vrel = (int)(vmax - jbase < 64 * (TILES + 1) ? vmax - jbase : 64 * (TILES + 1));
+        auto load = [&](int i) { /* tile jt0 + i into its stage */
+            iwg_async_tile<HD, NT>(ks_addr + (i % WG_STAGES) * TB, Cg + (jt0 + i) * MMA_BK * (int64_t)cstride, cstride,
+                                   vrel - i * MMA_BK);
+        };
+        /* tile i is in shared memory for every thread (and the tile before it fully consumed): load i + 1 */
+        auto arrive = [&](int i) {
+            cp_async_wait<0>();
+            iwg_proxy_fence(); /* the tile's bytes, written by cp.async, are read by the tensor cores' proxy */
+            __syncthreads();
+            if (i + 1 < nload) load(i + 1);
+            cp_async_commit();
+        };
+        /* exps of a finished tile, summed over the group, into the pool */
+        auto consume = [&](int it, const float d[32]) {
+            float sv[16];
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+#pragma unroll
+                for (int j = 0; j < 2; j++)
+                    sv[2 * i + j] = imma_ex2(fmaf(d[4 * i + j], sl2, nl2[0])) + imma_ex2(fmaf(d[4 * i + 2 + j], sl2, nl2[1]));
+            const bool b2 = gq & 4, b1 = gq & 2, b0 = gq & 1;
+            float w[8], u[4];
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                const float keep = b2 ? sv[k + 8] : sv[k], send = b2 ? sv[k] : sv[k + 8];
+                w[k] = keep + __shfl_xor_sync(0xffffffffu, send, 16);
+            }
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const float keep = b1 ? w[k + 4] : w[k], send = b1 ? w[k] : w[k + 4];
+                u[k] = keep + __shfl_xor_sync(0xffffffffu, send, 8);
+            }
+            float z[2];
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+                const float keep = b0 ? u[k + 2] : u[k], send = b0 ? u[k] : u[k + 2];
+                z[k] = keep + __shfl_xor_sync(0xffffffffu, send, 4);
+            }
+            emit(it, mykey, z[0], z[1]);
+        };
+        load(0);
+        cp_async_commit();
+        float acc0[32], acc1[32];
+        arrive(0);
+        iwg_issue_tile<HD>(acc0, qa, ks_addr);
+        iwg_wait<0>();
+        iwg_reg_fence32(acc0);
+        /* tile it is complete in acc0 at the top of every iteration; the product of the next tile is issued
+         * before the exps of this one and retired at the end of the step, so nothing is in flight across a
+         * branch or the loop's back edge (ptxas serialises wgmma otherwise). The next product is issued even
+         * past the last tile (on a stale stage, never emitted) to keep the steps branch-free. */
+        for (int it = 0; it < nload; it += 2) {
+            arrive(it + 1);
+            iwg_issue_tile<HD>(acc1, qa, ks_addr + ((it + 1) % WG_STAGES) * TB);
+            consume(it, acc0);
+            iwg_wait<0>();
+            iwg_reg_fence32(acc1);
+            if (it + 1 >= nload) break;
+            arrive(it + 2);
+            iwg_issue_tile<HD>(acc0, qa, ks_addr + ((it + 2) % WG_STAGES) * TB);
+            consume(it + 1, acc1);
+            iwg_wait<0>();
+            iwg_reg_fence32(acc0);
+        }
+        cp_async_wait<0>();
+    }
+    for (int it = nload; it < (int)(jt_end - jt0); it++) /* past every visible key: 0 or −inf */
+        emit(it, mykey, 0.f, 0.f);
+#else
+    __trap(); /* launched only on sm_90, whose code this build lacks (build with sm_90a) */
+#endif
+}
+
+template <int HD, int MINB, int TILES>
+static int launch_score_wg(cudaStream_t st, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
+                           const void *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
+                           const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
+    constexpr int smem = WG_STAGES * IWG_TILE_BYTES(HD) + 1024; /* + room to align the stages to 1024 bytes */
+    static bool attr = false;
+    if (!attr) {
+        cudaFuncSetAttribute(k_infllm_score_wg<HD, MINB, TILES>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        attr = true;
+    }
+    int64_t ntiles = ((pos0 + T - 1) / d->block + 1) * 4 / ATT_BK + 1;
+    if (ntiles * (int64_t)(ATT_BK / 4) > nblk_cap || ntiles + 1 > ntile_cap) return (int)cudaErrorInvalidValue;
+    dim3 grid((unsigned)((T + 7) / 8), (unsigned)((ntiles + TILES - 1) / TILES), d->nkv);
+    k_infllm_score_wg<HD, MINB, TILES><<<grid, 256, smem, st>>>(pooled, halo, q, ldq, lse, (const bf16 *)C1, n1_avail, T,
+                                                                pos0, kv_len, decode, d->nh, d->nkv, d->l1, d->s1,
+                                                                d->block, d->scale, nblk_cap, ntile_cap);
+    return LAUNCH_CHECK();
+}
+
+/* host: the wgmma kernel needs an sm_90 device (and sm_90a code in the build) */
+static bool s1_is_sm90(void) {
+    static int major = -1;
+    if (major < 0) {
+        int dev = 0;
+        major = 0;
+        if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    }
+    return major == 9;
+}
+
+/* The kernel of the released model's prefill: k_infllm_score_wg on sm_90 (head dim a multiple of 64),
+ * k_infllm_score_g16x elsewhere. SALA_S1_VAR (or cu_infllm_score_variant, for the tests and the bench)
+ * picks one on the same card: 0 = k_infllm_score_g16 (the reference the tests compare with), 1 =
+ * k_infllm_score_g16x, 4 (default) = k_infllm_score_wg where it can run. */
+static int s1_var = -1;
+extern "C" void cu_infllm_score_variant(int v) { s1_var = v; }
+template <int HD, int NW, int MINB, int TILES>
+static int launch_score_g16x(cudaStream_t st, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
+                             const void *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
+                             const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
+    constexpr int smem = (int)sizeof(bf16) * SC2_STAGES * MMA_BK * mma_shape<HD>::QP;
+    static bool attr = false;
+    if (!attr) {
+        cudaFuncSetAttribute(k_infllm_score_g16x<HD, NW, MINB, TILES>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        attr = true;
+    }
+    int64_t ntiles = ((pos0 + T - 1) / d->block + 1) * 4 / ATT_BK + 1;
+    if (ntiles * (int64_t)(ATT_BK / 4) > nblk_cap || ntiles + 1 > ntile_cap) return (int)cudaErrorInvalidValue;
+    dim3 grid((unsigned)((T + 2 * NW - 1) / (2 * NW)), (unsigned)((ntiles + TILES - 1) / TILES), d->nkv);
+    k_infllm_score_g16x<HD, NW, MINB, TILES><<<grid, NW * 32, smem, st>>>(
+        pooled, halo, q, ldq, lse, (const bf16 *)C1, n1_avail, T, pos0, kv_len, decode, d->nh, d->nkv, d->l1, d->s1,
+        d->block, d->scale, nblk_cap, ntile_cap);
+    return LAUNCH_CHECK();
+}
+
 template <int HD>
 static int score_rm(cudaStream_t st, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
                     const void *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
                     const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
     int G = d->nh / d->nkv;
-    if (d->bf16 && G == 16 && d->block / d->s1 == 4 && T >= 16) /* the released model's prefill */
-        return launch_score_g16<HD, 8, 2>(st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d,
-                                          nblk_cap, ntile_cap);
+    if (d->bf16 && G == 16 && d->block / d->s1 == 4 && T >= 16) { /* the released model's prefill */
+        if (s1_var < 0) {
+            const char *e = getenv("SALA_S1_VAR");
+            s1_var = e ? atoi(e) : 4;
+        }
+#define S1_ARGS st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d, nblk_cap, ntile_cap
+        if (s1_var == 0) return launch_score_g16<HD, 8, 2>(S1_ARGS);
+        if (s1_var != 1 && HD % 64 == 0 && s1_is_sm90()) return launch_score_wg<HD % 64 == 0 ? HD : 64, 2, 64>(S1_ARGS);
+        return launch_score_g16x<HD, 8, 2, 64>(S1_ARGS);
+#undef S1_ARGS
+    }
     if (d->bf16) {
         /* G == 16: 8 warps = 8 rows per block share each key tile and sum their heads in registers;
          * other group sizes: 4 warps, the exps staged in shared memory */
