@@ -43,7 +43,7 @@ TESTS   = $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
 FUZZSRC = $(wildcard fuzz/fuzz_*.c)
 DEPS_OK = $(BUILD)/.deps-ok
 
-.PHONY: all check test asan fuzz fuzz-long format bench test-cuda clean deps run-default
+.PHONY: all check cuda-build test asan fuzz fuzz-long format bench test-cuda clean deps run-default
 
 all: $(BIN) $(TESTS)
 
@@ -74,10 +74,17 @@ $(BUILD)/tests/%: tests/%.c tests/test.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
 
-# The README's test command (CI runs it): the suite, then the suite again under ASan + UBSan.
+# The README's test command (CI runs it): the CUDA backend built for every target card (it cannot run
+# without a GPU, but it must compile and link), the suite, then the suite again under ASan + UBSan.
 check:
+	$(MAKE) cuda-build
 	$(MAKE) test
 	$(MAKE) asan
+
+# `make CUDA=1` into build/cuda (sm_80, sm_90a, sm_120); where $(NVCC) is missing it says so and skips.
+cuda-build:
+	@if [ -x "$(NVCC)" ]; then $(MAKE) CUDA=1 BUILD=build/cuda all; \
+	else echo "cuda-build: SKIP ($(NVCC) not found; the CUDA backend was not compiled)"; fi
 
 test: $(BIN) $(TESTS)
 	@BUILD=$(BUILD) bash tests/run.sh

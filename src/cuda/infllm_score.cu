@@ -774,15 +774,41 @@ static int launch_score_wg(cudaStream_t st, float *pooled, float *halo, const fl
     return LAUNCH_CHECK();
 }
 
-/* host: the wgmma kernel needs an sm_90 device (and sm_90a code in the build) */
-static bool s1_is_sm90(void) {
-    static int major = -1;
-    if (major < 0) {
-        int dev = 0;
-        major = 0;
-        if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+/* Writes 1 when the code the driver loaded for this device is the sm_90a build (wgmma available). */
+__global__ void k_probe_sm90a(int *out) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    *out = 1;
+#else
+    *out = 0;
+#endif
+}
+
+/* host: the wgmma kernel needs an sm_90 device running this build's sm_90a code (a build with only
+ * compute_90 / sm_90 code would reach the kernel's trap: there the probe answers 0 and g16x runs). The probe
+ * runs once, outside any stream capture (while capturing, the answer is "no" until it has run). */
+static bool s1_is_sm90(cudaStream_t st) {
+    static int ok = -1;
+    if (ok >= 0) return ok == 1;
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) !=
+                                                   cudaSuccess || major != 9) {
+        cudaGetLastError();
+        ok = 0;
+        return false;
     }
-    return major == 9;
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(st, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) return false;
+    int *d = NULL, h = 0;
+    if (cudaMalloc((void **)&d, sizeof(int)) == cudaSuccess) {
+        k_probe_sm90a<<<1, 1, 0, st>>>(d);
+        if (cudaMemcpyAsync(&h, d, sizeof(int), cudaMemcpyDeviceToHost, st) != cudaSuccess ||
+            cudaStreamSynchronize(st) != cudaSuccess)
+            h = 0;
+        cudaFree(d);
+    }
+    cudaGetLastError();
+    ok = h == 1;
+    return ok == 1;
 }
 
 /* The kernel of the released model's prefill: k_infllm_score_wg on sm_90 (head dim a multiple of 64),
@@ -822,7 +848,7 @@ static int score_rm(cudaStream_t st, float *pooled, float *halo, const float *q,
         }
 #define S1_ARGS st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d, nblk_cap, ntile_cap
         if (s1_var == 0) return launch_score_g16<HD, 8, 2>(S1_ARGS);
-        if (s1_var != 1 && HD % 64 == 0 && s1_is_sm90()) return launch_score_wg<HD % 64 == 0 ? HD : 64, 2, 64>(S1_ARGS);
+        if (s1_var != 1 && HD % 64 == 0 && s1_is_sm90(st)) return launch_score_wg<HD % 64 == 0 ? HD : 64, 2, 64>(S1_ARGS);
         return launch_score_g16x<HD, 8, 2, 64>(S1_ARGS);
 #undef S1_ARGS
     }
