@@ -23,6 +23,38 @@ static __device__ __forceinline__ float imma_ex2(float x) {
     return y;
 }
 
+/* q of rows t_first .. t_first + nr − 1 (nr ≤ 8; heads g·16 .. g·16 + 15 of each, fp32, row pitch ldq) rounded to
+ * bf16 into stage[m·QP + d], m = local row · 16 + head; rows ≥ T zero. 16-byte loads when vec (q and ldq
+ * allow them), pairs otherwise; NT threads of the block share the work. */
+template <int HD, int NT>
+static __device__ __forceinline__ void imma_stage_q(bf16 *stage, const float *q, int64_t ldq, int64_t t_first, int nr,
+                                                    int64_t T, int g, bool vec) {
+    constexpr int QP = mma_shape<HD>::QP;
+    if (vec) {
+#pragma unroll 8
+        for (int e = threadIdx.x; e < nr * 4 * HD; e += NT) { /* groups of 4 dims */
+            const int m = (4 * e) / HD, d = (4 * e) % HD;
+            const int64_t t = t_first + (m >> 4);
+            float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (t < T) v = *(const float4 *)(q + t * ldq + (int64_t)(g * 16 + (m & 15)) * HD + d);
+            *(uint2 *)&stage[m * QP + d] = make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
+        }
+    } else {
+#pragma unroll 4
+        for (int e = threadIdx.x; e < nr * 8 * HD; e += NT) { /* pairs of dims */
+            const int m = (2 * e) / HD, d = (2 * e) % HD;
+            const int64_t t = t_first + (m >> 4);
+            float a = 0.f, b = 0.f;
+            if (t < T) {
+                const float *src = q + t * ldq + (int64_t)(g * 16 + (m & 15)) * HD + d;
+                a = src[0];
+                b = src[1];
+            }
+            *(uint32_t *)&stage[m * QP + d] = pack_bf16(a, b);
+        }
+    }
+}
+
 /* B fragments of the warp's two rows t0 + 2·warp + r (r = 0, 1), heads g·16.. of q (fp32, row pitch ldq):
  * qf[r][kk][nt] = bf16 pairs of head 8·nt + lane/4, dims kk·16 + 2·(lane%4) (+8). The block's 2·NW rows go
  * through `stage` (at least 128·(HD+8) bf16) 8 rows at a time with coalesced loads (16-byte loads when q and
@@ -38,29 +70,7 @@ static __device__ __forceinline__ void imma_load_q(uint32_t qf[2][HD / 16][2][2]
     for (int r0 = 0; r0 < ROWS; r0 += 8) {
         const int nr = ROWS - r0 < 8 ? ROWS - r0 : 8;
         if (r0) __syncthreads(); /* the previous rows' fragments are read */
-        if (vec) {
-#pragma unroll 8
-            for (int e = threadIdx.x; e < nr * 4 * HD; e += NT) { /* groups of 4 dims */
-                const int m = (4 * e) / HD, d = (4 * e) % HD;   /* m = local row · 16 + head */
-                const int64_t t = t0 + r0 + (m >> 4);
-                float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-                if (t < T) v = *(const float4 *)(q + t * ldq + (int64_t)(g * 16 + (m & 15)) * HD + d);
-                *(uint2 *)&stage[m * QP + d] = make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
-            }
-        } else {
-#pragma unroll 4
-            for (int e = threadIdx.x; e < nr * 8 * HD; e += NT) { /* pairs of dims */
-                const int m = (2 * e) / HD, d = (2 * e) % HD;
-                const int64_t t = t0 + r0 + (m >> 4);
-                float a = 0.f, b = 0.f;
-                if (t < T) {
-                    const float *src = q + t * ldq + (int64_t)(g * 16 + (m & 15)) * HD + d;
-                    a = src[0];
-                    b = src[1];
-                }
-                *(uint32_t *)&stage[m * QP + d] = pack_bf16(a, b);
-            }
-        }
+        imma_stage_q<HD, NT>(stage, q, ldq, t0 + r0, nr, T, g, vec);
         __syncthreads();
         const int lr = 2 * warp - r0; /* the warp's first row within this pass */
         if (lr >= 0 && lr < nr) {

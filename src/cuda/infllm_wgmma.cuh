@@ -14,7 +14,7 @@
 #ifndef SALA_CUDA_INFLLM_WGMMA_CUH
 #define SALA_CUDA_INFLLM_WGMMA_CUH
 
-#include "cuda/mma_core.cuh"
+#include "cuda/infllm_mma.cuh"
 
 #define IWG_TILE_BYTES(HD) (MMA_BK * (HD) * 2)
 
@@ -30,29 +30,7 @@ static __device__ __forceinline__ void iwg_load_q(uint32_t qa[HD / 16][4], bf16 
     for (int r0 = 0; r0 < NW; r0 += 8) {
         const int nr = NW - r0 < 8 ? NW - r0 : 8;
         if (r0) __syncthreads();
-        if (vec) {
-#pragma unroll 8
-            for (int e = threadIdx.x; e < nr * 4 * HD; e += NT) {
-                const int m = (4 * e) / HD, d = (4 * e) % HD;
-                const int64_t t = t0 + r0 + (m >> 4);
-                float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-                if (t < T) v = *(const float4 *)(q + t * ldq + (int64_t)(g * 16 + (m & 15)) * HD + d);
-                *(uint2 *)&stage[m * QP + d] = make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
-            }
-        } else {
-#pragma unroll 4
-            for (int e = threadIdx.x; e < nr * 8 * HD; e += NT) {
-                const int m = (2 * e) / HD, d = (2 * e) % HD;
-                const int64_t t = t0 + r0 + (m >> 4);
-                float a = 0.f, b = 0.f;
-                if (t < T) {
-                    const float *src = q + t * ldq + (int64_t)(g * 16 + (m & 15)) * HD + d;
-                    a = src[0];
-                    b = src[1];
-                }
-                *(uint32_t *)&stage[m * QP + d] = pack_bf16(a, b);
-            }
-        }
+        imma_stage_q<HD, NT>(stage, q, ldq, t0 + r0, nr, T, g, vec);
         __syncthreads();
         const int lr = warp - r0;
         if (lr >= 0 && lr < nr) {
