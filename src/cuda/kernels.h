@@ -46,7 +46,8 @@ int cu_f32_to_bf16(void *stream, uint16_t *y, const float *x, int64_t n);
  * and beta = 0 (cudaErrorInvalidValue otherwise).
  * cu_gemm_tune: pick the algorithm of this shape (T > 4, bf16 x; x, W and the strides as the later calls
  * will pass them, y 256-byte aligned) by timing cuBLASLt's candidates into a temporary buffer; later
- * cu_gemm_run calls of the shape use it. Synchronises the stream; does nothing while it is captured.
+ * cu_gemm_run calls of the shape use it. Synchronises the stream; does nothing while it is captured or
+ * when the temporary buffer cannot be allocated (the heuristic's pick stays).
  * SALA_GEMM_TUNE=2 prints each candidate's time. */
 typedef struct cu_gemm cu_gemm;
 int cu_gemm_new(cu_gemm **out, size_t f32_scratch_bytes);
