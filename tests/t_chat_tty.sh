@@ -132,10 +132,14 @@ else bad "a second Ctrl-C at the prompt quits" "$(screen "$B" | tail -5)"; fi
 C=chatC
 TM new-session -d -s "$C" -x 160 -y 60 "$SALA chat -m $T/model -n 4 --chunk 1 --seed 5 2>$T/c.err; echo CHAT-EXITED rc=\$?; sleep 30"
 wait_for "$C" 60 ready 1
-long=$(for i in $(seq 150); do printf 'alpha beta gamma delta '; done)
+# 3000 digits = 3000 tokens (one per digit): past the chat's 1024-token progress threshold, and under the
+# terminal's 4096-byte line. The progress line on stderr tells that the prefill is running; Ctrl-C is sent
+# then, not after a fixed delay (on a loaded machine the typing alone can outlast any delay).
+long=$(for i in $(seq 3000); do printf '%d' $((i % 10)); done)
 TM send-keys -t "$C" -l "$long"
 TM send-keys -t "$C" Enter
-sleep 1.5
+end=$((SECONDS + 60))
+until grep -q "prefill" "$T/c.err" 2>/dev/null || ((SECONDS >= end)); do sleep 0.1; done
 TM send-keys -t "$C" C-c
 if wait_for "$C" 30 grep -q "interrupted while reading the message"; then
   ok "Ctrl-C during the prefill of a long message: stopped, conversation cleared"
