@@ -485,7 +485,7 @@ static sala_status lightning_decode_row(cuda_session *s, int l, const chunk_ctx 
     return SALA_OK;
 }
 
-/* The projection output q | k | v | z of a prefill chunk is bf16 (qt) when lin_bf16() chose it, else fp32. */
+/* The projection output q | k | v | z of a prefill chunk is bf16 (qt) when lin_dtype() chose it, else fp32. */
 static sala_status mixer_lightning(cuda_session *s, int l, const chunk_ctx *cx, int fz, cu_dtype qt) {
     if (fz) return lightning_decode_row(s, l, cx);
     cuda_model *cm = s->cm;
