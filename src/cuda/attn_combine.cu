@@ -46,13 +46,7 @@ int attn_combine(cudaStream_t st, float *out, int64_t ldo, const float *part, in
 /* Number of key splits for a launch of `blocks` query tiles over `ntiles` key tiles: enough blocks for
  * two waves of the GPU, bounded by the tiles and by the scratch space for partial records. */
 int attn_pick_split(int64_t blocks, int64_t ntiles, int64_t nvec, int hd, int64_t scratch_floats) {
-    static int sms = 0;
-    if (!sms) {
-        int dev = 0;
-        cudaGetDevice(&dev);
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-        if (sms <= 0) sms = 1;
-    }
+    const int sms = cu_sm_count();
     if (scratch_floats <= 0 || blocks >= sms || ntiles < 4) return 1;
     int64_t want = (2 * sms + blocks - 1) / blocks;
     if (want > ntiles / 2) want = ntiles / 2;

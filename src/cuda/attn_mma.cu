@@ -998,17 +998,6 @@ __global__ void __launch_bounds__(NW * 32, NW >= 8 ? 1 : 2)
     }
 }
 
-static int sm_count(void) {
-    static int sms = 0;
-    if (!sms) {
-        int dev = 0;
-        cudaGetDevice(&dev);
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-        if (sms <= 0) sms = 1;
-    }
-    return sms;
-}
-
 /* the most dynamic shared memory one block may opt in to (227 KB on H100, less on smaller parts) */
 static size_t smem_optin(void) {
     static int v = 0;
@@ -1195,10 +1184,10 @@ static int mma_nw(cudaStream_t st, float *o, int64_t ldo, const float *q, int64_
         if (SPARSE && T >= 2 && e < 0)
             e = launch_rows<HD, ROWS_W, false>(st, o, ldo, q, ldq, K, V, blocks, nsel, T, pos0, nkv, budget, scale,
                                                ROWS_THR);
-        else if (!SPARSE && T * nkv >= 4 * sm_count()) { /* dense causal: two rows per warp */
+        else if (!SPARSE && T * nkv >= 4 * cu_sm_count()) { /* dense causal: two rows per warp */
             /* 4 warps (8 rows), 2 stages: two blocks per SM (104 KB of shared memory each at hd 128) */
             e = launch_dense<HD, 4, 2>(st, o, ldo, q, ldq, K, V, T, pos0, nkv, scale);
-            if (e < 0 && (T + ROWS_W - 1) / ROWS_W * nkv >= 2 * sm_count())
+            if (e < 0 && (T + ROWS_W - 1) / ROWS_W * nkv >= 2 * cu_sm_count())
                 e = launch_rows<HD, ROWS_W, true>(st, o, ldo, q, ldq, K, V, NULL, NULL, T, pos0, nkv, 0, scale, 0);
         }
         if (e >= 0) return e;

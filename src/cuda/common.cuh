@@ -27,11 +27,11 @@ template <> __device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __f
 /* four consecutive elements as fp32 (16-byte fp32 or 8-byte bf16 loads; the caller checks alignment), and
  * four fp32 values stored rounded to the element type */
 static __device__ __forceinline__ float4 load4(const float *p) { return *(const float4 *)p; }
-static __device__ __forceinline__ float4 load4(const bf16 *p) {
-    const uint2 v = *(const uint2 *)p;
+static __device__ __forceinline__ float4 widen4(uint2 v) { /* 4 bf16 in 8 bytes, widened exactly */
     const float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&v.x), b = __bfloat1622float2(*(const __nv_bfloat162 *)&v.y);
     return make_float4(a.x, a.y, b.x, b.y);
 }
+static __device__ __forceinline__ float4 load4(const bf16 *p) { return widen4(*(const uint2 *)p); }
 static __device__ __forceinline__ void store4(float *p, float4 v) { *(float4 *)p = v; }
 static __device__ __forceinline__ void store4(bf16 *p, float4 v) {
     __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
@@ -72,6 +72,33 @@ static inline int align_of(const void *p) {
     int al = 256;
     while (al > 1 && (a % al)) al >>= 1;
     return al;
+}
+
+/* a float's bits as an unsigned key with the same order (−inf lowest, +inf highest): radix selection */
+static __device__ __forceinline__ uint32_t sort_key(float v) {
+    uint32_t u = __float_as_uint(v);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/* exclusive prefix sum over the block's NT threads; *total gets the sum */
+template <int NT> static __device__ int scan_block(int v, int *total) {
+    __shared__ int wsum[NT / 32];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    int x = v;
+    for (int o = 1; o < 32; o <<= 1) {
+        int y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o) x += y;
+    }
+    __syncthreads();
+    if (lane == 31) wsum[w] = x;
+    __syncthreads();
+    int base = 0, tot = 0;
+    for (int i = 0; i < NT / 32; i++) {
+        if (i < w) base += wsum[i];
+        tot += wsum[i];
+    }
+    *total = tot;
+    return base + x - v;
 }
 
 /* Python-style floor division for the InfLLM-v2 visibility rule (operands may be negative). */

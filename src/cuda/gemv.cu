@@ -290,15 +290,6 @@ __global__ void __launch_bounds__(256, MINB) k_gemv1(cu_gemv_op op, const bf16 *
     }
 }
 
-static int gv_sms(void) {
-    static int sms = 0;
-    if (!sms) {
-        sms = cu_sm_count();
-        if (sms <= 0) sms = 1;
-    }
-    return sms;
-}
-
 #define GV_MAX_SMEM (160 << 10)
 
 static int pdl_state = -1;
@@ -360,7 +351,7 @@ extern "C" int cu_gemv_prepare(void) {
     static int done = 0;
     if (!done) {
         cu_pdl_on();
-        gv_sms();
+        cu_sm_count(); /* asked (and cached) before any graph capture */
         const char *e;
         if ((e = getenv("SALA_GV_VAR"))) gv_var = atoi(e) >= 0 && atoi(e) <= 2 ? atoi(e) : gv_var;
         if ((e = getenv("SALA_GV_TRIG"))) gv_trig = atoi(e) >= 0 && atoi(e) <= 2 ? atoi(e) : gv_trig;
@@ -393,7 +384,7 @@ extern "C" int cu_gemv(void *stream, const cu_gemv_op *op, cu_dtype at, const ui
     const size_t smem = (size_t)K * (at == CU_BF16 ? 2 : 4);
     if (smem > (48 << 10)) cu_gemv_prepare();
     const int64_t items = op->out == CU_GV_SWIGLU ? N / 2 : N;
-    const int64_t wmax = (int64_t)gv_sms() * gv_bps * 8;
+    const int64_t wmax = (int64_t)cu_sm_count() * gv_bps * 8;
     const int64_t rounds = (items + wmax - 1) / wmax, warps = (items + rounds - 1) / rounds;
     const unsigned blocks = (unsigned)((warps + 7) / 8);
     gv_kernel kern = at == CU_BF16 ? gv_pick_io<bf16>(op->in, op->out, gv_var) : gv_pick_io<float>(op->in, op->out, gv_var);

@@ -18,36 +18,11 @@
 #define TOPK_SMEM_KEYS 16384 /* 64 KB of keys: a 1M-token row at block 64; fits sm_80/90/120 */
 #define TOPK_BINS 2048
 
-static __device__ __forceinline__ uint32_t sort_key(float v) {
-    uint32_t u = __float_as_uint(v);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
 /* inverse of sort_key (a bijection): the exact float back */
 static __device__ __forceinline__ float key_float(uint32_t k) {
     return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
 }
 
-/* exclusive prefix sum over the block's NT threads; *total gets the sum */
-template <int NT> static __device__ int scan_block(int v, int *total) {
-    __shared__ int wsum[NT / 32];
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    int x = v;
-    for (int o = 1; o < 32; o <<= 1) {
-        int y = __shfl_up_sync(0xffffffffu, x, o);
-        if (lane >= o) x += y;
-    }
-    __syncthreads();
-    if (lane == 31) wsum[w] = x;
-    __syncthreads();
-    int base = 0, tot = 0;
-    for (int i = 0; i < NT / 32; i++) {
-        if (i < w) base += wsum[i];
-        tot += wsum[i];
-    }
-    *total = tot;
-    return base + x - v;
-}
 
 template <int NT, bool SMEM>
 __global__ void __launch_bounds__(NT) k_infllm_topk(int32_t *blocks, int32_t *nsel, float *pooled, const float *halo,

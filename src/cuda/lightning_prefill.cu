@@ -228,10 +228,6 @@ template <int D, int BV> struct lt_shape {
     static_assert(QF >= 1 && LC * D / 4 % 256 == 0 && VF >= 1 && LC * BV / 4 % 256 == 0, "load shapes");
 };
 
-static __device__ __forceinline__ void st_bf16x4(bf16 *p, float4 x) {
-    *(uint2 *)p = make_uint2(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w));
-}
-
 /* Element e = threadIdx.x + 256·i of a chunk's q (or k) rows: row e / (D/4), columns (e % (D/4))·4 ..+3;
  * of the value slice: row e / (BV/4), columns (e % (BV/4))·4 ..+3. */
 
@@ -247,11 +243,8 @@ static __device__ __forceinline__ void lt_zero(uint2 &x) { x = make_uint2(0u, 0u
 static __device__ __forceinline__ void lt_ld(float4 &x, const float *p) { x = __ldg((const float4 *)p); }
 static __device__ __forceinline__ void lt_ld(uint2 &x, const bf16 *p) { x = __ldg((const uint2 *)p); }
 static __device__ __forceinline__ float4 lt_f32(float4 x) { return x; }
-static __device__ __forceinline__ float4 lt_f32(uint2 x) { /* 4 bf16, widened exactly */
-    const float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&x.x), b = __bfloat1622float2(*(const __nv_bfloat162 *)&x.y);
-    return make_float4(a.x, a.y, b.x, b.y);
-}
-static __device__ __forceinline__ void lt_st(bf16 *p, float4 x) { st_bf16x4(p, x); }
+static __device__ __forceinline__ float4 lt_f32(uint2 x) { return widen4(x); }
+static __device__ __forceinline__ void lt_st(bf16 *p, float4 x) { store4(p, x); }
 static __device__ __forceinline__ void lt_st(bf16 *p, uint2 x) { *(uint2 *)p = x; } /* already bf16 */
 
 /* the next chunk's q, k and value slice into registers, rows ≥ Cn zero */
@@ -292,7 +285,7 @@ static __device__ __forceinline__ void lt_put_v(bf16 *Vs, bf16 *Vw, int i, R raw
     lt_st(Vs + r * (BV + 8) + c, raw);
     float4 x = lt_f32(raw);
     x.x *= w, x.y *= w, x.z *= w, x.w *= w;
-    st_bf16x4(Vw + r * (BV + 8) + c, x);
+    store4(Vw + r * (BV + 8) + c, x);
 }
 
 /* Sb = bf16(state slice) from the C fragments (rows 16·mt + g (+8), columns 8·nt + 2t (+1)) */

@@ -102,11 +102,6 @@ static __device__ __forceinline__ bool sd_last_cta(int *counter) {
     return last;
 }
 
-static __device__ __forceinline__ uint32_t sd_sort_key(float v) {
-    uint32_t u = __float_as_uint(v);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
 /* a candidate's composite key: the score key, then the lower block first (block < 2^24) */
 static __device__ __forceinline__ uint64_t sd_comp(uint32_t key, int32_t blk) {
     return (uint64_t)key << 32 | (0xffffffu - (uint32_t)blk);
@@ -232,27 +227,6 @@ __global__ void __launch_bounds__(128) k_sdec_lse(float *part, float *lse, int *
 
 /* ---- 3. stage-1 scores, pooling, top-k ---- */
 
-/* exclusive prefix of v over the block's 512 threads; *total = the sum */
-static __device__ int sd_scan512(int v, int *total) {
-    __shared__ int wsum[16];
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    int x = v;
-    for (int o = 1; o < 32; o <<= 1) {
-        int y = __shfl_up_sync(0xffffffffu, x, o);
-        if (lane >= o) x += y;
-    }
-    __syncthreads();
-    if (lane == 31) wsum[w] = x;
-    __syncthreads();
-    int base = 0, tot = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i < w) base += wsum[i];
-        tot += wsum[i];
-    }
-    *total = tot;
-    return base + x - v;
-}
-
 template <int HD>
 __global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *nsel, uint32_t *cand_key,
                                                     int32_t *cand_blk, int *cand_n, int *counter, const float *q,
@@ -305,7 +279,7 @@ __global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *ns
             float p = -INFINITY;
             for (int x = 4 * lane; x <= 4 * lane + 4; x++) p = fmaxf(p, sc[warp][x]);
             const bool forced = b < init_blocks || (b >= qb - local_blocks && b <= qb);
-            bkey[warp * 16 + lane] = sd_sort_key(forced ? INFINITY : p);
+            bkey[warp * 16 + lane] = sort_key(forced ? INFINITY : p);
         }
     }
     __syncthreads();
@@ -323,7 +297,7 @@ __global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *ns
         cand = rank < budget;
     }
     int total;
-    const int off = sd_scan512(cand ? 1 : 0, &total);
+    const int off = scan_block<512>(cand ? 1 : 0, &total);
     const int64_t slot = (int64_t)grp * gridDim.x + blockIdx.x;
     if (cand) {
         cand_key[slot * budget + off] = mykey;
@@ -493,7 +467,7 @@ __global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *ns
     int neq = 0;
     for (int i = i0; i < i1; i++) neq += skey[i] == thr;
     int tot;
-    const int eq_base = sd_scan512(neq, &tot);
+    const int eq_base = scan_block<512>(neq, &tot);
     int ntake = 0;
     for (int i = i0, e = eq_base; i < i1; i++) {
         const uint32_t u = skey[i];
@@ -501,7 +475,7 @@ __global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *ns
         else if (u == thr) ntake += e++ < k;
     }
     int outn;
-    int ob = sd_scan512(ntake, &outn);
+    int ob = scan_block<512>(ntake, &outn);
     for (int i = i0, e = eq_base; i < i1; i++) {
         const uint32_t u = skey[i];
         bool take = u > thr;

@@ -44,11 +44,15 @@ extern "C" int cu_mem_info(int64_t *free_b, int64_t *total_b) {
     return e;
 }
 
-extern "C" int cu_sm_count(void) {
-    int dev = 0, n = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
-    return n > 0 ? n : 1;
+extern "C" int cu_sm_count(void) { /* asked once: the launchers size their grids with it */
+    static int sms = 0;
+    if (!sms) {
+        int dev = 0, n = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+        sms = n > 0 ? n : 1;
+    }
+    return sms;
 }
 
 /* splitmix64 of (seed, i): independent of the launch shape, so a synthetic model is reproducible */
