@@ -132,9 +132,10 @@ static void test_embed(void) {
 }
 
 static void test_rmsnorm(void) {
-    /* odd ldx: the one-element kernel; ldx = D (a multiple of 4): the four-element one */
-    static const int Ds[] = {16, 256, 4104, 16, 260, 4096}, pad[] = {3, 3, 3, 0, 0, 4};
-    for (int di = 0; di < 6; di++) {
+    /* odd ldx: the one-element kernel; ldx a multiple of 4: the four-element one, or with D a multiple of 512
+     * (4096, 512, 1536) the one holding the row in registers */
+    static const int Ds[] = {16, 256, 4104, 16, 260, 4096, 512, 1536}, pad[] = {3, 3, 3, 0, 0, 4, 0, 8};
+    for (int di = 0; di < 8; di++) {
         int D = Ds[di];
         int64_t rows = 5, ldx = D + pad[di], ldy = D + 8;
         float *x = malloc(sizeof(float) * (size_t)(rows * ldx)), *w = malloc(sizeof(float) * (size_t)D);
@@ -166,12 +167,13 @@ static void test_rmsnorm(void) {
 }
 
 static void test_norm_gate(void) {
-    /* odd strides: the one-element kernel; strides of a multiple of 4: the four-element one */
+    /* odd strides: the one-element kernel; strides of a multiple of 4: the four-element one (al 1), or with D a
+     * multiple of 512 the one holding the row in registers (al 2) */
     for (int zt = 0; zt < 2; zt++)
-    for (int al = 0; al < 2; al++)
+    for (int al = 0; al < 3; al++)
     for (int with_norm = 0; with_norm < 2; with_norm++) {
         int D = with_norm ? 272 : 100;
-        if (al && with_norm) D = 4096;
+        if (al == 2) D = with_norm ? 4096 : 1024;
         int64_t rows = 6, ldo = D + (al ? 4 : 1), ldz = 3 * D + (al ? 8 : 7), zo = al ? 8 : 5; /* z at column zo */
         float *o = malloc(sizeof(float) * (size_t)(rows * ldo)), *z = malloc(sizeof(float) * (size_t)(rows * ldz));
         float *w = malloc(sizeof(float) * (size_t)D);
@@ -305,7 +307,9 @@ static void qk_case(int hd, int nh, int64_t T, int64_t pos0, int do_norm, cu_dty
 static void test_qknorm_rope(void) {
     for (int qt = 0; qt < 2; qt++) {
         qk_case(16, 4, 5, 0, 1, (cu_dtype)qt);
-        qk_case(128, 3, 7, 1000003, 1, (cu_dtype)qt);
+        qk_case(128, 3, 7, 1000003, 1, (cu_dtype)qt);   /* hd 128: k_qknorm_rope128, 8 heads per block */
+        qk_case(128, 32, 300, 1048276, 1, (cu_dtype)qt); /* one block per row (T ≥ 256), angles near 2^20 */
+        qk_case(128, 5, 260, 9, 0, (cu_dtype)qt);       /* one block per row, RoPE only, heads not a multiple of 4 */
         qk_case(64, 2, 3, 77, 0, (cu_dtype)qt);
     }
 }

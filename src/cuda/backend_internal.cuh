@@ -53,13 +53,19 @@ struct cuda_model {
 /* GPU time per kind of op, measured with events when SALA_CUDA_PROFILE=1 (printed after each call) */
 enum { PROF_GEMM, PROF_NORM, PROF_LIGHTNING, PROF_DENSE, PROF_COMPRESS, PROF_LSE, PROF_SCORE, PROF_TOPK, PROF_SPARSE,
        PROF_OTHER, PROF_N };
+/* and per kernel of the chunk's dense part, with the work each does (FLOPs of a GEMM, bytes an elementwise
+ * kernel must move), to print its rate against the card's ceilings */
+enum { PK_GEMM_IN, PK_GEMM_O, PK_GEMM_GU, PK_GEMM_DOWN, PK_RMSNORM, PK_QKROPE, PK_GATE, PK_SWIGLU, PK_N };
 #define PROF_EVENTS 1024
 typedef struct {
     cudaEvent_t ev[PROF_EVENTS];
     int cat[PROF_EVENTS / 2];
+    int sub[PROF_EVENTS / 2];     /* PK_* or -1 */
+    double work[PROF_EVENTS / 2]; /* FLOPs (GEMMs) or bytes (the others) of that launch */
     int n;
     int64_t calls;         /* single-token calls folded into ms since the last print */
     double ms[PROF_N];
+    double pk_ms[PK_N], pk_work[PK_N];
 } cu_prof;
 
 struct cuda_session {

@@ -55,10 +55,107 @@ __global__ void k_qknorm_rope(QT *qk, int64_t ld, int nheads, int nq, int hd, co
     }
 }
 
+/* hd = 128: each lane holds four consecutive elements of a head (one 8- or 16-byte load and store): lanes
+ * 0..15 the first half, lanes 16..31 the second, so a lane's rotate-half partners sit in lane ^ 16. A warp
+ * loads NB = 4 heads before it works on any of them, to keep loads in flight, and lane j of the warp takes
+ * the double-precision sqrt and division of head j's norm (not every lane of every head). The rotation
+ * a·c ∓ b·s is evaluated in float-float (c and s split into float high and low parts, products made exact
+ * by FMA, the sum by two-sum): within ≈ 2⁻⁴⁷ of the double value k_qknorm_rope rounds, so the float result is
+ * the same except when the exact value lies that close to a rounding boundary. Same sum of squares in
+ * double (other order). Everything else as k_qknorm_rope. */
+template <class QT>
+__global__ void k_qknorm_rope128(QT *qk, int64_t ld, int nheads, int nq, int hpb, const float *qw, const float *kw,
+                                 float eps, int do_norm, const float *inv_freq, int64_t pos0, const int64_t *dpos,
+                                 int do_rope) {
+    enum { HD = 128, NB = 4 };
+    __shared__ double cs[HD]; /* [HD/2][2] cos, sin */
+    const int64_t t = blockIdx.x;
+    if (dpos) pos0 = *dpos;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    if (do_rope)
+        for (int i = threadIdx.x; i < HD / 2; i += blockDim.x) {
+            float p = (float)(pos0 + t);
+            float ang = p * inv_freq[i];
+            cs[2 * i] = cos((double)ang);
+            cs[2 * i + 1] = sin((double)ang);
+        }
+    __syncthreads();
+    const int h1 = min(nheads, (int)(blockIdx.y + 1) * hpb), i0 = 4 * (lane & 15), c0 = 4 * lane;
+    /* this lane's cos and ±sin (first half: a·c − b·s, second half: own·c + partner·s) as float pairs */
+    float ch[4], cl[4], sh[4], sl[4];
+    if (do_rope)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const double c = cs[2 * (i0 + e)], sn = lane < 16 ? -cs[2 * (i0 + e) + 1] : cs[2 * (i0 + e) + 1];
+            ch[e] = (float)c, cl[e] = (float)(c - (double)ch[e]);
+            sh[e] = (float)sn, sl[e] = (float)(sn - (double)sh[e]);
+        }
+    float4 gq = make_float4(1, 1, 1, 1), gk = gq;
+    if (do_norm) gq = load4(qw + c0), gk = load4(kw + c0);
+    for (int hb = blockIdx.y * hpb + warp * NB; hb < h1; hb += nw * NB) {
+        float4 x[NB];
+#pragma unroll
+        for (int j = 0; j < NB; j++)
+            x[j] = hb + j < h1 ? load4(qk + t * ld + (int64_t)(hb + j) * HD + c0) : make_float4(0, 0, 0, 0);
+        float inv[NB];
+        if (do_norm) {
+            double ss[NB];
+#pragma unroll
+            for (int j = 0; j < NB; j++)
+                ss[j] = warp_sum_d((double)x[j].x * x[j].x + (double)x[j].y * x[j].y + (double)x[j].z * x[j].z +
+                                   (double)x[j].w * x[j].w);
+            const int m = lane & (NB - 1);
+            const double my = m == 0 ? ss[0] : m == 1 ? ss[1] : m == 2 ? ss[2] : ss[3];
+            const float iv = (float)(1.0 / sqrt(my / HD + eps));
+#pragma unroll
+            for (int j = 0; j < NB; j++) inv[j] = __shfl_sync(0xffffffffu, iv, j);
+        }
+#pragma unroll
+        for (int j = 0; j < NB; j++) {
+            const int h = hb + j;
+            if (h >= h1) break;
+            float4 a = x[j];
+            if (do_norm) {
+                const float4 g = h < nq ? gq : gk;
+                a = make_float4(a.x * inv[j] * g.x, a.y * inv[j] * g.y, a.z * inv[j] * g.z, a.w * inv[j] * g.w);
+            }
+            if (do_rope) {
+                float av[4] = {a.x, a.y, a.z, a.w}, o[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float b = __shfl_xor_sync(0xffffffffu, av[e], 16); /* the partner half */
+                    /* _rn intrinsics: never contracted into FMAs, which would break the exact-error steps */
+                    const float p = __fmul_rn(av[e], ch[e]), pe = fmaf(av[e], ch[e], -p);
+                    const float q = __fmul_rn(b, sh[e]), qe = fmaf(b, sh[e], -q);
+                    const float hi = __fadd_rn(p, q), bb = __fsub_rn(hi, p);
+                    const float err = __fadd_rn(__fsub_rn(p, __fsub_rn(hi, bb)), __fsub_rn(q, bb));
+                    const float lo = fmaf(av[e], cl[e], fmaf(b, sl[e], pe + qe + err));
+                    o[e] = __fadd_rn(hi, lo);
+                }
+                a = make_float4(o[0], o[1], o[2], o[3]);
+            }
+            store4(qk + t * ld + (int64_t)h * HD + c0, a);
+        }
+    }
+}
+
 extern "C" int cu_qknorm_rope_dev(void *st, void *qk, cu_dtype qt, int64_t ld, int64_t T, int nheads, int nq, int hd,
                                   const float *qw, const float *kw, float eps, int do_norm, const float *inv_freq,
                                   int64_t pos0, const int64_t *dpos, int do_rope) {
     if (T <= 0 || (!do_norm && !do_rope)) return 0;
+    const int es = qt == CU_BF16 ? 2 : 4;
+    if (hd == 128 && ld % 4 == 0 && align_of(qk) >= 4 * es && (!do_norm || (align_of(qw) >= 16 && align_of(kw) >= 16))) {
+        /* a prefill chunk: one block per row (the cos/sin table once per row); a few rows: 8 heads per block */
+        const int hpb = T >= 256 ? nheads : 8;
+        dim3 grid((unsigned)T, (unsigned)((nheads + hpb - 1) / hpb));
+        if (qt == CU_BF16)
+            k_qknorm_rope128<bf16><<<grid, 256, 0, (cudaStream_t)st>>>((bf16 *)qk, ld, nheads, nq, hpb, qw, kw, eps,
+                                                                       do_norm, inv_freq, pos0, dpos, do_rope);
+        else
+            k_qknorm_rope128<float><<<grid, 256, 0, (cudaStream_t)st>>>((float *)qk, ld, nheads, nq, hpb, qw, kw, eps,
+                                                                        do_norm, inv_freq, pos0, dpos, do_rope);
+        return LAUNCH_CHECK();
+    }
     size_t smem = sizeof(double) * (size_t)hd;
     dim3 grid((unsigned)T, (unsigned)((nheads + 7) / 8));
     if (qt == CU_BF16)

@@ -6,7 +6,8 @@
  * the final norm's µP divisor hidden/dim_model_base (1 elsewhere). The sum of squares is accumulated in
  * double like the CPU reference, so both round the same inverse norm. Rows of a multiple of 4 elements
  * with aligned x, w and y are read and written four elements at a time (k_rmsnorm4: the prefill moves
- * 24 bytes per element per call at memory speed); others one at a time. */
+ * 24 bytes per element per call at memory speed; k_rmsnorm_r holds the row in registers when D is a multiple
+ * of 512); others one at a time. */
 #include "cuda/common.cuh"
 
 template <class YT>
@@ -46,12 +47,47 @@ __global__ void k_rmsnorm4(YT *y, int64_t ldy, const float *x, int64_t ldx, cons
     }
 }
 
+/* the same with the row held in registers: D = 16 · blockDim.x, each thread four float4 groups loaded before
+ * any is used (more bytes in flight, x read once); the sums run in the same order as k_rmsnorm4, so both give
+ * the same bits */
+template <class YT>
+__global__ void k_rmsnorm_r(YT *y, int64_t ldy, const float *x, int64_t ldx, const float *w, float eps, float div) {
+    const int64_t r = blockIdx.x;
+    const int D = 16 * blockDim.x;
+    const float *xr = x + r * ldx; /* [D] */
+    float4 v[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) v[k] = load4(xr + 4 * (threadIdx.x + k * blockDim.x));
+    double ss = 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+        ss += (double)v[k].x * v[k].x + (double)v[k].y * v[k].y + (double)v[k].z * v[k].z + (double)v[k].w * v[k].w;
+    ss = block_sum_d(ss);
+    const float inv = (float)(1.0 / sqrt(ss / D + eps));
+    YT *yr = y + r * ldy;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const int i = 4 * (threadIdx.x + k * blockDim.x);
+        const float4 g = load4(w + i);
+        float4 o = make_float4(v[k].x * inv * g.x, v[k].y * inv * g.y, v[k].z * inv * g.z, v[k].w * inv * g.w);
+        if (div != 1.0f) o.x /= div, o.y /= div, o.z /= div, o.w /= div;
+        store4(yr + i, o);
+    }
+}
+
 extern "C" int cu_rmsnorm(void *st, void *y, cu_dtype yt, int64_t ldy, const float *x, int64_t ldx, const float *w,
                           int64_t rows, int D, float eps, float div) {
     if (rows <= 0) return 0;
     cudaStream_t s = (cudaStream_t)st;
     const int ys = yt == CU_BF16 ? 2 : 4;
     if (D % 4 == 0 && ldx % 4 == 0 && ldy % 4 == 0 && align_of(x) >= 16 && align_of(w) >= 16 && align_of(y) >= 4 * ys) {
+        if (D % 512 == 0 && D <= 16384) { /* 32..1024 threads of 16 elements */
+            if (yt == CU_BF16)
+                k_rmsnorm_r<bf16><<<(unsigned)rows, D / 16, 0, s>>>((bf16 *)y, ldy, x, ldx, w, eps, div);
+            else
+                k_rmsnorm_r<float><<<(unsigned)rows, D / 16, 0, s>>>((float *)y, ldy, x, ldx, w, eps, div);
+            return LAUNCH_CHECK();
+        }
         const int threads = D >= 2048 ? 256 : D >= 512 ? 128 : 32;
         if (yt == CU_BF16)
             k_rmsnorm4<bf16><<<(unsigned)rows, threads, 0, s>>>((bf16 *)y, ldy, x, ldx, w, D, eps, div);

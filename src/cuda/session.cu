@@ -320,10 +320,13 @@ typedef struct {
         if (e_) return cu_fail(e_, what);    \
     } while (0)
 
-static void prof_begin(cuda_session *s, int cat) {
+/* sub: PK_* or -1; work: that launch's FLOPs or bytes */
+static void prof_begin(cuda_session *s, int cat, int sub, double work) {
     cu_prof *p = s->prof;
     if (!p || p->n >= PROF_EVENTS / 2) return;
     p->cat[p->n] = cat;
+    p->sub[p->n] = sub;
+    p->work[p->n] = work;
     cudaEventRecord(p->ev[2 * p->n], s->cm->stream);
 }
 static void prof_end(cuda_session *s) {
@@ -338,7 +341,9 @@ static void prof_collect(cuda_session *s) {
     if (!p) return;
     for (int i = 0; i < p->n; i++) {
         float ms = 0;
-        if (cudaEventElapsedTime(&ms, p->ev[2 * i], p->ev[2 * i + 1]) == cudaSuccess) p->ms[p->cat[i]] += ms;
+        if (cudaEventElapsedTime(&ms, p->ev[2 * i], p->ev[2 * i + 1]) != cudaSuccess) continue;
+        p->ms[p->cat[i]] += ms;
+        if (p->sub[i] >= 0) p->pk_ms[p->sub[i]] += ms, p->pk_work[p->sub[i]] += p->work[i];
     }
     p->n = 0;
 }
@@ -355,20 +360,35 @@ static void prof_print(cuda_session *s, int64_t n) {
         fprintf(stderr, "sala: GPU time of %lld decode steps: %.3f ms/step =", (long long)p->calls,
                 tot / (double)(p->calls ? p->calls : 1));
     for (int i = 0; i < PROF_N; i++)
-        if (p->ms[i] > 0) fprintf(stderr, " %s %.3f", names[i], p->ms[i] / 1e3);
+        if (p->ms[i] > 0) /* seconds of the call, or ms per decode step */
+            fprintf(stderr, " %s %.3f", names[i], n > 1 ? p->ms[i] / 1e3 : p->ms[i] / (double)(p->calls ? p->calls : 1));
     fprintf(stderr, "\n");
+    /* the dense part per kernel: GEMMs in TFLOP/s, the elementwise kernels in TB/s of the bytes they must move */
+    static const char *pk_names[PK_N] = {"proj GEMM", "o_proj GEMM", "gate|up GEMM", "down GEMM",
+                                         "rmsnorm", "qk-norm+rope", "out-norm+gate", "swiglu"};
+    int any = 0;
+    for (int i = 0; i < PK_N; i++)
+        if (p->pk_ms[i] > 0) {
+            fprintf(stderr, "%s %s %.3f s %.*f %s", any ? "," : "sala: per kernel:", pk_names[i], p->pk_ms[i] / 1e3,
+                    i <= PK_GEMM_DOWN ? 0 : 2, p->pk_work[i] / p->pk_ms[i] / 1e9, i <= PK_GEMM_DOWN ? "TFLOP/s" : "TB/s");
+            any = 1;
+        }
+    if (any) fprintf(stderr, "\n");
+    memset(p->pk_ms, 0, sizeof p->pk_ms);
+    memset(p->pk_work, 0, sizeof p->pk_work);
     memset(p->ms, 0, sizeof p->ms);
 }
 
-/* TRY with the op's GPU time counted under `cat` */
-#define TRYP(cat, expr, what)               \
+/* TRY with the op's GPU time counted under `cat`; TRYK also under the kernel `sub` (PK_*) doing `work` */
+#define TRYK(cat, sub, work, expr, what)    \
     do {                                    \
         if (s->skip) break;                 \
-        prof_begin(s, cat);                 \
+        prof_begin(s, cat, sub, work);      \
         int e_ = (expr);                    \
         prof_end(s);                        \
         if (e_) return cu_fail(e_, what);   \
     } while (0)
+#define TRYP(cat, expr, what) TRYK(cat, -1, 0.0, expr, what)
 /* TRY that a replayed segment skips */
 #define TRYS(expr, what)                    \
     do {                                    \
@@ -458,8 +478,9 @@ static sala_status mixer_sparse(cuda_session *s, int l, const chunk_ctx *cx, int
     ss = seg_open(s);
     if (ss) return ss;
     if (!fz) /* fused decode: the o_proj GEMV applies the gate */
-        TRYP(PROF_NORM, cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? gate : NULL, CU_F32, ld, NULL,
-                                     C, L->qd, (float)c->eps), "gate");
+        TRYK(PROF_NORM, PK_GATE, (double)C * L->qd * (4 + (L->has_gate ? 4 : 0) + (cm->act == CU_BF16 ? 2 : 4)),
+             cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? gate : NULL, CU_F32, ld, NULL, C, L->qd,
+                          (float)c->eps), "gate");
     return SALA_OK;
 }
 
@@ -496,9 +517,10 @@ static sala_status mixer_lightning(cuda_session *s, int l, const chunk_ctx *cx, 
     const int nh = c->lin_nh, hd = c->lin_hd;
     char *mix = (char *)s->mix;
     void *q = mix, *k = mix + L->qd * es, *v = mix + 2 * L->qd * es, *z = mix + 3 * L->qd * es;
-    TRYP(PROF_NORM, cu_qknorm_rope_dev(st, s->mix, qt, ld, C, 2 * nh, nh, hd, L->q_norm, L->k_norm, (float)c->eps,
-                                       c->qk_norm, cm->inv_freq_l, cx->p0, s->gmode ? s->dpos : NULL,
-                                       c->lightning_use_rope), "qk norm + rope");
+    const double as = cm->act == CU_BF16 ? 2 : 4;
+    TRYK(PROF_NORM, PK_QKROPE, 2.0 * C * 2 * L->qd * es,
+         cu_qknorm_rope_dev(st, s->mix, qt, ld, C, 2 * nh, nh, hd, L->q_norm, L->k_norm, (float)c->eps, c->qk_norm,
+                            cm->inv_freq_l, cx->p0, s->gmode ? s->dpos : NULL, c->lightning_use_rope), "qk norm + rope");
     const float scale = lightning_scale(c);
     if (qt == CU_BF16)
         TRYP(PROF_LIGHTNING, cu_lightning_prefill_mma(st, s->o, L->qd, q, k, v, qt, ld, s->state[l], cm->lambda, scale,
@@ -512,8 +534,9 @@ static sala_status mixer_lightning(cuda_session *s, int l, const chunk_ctx *cx, 
     else
         TRYP(PROF_LIGHTNING, cu_lightning_prefill(st, s->o, L->qd, (float *)q, (float *)k, (float *)v, ld, s->state[l],
                                                   cm->lambda, scale, C, nh, hd), "lightning");
-    TRYP(PROF_NORM, cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? z : NULL, qt, ld,
-                                 c->use_output_norm ? L->o_norm : NULL, C, L->qd, (float)c->eps), "output norm + gate");
+    TRYK(PROF_NORM, PK_GATE, (double)C * L->qd * (4 + (L->has_gate ? es : 0) + as),
+         cu_norm_gate(st, s->a, cm->act, L->qd, s->o, L->qd, L->has_gate ? z : NULL, qt, ld,
+                      c->use_output_norm ? L->o_norm : NULL, C, L->qd, (float)c->eps), "output norm + gate");
     return SALA_OK;
 }
 
@@ -577,19 +600,25 @@ static sala_status forward_chunk(cuda_session *s, const chunk_ctx *cx) {
             TRYP(PROF_GEMM, cu_gemv(st, &op, cm->act, L->w_down, H, I), "down GEMV");
             continue;
         }
-        TRYP(PROF_NORM, cu_rmsnorm(st, s->a, cm->act, H, s->x, H, L->ln1, C, (int)H, eps, 1.0f), "rmsnorm");
-        TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->mix, qt, L->n_in, s->a, cm->act, H, L->w_in, C, L->n_in, H, 1.0f, 0.0f),
-            "projection GEMM");
+        const double as = cm->act == CU_BF16 ? 2 : 4, rms_bytes = (double)C * H * (4 + as);
+        TRYK(PROF_NORM, PK_RMSNORM, rms_bytes, cu_rmsnorm(st, s->a, cm->act, H, s->x, H, L->ln1, C, (int)H, eps, 1.0f),
+             "rmsnorm");
+        TRYK(PROF_GEMM, PK_GEMM_IN, 2.0 * C * L->n_in * H,
+             cu_gemm_run(cm->gemm, st, s->mix, qt, L->n_in, s->a, cm->act, H, L->w_in, C, L->n_in, H, 1.0f, 0.0f),
+             "projection GEMM");
         ss = L->sparse ? mixer_sparse(s, l, cx, 0) : mixer_lightning(s, l, cx, 0, qt);
         if (ss) return ss;
-        TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->x, CU_F32, H, s->a, cm->act, L->qd, L->w_o, C, H, L->qd, r, 1.0f),
-             "o_proj GEMM");
-        TRYP(PROF_NORM, cu_rmsnorm(st, s->a, cm->act, H, s->x, H, L->ln2, C, (int)H, eps, 1.0f), "rmsnorm");
-        TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->mix, ft, 2 * I, s->a, cm->act, H, L->w_gu, C, 2 * I, H, 1.0f, 0.0f),
+        TRYK(PROF_GEMM, PK_GEMM_O, 2.0 * C * H * L->qd,
+             cu_gemm_run(cm->gemm, st, s->x, CU_F32, H, s->a, cm->act, L->qd, L->w_o, C, H, L->qd, r, 1.0f), "o_proj GEMM");
+        TRYK(PROF_NORM, PK_RMSNORM, rms_bytes, cu_rmsnorm(st, s->a, cm->act, H, s->x, H, L->ln2, C, (int)H, eps, 1.0f),
+             "rmsnorm");
+        TRYK(PROF_GEMM, PK_GEMM_GU, 2.0 * C * 2 * I * H,
+             cu_gemm_run(cm->gemm, st, s->mix, ft, 2 * I, s->a, cm->act, H, L->w_gu, C, 2 * I, H, 1.0f, 0.0f),
              "gate/up GEMM");
-        TRYP(PROF_NORM, cu_swiglu(st, s->a, cm->act, s->mix, ft, C, (int)I), "swiglu");
-        TRYP(PROF_GEMM, cu_gemm_run(cm->gemm, st, s->x, CU_F32, H, s->a, cm->act, I, L->w_down, C, H, I, r, 1.0f),
-             "down GEMM");
+        TRYK(PROF_NORM, PK_SWIGLU, (double)C * I * (2 * (ft == CU_BF16 ? 2 : 4) + as),
+             cu_swiglu(st, s->a, cm->act, s->mix, ft, C, (int)I), "swiglu");
+        TRYK(PROF_GEMM, PK_GEMM_DOWN, 2.0 * C * H * I,
+             cu_gemm_run(cm->gemm, st, s->x, CU_F32, H, s->a, cm->act, I, L->w_down, C, H, I, r, 1.0f), "down GEMM");
     }
     if (s->gmode) {
         ss = chunk_logits(s, C - 1, 1);
@@ -721,6 +750,8 @@ static sala_status session_eval(cuda_session *s, int64_t pos, const int32_t *ids
             if (s->prof->calls) { /* decode steps before this call were not printed yet */
                 s->prof->calls = 0;
                 memset(s->prof->ms, 0, sizeof s->prof->ms);
+                memset(s->prof->pk_ms, 0, sizeof s->prof->pk_ms);
+                memset(s->prof->pk_work, 0, sizeof s->prof->pk_work);
             }
             prof_print(s, n);
         } else {
