@@ -3,10 +3,12 @@
  * step 2); −inf when nothing is visible. It normalises the level-1 scores in infllm_score.cu.
  * Same tiling as dense attention without the value pass (attn_core.cuh); decode splits the keys. With
  * d->bf16 the dot products run on tensor cores (q and C2 rounded to bf16, mma_core.cuh): for G = 16 and
- * at least 16 rows k_infllm_lse_g16 (infllm_mma.cuh), k_infllm_lse_mma otherwise. */
+ * at least 16 rows k_infllm_lse_wg on sm_90a (wgmma, infllm_wgmma.cuh; head dim a multiple of 64) or
+ * k_infllm_lse_g16 (mma.sync, infllm_mma.cuh), k_infllm_lse_mma otherwise. */
 #include "cuda/attn_core.cuh"
 #include "cuda/attn_internal.cuh"
 #include "cuda/infllm_mma.cuh"
+#include "cuda/infllm_wgmma.cuh"
 #include "cuda/mma_core.cuh"
 
 template <int HD, int RM>
@@ -370,8 +372,199 @@ static int launch_lse_g16(cudaStream_t st, float *lse, const float *q, int64_t l
     return attn_combine(st, lse, d->nh, scratch, nsplit, T * d->nh, d->nh, 0);
 }
 
+/* sm_90a, G == 16, head dim a multiple of 64 (infllm_wgmma.cuh): the structure of k_infllm_score_wg. NW warps
+ * = NW/4 warpgroups = NW rows per block (one row per warp) share every key tile; ST cp.async stages (128-byte
+ * swizzle) with DP tiles loading ahead; wgmma m64n64k16 × HD/16 per tile, issued a tile ahead of the exps
+ * on two accumulator sets. Lane (g, t) holds heads g and g + 8 of its row for keys 8i + 2t (+1) of a tile,
+ * and keeps a running (max, sum) for each of the two over the keys it sees; the 4 lanes of a quad merge them
+ * at the end.
+ * The fast step (with the next tile's product in flight, so branch-free) sums ex2(s − m) of its 16 keys per
+ * head with the thread's current max m and keeps that sum only when the tile needs no mask (every key of
+ * the tile visible to the row) and the sum is ≤ 2^LSEW_SLACK (so is every exp: no overflow, no ∞). Otherwise
+ * the tile's scores, still in registers, are taken again once the product in flight is retired (nothing
+ * in flight then): masked, max-updated, rescaled. That happens on a warp's first tile (m starts at "none"),
+ * on the tile holding the row's last visible keys, and when a score exceeds m by LSEW_SLACK (log2 units).
+ * PE of every 8 exps of the fast step run as a polynomial on the FMA pipe (iwg_ex2_mix). */
+#define LSEW_SLACK 32.f
+template <int HD, int NW, int MINB, int ST, int DP, int PE>
+__global__ void __launch_bounds__(NW * 32, MINB) k_infllm_lse_wg(float *lse, const float *q, int64_t ldq, const bf16 *C2,
+                                                                int64_t n2_avail, int64_t T, int64_t pos0, int64_t kv_len,
+                                                                int decode, int nh, int nkv, int l2, int s2, float scale,
+                                                                int nsplit, float *part) {
+#if IWG_OK
+    constexpr int NT = NW * 32, TB = IWG_TILE_BYTES(HD);
+    constexpr float MNONE = -1e30f; /* "no key yet": finite, so no ∞ − ∞ */
+    static_assert(NW % 4 == 0 && DP >= 1 && DP < ST, "whole warpgroups; a stage per tile in flight plus one");
+    extern __shared__ uint4 smem_u4[];
+    const unsigned sraw = (unsigned)__cvta_generic_to_shared(smem_u4);
+    const unsigned ks_addr = (sraw + 1023u) & ~1023u;
+    bf16 *Kgen = (bf16 *)((char *)smem_u4 + (ks_addr - sraw));
+    const int g = blockIdx.y, split = blockIdx.z;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    const int64_t t0 = (int64_t)blockIdx.x * NW;
+    const int64_t t_last = t0 + NW - 1 < T - 1 ? t0 + NW - 1 : T - 1;
+    int64_t vmax = infllm_vis(pos0 + t_last, kv_len, decode, l2, s2); /* v2 grows with the row */
+    if (vmax > n2_avail) vmax = n2_avail;
+    const int64_t ntiles = (vmax + MMA_BK - 1) / MMA_BK, tps = (ntiles + nsplit - 1) / nsplit;
+    const int64_t kt0 = split * tps, kt1 = kt0 + tps < ntiles ? kt0 + tps : ntiles;
+    const int64_t t = t0 + warp;
+    const bool rv = t < T;
+    const int64_t jbase = kt0 * MMA_BK;
+    int vr; /* the row's visible keys, relative to jbase, clamped to [0, keys of the split] */
+    {
+        int64_t v = rv ? infllm_vis(pos0 + t, kv_len, decode, l2, s2) : 0;
+        if (v > vmax) v = vmax;
+        v -= jbase;
+        const int64_t span = (kt1 > kt0 ? kt1 - kt0 : 0) * MMA_BK;
+        vr = v < 0 ? 0 : v > span ? (int)span : (int)v;
+    }
+    float m[2] = {MNONE, MNONE}, l[2] = {0.f, 0.f}; /* heads gq, gq + 8; log2 units */
+    const int nload = kt1 > kt0 ? (int)(kt1 - kt0) : 0;
+    if (nload > 0) {
+        uint32_t qa[HD / 16][4];
+        iwg_load_q<HD, NW>(qa, Kgen, q, ldq, t0, T, g);
+        const float sl2 = scale * LOG2E_F, lim = exp2f(LSEW_SLACK);
+        const bf16 *Cg = C2 + (int64_t)g * HD;
+        const int cstride = nkv * HD;
+        const int vrel = (int)(vmax - jbase);
+        auto load = [&](int i) { /* tile kt0 + i into its stage; keys past vmax zero */
+            iwg_async_tile<HD, NT>(ks_addr + (i % ST) * TB, Cg + (kt0 + i) * MMA_BK * (int64_t)cstride, cstride,
+                                   vrel - i * MMA_BK);
+        };
+        auto arrive = [&](int i) { /* as in k_infllm_score_wg */
+            cp_async_wait<DP - 1>();
+            iwg_proxy_fence();
+            __syncthreads();
+            if (i + DP < nload) load(i + DP);
+            cp_async_commit();
+        };
+        /* the fast step of tile it: true when the tile must be taken again (slow) */
+        auto consume = [&](int it, const float d[32]) -> bool {
+            const float n0 = -m[0], n1 = -m[1];
+            float a0 = 0.f, a1 = 0.f, b0 = 0.f, b1 = 0.f;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                a0 += iwg_ex2_mix<PE>(fmaf(d[4 * i], sl2, n0), i);
+                a1 += iwg_ex2_mix<PE>(fmaf(d[4 * i + 1], sl2, n0), i);
+                b0 += iwg_ex2_mix<PE>(fmaf(d[4 * i + 2], sl2, n1), i);
+                b1 += iwg_ex2_mix<PE>(fmaf(d[4 * i + 3], sl2, n1), i);
+            }
+            const float s0 = a0 + a1, s1 = b0 + b1;
+            const bool ok = (it + 1) * MMA_BK <= vr && s0 <= lim && s1 <= lim; /* false on ∞ */
+            l[0] = ok ? l[0] + s0 : l[0];
+            l[1] = ok ? l[1] + s1 : l[1];
+            return !ok && rv;
+        };
+        /* the slow step of tile it (nothing in flight): masked keys out, max and sum updated */
+        auto redo = [&](int it, const float d[32]) {
+            const int kr = vr - it * MMA_BK - 2 * tq; /* key 8i + 2t + j visible iff 8i + j < kr */
+#pragma unroll
+            for (int h = 0; h < 2; h++) { /* two passes over the registers: the max, then the sum */
+                float mx = -INFINITY;
+#pragma unroll
+                for (int i = 0; i < 8; i++)
+#pragma unroll
+                    for (int j = 0; j < 2; j++)
+                        if (8 * i + j < kr) mx = fmaxf(mx, d[4 * i + 2 * h + j] * sl2);
+                const float mn = fmaxf(m[h], mx);
+                float acc = l[h] * imma_ex2(m[h] - mn);
+#pragma unroll
+                for (int i = 0; i < 8; i++)
+#pragma unroll
+                    for (int j = 0; j < 2; j++)
+                        if (8 * i + j < kr) acc += imma_ex2(fmaf(d[4 * i + 2 * h + j], sl2, -mn));
+                l[h] = acc;
+                m[h] = mn;
+            }
+        };
+#pragma unroll
+        for (int i = 0; i < DP; i++) {
+            if (i < nload) load(i);
+            cp_async_commit();
+        }
+        float acc0[32], acc1[32];
+        if (PE == IWG_NOMMA)
+#pragma unroll
+            for (int i = 0; i < 32; i++) acc0[i] = acc1[i] = 0.f;
+        arrive(0);
+        if (PE != IWG_NOMMA) iwg_issue_tile<HD>(acc0, qa, ks_addr);
+        iwg_wait<0>();
+        iwg_reg_fence32(acc0);
+        /* tile it is complete in acc0 at the top of every iteration (k_infllm_score_wg's loop) */
+        for (int it = 0; it < nload; it += 2) {
+            arrive(it + 1);
+            if (PE != IWG_NOMMA) iwg_issue_tile<HD>(acc1, qa, ks_addr + ((it + 1) % ST) * TB);
+            bool slow = consume(it, acc0);
+            iwg_wait<0>();
+            iwg_reg_fence32(acc1);
+            if (slow) redo(it, acc0);
+            if (it + 1 >= nload) break;
+            arrive(it + 2);
+            if (PE != IWG_NOMMA) iwg_issue_tile<HD>(acc0, qa, ks_addr + ((it + 2) % ST) * TB);
+            slow = consume(it + 1, acc1);
+            iwg_wait<0>();
+            iwg_reg_fence32(acc0);
+            if (slow) redo(it + 1, acc1);
+        }
+        cp_async_wait<0>();
+    }
+    /* merge the 4 lanes (tq) that hold the same heads */
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int o = 1; o < 4; o <<= 1) {
+            const float mo = __shfl_xor_sync(0xffffffffu, m[h], o), lo = __shfl_xor_sync(0xffffffffu, l[h], o);
+            const float mn = fmaxf(m[h], mo);
+            l[h] = l[h] * imma_ex2(m[h] - mn) + lo * imma_ex2(mo - mn);
+            m[h] = mn;
+        }
+    if (tq != 0 || !rv) return;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int64_t hh = g * 16 + gq + 8 * h;
+        const float L = l[h], M = m[h];
+        if (nsplit == 1) {
+            lse[t * nh + hh] = L > 0.f ? (M + log2f(L)) * LN2_F : -INFINITY;
+        } else { /* the combine works in natural units: m·ln 2 with the same l */
+            float *rec = part + ((int64_t)split * T * nh + t * nh + hh) * 2;
+            rec[0] = L > 0.f ? M * LN2_F : -INFINITY;
+            rec[1] = L;
+        }
+    }
+#else
+    __trap(); /* launched only on sm_90, whose code this build lacks (build with sm_90a) */
+#endif
+}
+
+template <int HD, int NW, int MINB, int ST, int DP, int PE>
+static int launch_lse_wg(cudaStream_t st, float *lse, const float *q, int64_t ldq, const bf16 *C2, int64_t n2_avail,
+                         int64_t T, int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch,
+                         int64_t scratch_floats) {
+    /* the stages (1024-aligned), which also stage the queries first: 8 rows × 16 heads × (HD + 8) bf16 */
+    constexpr int sk = ST * IWG_TILE_BYTES(HD), sq = 8 * 16 * (HD + 8) * 2;
+    constexpr int smem = (sk > sq ? sk : sq) + 1024;
+    static bool attr = false;
+    if (!attr) {
+        cudaFuncSetAttribute(k_infllm_lse_wg<HD, NW, MINB, ST, DP, PE>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        attr = true;
+    }
+    int64_t nblk = (T + NW - 1) / NW;
+    int64_t ntiles = (nwin64(kv_len, d->l2, d->s2) + MMA_BK - 1) / MMA_BK;
+    int nsplit = attn_pick_split(nblk * d->nkv, ntiles, T * d->nh, 0, scratch_floats);
+    dim3 grid((unsigned)nblk, d->nkv, nsplit);
+    k_infllm_lse_wg<HD, NW, MINB, ST, DP, PE><<<grid, NW * 32, smem, st>>>(lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode,
+                                                                     d->nh, d->nkv, d->l2, d->s2, d->scale, nsplit,
+                                                                     scratch);
+    int e = LAUNCH_CHECK();
+    if (e || nsplit == 1) return e;
+    return attn_combine(st, lse, d->nh, scratch, nsplit, T * d->nh, d->nh, 0);
+}
+
 /* SALA_LSE_VAR (or cu_infllm_lse_variant, for the tests and the bench): 0 = k_infllm_lse_g16 with the
- * mma_async_rows tile loader (the reference the tests compare with), 1 (default) = imma_async_tile */
+ * mma_async_rows tile loader (the reference the tests compare with), 1 = imma_async_tile (the default where
+ * wgmma cannot run); k_infllm_lse_wg on sm_90a (head dim a multiple of 64; 8 warps, 3 stages, 2 tiles
+ * ahead): 2 (default) = every exp on MUFU, 3 / 4 / 5 / 6 = 1 / 2 / 3 / 4 of every 8 exps on the FMA pipe;
+ * timing diagnostics with wrong values: 7 = no exps, 8 = no tensor-core products */
 static int lse_var = -1;
 extern "C" void cu_infllm_lse_variant(int v) { lse_var = v; }
 
@@ -383,12 +576,24 @@ static int lse_rm(cudaStream_t st, float *lse, const float *q, int64_t ldq, cons
         if (d->nh == 16 * d->nkv && T >= 16) { /* the released model's prefill */
             if (lse_var < 0) {
                 const char *e = getenv("SALA_LSE_VAR");
-                lse_var = e ? atoi(e) : 1;
+                lse_var = e ? atoi(e) : 2;
             }
-            switch (lse_var) {
-            case 0: return launch_lse_g16<HD, 8, 2, false>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
-            default: return launch_lse_g16<HD, 8, 2, true>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);
+#define LSE_ARGS st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf
+            if (lse_var == 0) return launch_lse_g16<HD, 8, 2, false>(LSE_ARGS);
+            if (lse_var != 1 && HD % 64 == 0 && infllm_wg_ok(st)) {
+                constexpr int H = HD % 64 == 0 ? HD : 64;
+                switch (lse_var) {
+                case 3: return launch_lse_wg<H, 8, 2, 3, 2, 1>(LSE_ARGS);
+                case 4: return launch_lse_wg<H, 8, 2, 3, 2, 2>(LSE_ARGS);
+                case 5: return launch_lse_wg<H, 8, 2, 3, 2, 3>(LSE_ARGS);
+                case 6: return launch_lse_wg<H, 8, 2, 3, 2, 4>(LSE_ARGS);
+                case 7: return launch_lse_wg<H, 8, 2, 3, 2, IWG_NOEXP>(LSE_ARGS);
+                case 8: return launch_lse_wg<H, 8, 2, 3, 2, IWG_NOMMA>(LSE_ARGS);
+                default: return launch_lse_wg<H, 8, 2, 3, 2, 0>(LSE_ARGS);
+                }
             }
+            return launch_lse_g16<HD, 8, 2, true>(LSE_ARGS);
+#undef LSE_ARGS
         }
         if (T * (d->nh / d->nkv) <= 16)
             return launch_lse_mma<HD, 1>(st, lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode, d, scratch, sf);

@@ -9,8 +9,8 @@
  * C layout (mma_core.cuh): c0,c1 = (key 16·mt + g, heads 8·nt + 2t, +1), c2,c3 = key 16·mt + 8 + g; so a
  * thread holds 4 heads of each key it sees, and sums over the group of heads need only the 4 lanes of a
  * quad. Key tiles sit in shared memory as [64][HD+8] bf16 (conflict-free ldmatrix rows).
- * On sm_90 the stage-1 scores use the wgmma form of infllm_wgmma.cuh instead (asynchronous, overlapped
- * with the exps); the LSE pass stays here. */
+ * On sm_90 the stage-1 scores and the LSE use the wgmma form of infllm_wgmma.cuh instead (asynchronous,
+ * overlapped with the exps). */
 #ifndef SALA_CUDA_INFLLM_MMA_CUH
 #define SALA_CUDA_INFLLM_MMA_CUH
 

@@ -603,9 +603,11 @@ static int launch_score_g16(cudaStream_t st, float *pooled, float *halo, const f
  * unrolled by two so both stay static), so a warp's exps of tile i overlap the tensor cores' work on tile
  * i + 1. A finished tile leaves lane (g, t) the exps of heads g, g + 8 for keys 8i + 2t (+1); the head
  * pair is added, then a reduce-scatter over the 8 lanes of a column group (xor 16, 8, 4: 14 shuffles)
- * leaves lane (g, t) the group sums of keys 8g + 2t and 8g + 2t + 1; pooling as in k_infllm_score_g16. */
-#define WG_STAGES 3
-template <int HD, int MINB, int TILES>
+ * leaves lane (g, t) the group sums of keys 8g + 2t and 8g + 2t + 1; pooling as in k_infllm_score_g16.
+ * ST stages, DP ≤ ST − 1 tiles loading ahead: the tile that arrives at step i was issued DP steps earlier
+ * into the stage the tensor cores read at step i − 1 (retired by every warp before step i's barrier).
+ * PE of every 8 exps run as a polynomial on the FMA pipe (iwg_ex2_mix). */
+template <int HD, int MINB, int TILES, int ST, int DP, int PE>
 __global__ void __launch_bounds__(256, MINB) k_infllm_score_wg(float *pooled, float *halo, const float *q, int64_t ldq,
                                                               const float *lse, const bf16 *C1, int64_t n1_avail,
                                                               int64_t T, int64_t pos0, int64_t kv_len, int decode, int nh,
@@ -683,15 +685,16 @@ __global__ void __launch_bounds__(256, MINB) k_infllm_score_wg(float *pooled, fl
         const float sl2 = scale * LOG2E_F;
         const int vrel = (int)(vmax - jbase < 64 * (TILES + 1) ? vmax - jbase : 64 * (TILES + 1));
         auto load = [&](int i) { /* tile jt0 + i into its stage */
-            iwg_async_tile<HD, NT>(ks_addr + (i % WG_STAGES) * TB, Cg + (jt0 + i) * MMA_BK * (int64_t)cstride, cstride,
+            iwg_async_tile<HD, NT>(ks_addr + (i % ST) * TB, Cg + (jt0 + i) * MMA_BK * (int64_t)cstride, cstride,
                                    vrel - i * MMA_BK);
         };
-        /* tile i is in shared memory for every thread (and the tile before it fully consumed): load i + 1 */
+        /* tile i is in shared memory for every thread (and the tile before it fully consumed): load i + DP
+         * (one commit group per tile, empty past the last, so DP − 1 groups may stay pending) */
         auto arrive = [&](int i) {
-            cp_async_wait<0>();
+            cp_async_wait<DP - 1>();
             iwg_proxy_fence(); /* the tile's bytes, written by cp.async, are read by the tensor cores' proxy */
             __syncthreads();
-            if (i + 1 < nload) load(i + 1);
+            if (i + DP < nload) load(i + DP);
             cp_async_commit();
         };
         /* exps of a finished tile, summed over the group, into the pool */
@@ -701,7 +704,8 @@ __global__ void __launch_bounds__(256, MINB) k_infllm_score_wg(float *pooled, fl
             for (int i = 0; i < 8; i++)
 #pragma unroll
                 for (int j = 0; j < 2; j++)
-                    sv[2 * i + j] = imma_ex2(fmaf(d[4 * i + j], sl2, nl2[0])) + imma_ex2(fmaf(d[4 * i + 2 + j], sl2, nl2[1]));
+                    sv[2 * i + j] = iwg_ex2_mix<PE>(fmaf(d[4 * i + j], sl2, nl2[0]), i) +
+                                    iwg_ex2_mix<PE>(fmaf(d[4 * i + 2 + j], sl2, nl2[1]), i);
             const bool b2 = gq & 4, b1 = gq & 2, b0 = gq & 1;
             float w[8], u[4];
 #pragma unroll
@@ -722,11 +726,18 @@ __global__ void __launch_bounds__(256, MINB) k_infllm_score_wg(float *pooled, fl
             }
             emit(it, mykey, z[0], z[1]);
         };
-        load(0);
-        cp_async_commit();
+        static_assert(DP >= 1 && DP < ST, "a stage for each tile in flight plus the one being read");
+#pragma unroll
+        for (int i = 0; i < DP; i++) {
+            if (i < nload) load(i);
+            cp_async_commit();
+        }
         float acc0[32], acc1[32];
+        if (PE == IWG_NOMMA)
+#pragma unroll
+            for (int i = 0; i < 32; i++) acc0[i] = acc1[i] = 0.f;
         arrive(0);
-        iwg_issue_tile<HD>(acc0, qa, ks_addr);
+        if (PE != IWG_NOMMA) iwg_issue_tile<HD>(acc0, qa, ks_addr);
         iwg_wait<0>();
         iwg_reg_fence32(acc0);
         /* tile it is complete in acc0 at the top of every iteration; the product of the next tile is issued
@@ -735,13 +746,13 @@ __global__ void __launch_bounds__(256, MINB) k_infllm_score_wg(float *pooled, fl
          * past the last tile (on a stale stage, never emitted) to keep the steps branch-free. */
         for (int it = 0; it < nload; it += 2) {
             arrive(it + 1);
-            iwg_issue_tile<HD>(acc1, qa, ks_addr + ((it + 1) % WG_STAGES) * TB);
+            if (PE != IWG_NOMMA) iwg_issue_tile<HD>(acc1, qa, ks_addr + ((it + 1) % ST) * TB);
             consume(it, acc0);
             iwg_wait<0>();
             iwg_reg_fence32(acc1);
             if (it + 1 >= nload) break;
             arrive(it + 2);
-            iwg_issue_tile<HD>(acc0, qa, ks_addr + ((it + 2) % WG_STAGES) * TB);
+            if (PE != IWG_NOMMA) iwg_issue_tile<HD>(acc0, qa, ks_addr + ((it + 2) % ST) * TB);
             consume(it + 1, acc1);
             iwg_wait<0>();
             iwg_reg_fence32(acc0);
@@ -755,22 +766,33 @@ __global__ void __launch_bounds__(256, MINB) k_infllm_score_wg(float *pooled, fl
 #endif
 }
 
-template <int HD, int MINB, int TILES>
+template <int HD, int MINB, int TILES, int ST, int DP, int PE>
 static int launch_score_wg(cudaStream_t st, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
                            const void *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
                            const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
-    constexpr int smem = WG_STAGES * IWG_TILE_BYTES(HD) + 1024; /* + room to align the stages to 1024 bytes */
+    constexpr int smem = ST * IWG_TILE_BYTES(HD) + 1024; /* + room to align the stages to 1024 bytes */
     static bool attr = false;
     if (!attr) {
-        cudaFuncSetAttribute(k_infllm_score_wg<HD, MINB, TILES>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        cudaFuncSetAttribute(k_infllm_score_wg<HD, MINB, TILES, ST, DP, PE>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         attr = true;
     }
     int64_t ntiles = ((pos0 + T - 1) / d->block + 1) * 4 / ATT_BK + 1;
     if (ntiles * (int64_t)(ATT_BK / 4) > nblk_cap || ntiles + 1 > ntile_cap) return (int)cudaErrorInvalidValue;
     dim3 grid((unsigned)((T + 7) / 8), (unsigned)((ntiles + TILES - 1) / TILES), d->nkv);
-    k_infllm_score_wg<HD, MINB, TILES><<<grid, 256, smem, st>>>(pooled, halo, q, ldq, lse, (const bf16 *)C1, n1_avail, T,
+    k_infllm_score_wg<HD, MINB, TILES, ST, DP, PE><<<grid, 256, smem, st>>>(pooled, halo, q, ldq, lse, (const bf16 *)C1, n1_avail, T,
                                                                 pos0, kv_len, decode, d->nh, d->nkv, d->l1, d->s1,
                                                                 d->block, d->scale, nblk_cap, ntile_cap);
+    return LAUNCH_CHECK();
+}
+
+/* For the tests: y[i] = iwg_ex2_poly(x[i]) (what = 0) or ex2.approx (what = 1), n device floats. */
+__global__ void k_infllm_ex2_check(float *y, const float *x, int n, int what) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = what ? imma_ex2(x[i]) : iwg_ex2_poly(x[i]);
+}
+extern "C" int cu_infllm_ex2_check(float *y, const float *x, int n, int what) {
+    if (n <= 0) return 0;
+    k_infllm_ex2_check<<<(n + 255) / 256, 256>>>(y, x, n, what);
     return LAUNCH_CHECK();
 }
 
@@ -784,9 +806,10 @@ __global__ void k_probe_sm90a(int *out) {
 }
 
 /* host: the wgmma kernel needs an sm_90 device running this build's sm_90a code (a build with only
- * compute_90 / sm_90 code would reach the kernel's trap: there the probe answers 0 and g16x runs). The probe
- * runs once, outside any stream capture (while capturing, the answer is "no" until it has run). */
-static bool s1_is_sm90(cudaStream_t st) {
+ * compute_90 / sm_90 code would reach the kernel's trap: there the probe answers 0 and g16x runs; the LSE
+ * asks too, for k_infllm_lse_wg). The probe runs once, outside any stream capture (while capturing, the
+ * answer is "no" until it has run). */
+bool infllm_wg_ok(cudaStream_t st) {
     static int ok = -1;
     if (ok >= 0) return ok == 1;
     int dev = 0, major = 0;
@@ -814,7 +837,10 @@ static bool s1_is_sm90(cudaStream_t st) {
 /* The kernel of the released model's prefill: k_infllm_score_wg on sm_90 (head dim a multiple of 64),
  * k_infllm_score_g16x elsewhere. SALA_S1_VAR (or cu_infllm_score_variant, for the tests and the bench)
  * picks one on the same card: 0 = k_infllm_score_g16 (the reference the tests compare with), 1 =
- * k_infllm_score_g16x, 4 (default) = k_infllm_score_wg where it can run. */
+ * k_infllm_score_g16x, 4 (default) = k_infllm_score_wg where it can run (3 stages, one tile loading ahead;
+ * 2 ahead in 3 stages or 3 in 4 measured no faster on the H100), 5 / 6 / 7 / 8 = the same with 1 / 2 / 3 /
+ * 4 of every 8 exps on the FMA pipe; timing diagnostics with wrong values: 9 = no exps, 10 = no tensor-core
+ * products. */
 static int s1_var = -1;
 extern "C" void cu_infllm_score_variant(int v) { s1_var = v; }
 template <int HD, int NW, int MINB, int TILES>
@@ -848,7 +874,16 @@ static int score_rm(cudaStream_t st, float *pooled, float *halo, const float *q,
         }
 #define S1_ARGS st, pooled, halo, q, ldq, lse, C1, n1_avail, T, pos0, kv_len, decode, d, nblk_cap, ntile_cap
         if (s1_var == 0) return launch_score_g16<HD, 8, 2>(S1_ARGS);
-        if (s1_var != 1 && HD % 64 == 0 && s1_is_sm90(st)) return launch_score_wg<HD % 64 == 0 ? HD : 64, 2, 64>(S1_ARGS);
+        if (s1_var != 1 && HD % 64 == 0 && infllm_wg_ok(st)) {
+            constexpr int H = HD % 64 == 0 ? HD : 64;
+            if (s1_var == 5) return launch_score_wg<H, 2, 64, 3, 1, 1>(S1_ARGS);
+            if (s1_var == 6) return launch_score_wg<H, 2, 64, 3, 1, 2>(S1_ARGS);
+            if (s1_var == 7) return launch_score_wg<H, 2, 64, 3, 1, 3>(S1_ARGS);
+            if (s1_var == 8) return launch_score_wg<H, 2, 64, 3, 1, 4>(S1_ARGS);
+            if (s1_var == 9) return launch_score_wg<H, 2, 64, 3, 1, IWG_NOEXP>(S1_ARGS);
+            if (s1_var == 10) return launch_score_wg<H, 2, 64, 3, 1, IWG_NOMMA>(S1_ARGS);
+            return launch_score_wg<H, 2, 64, 3, 1, 0>(S1_ARGS);
+        }
         return launch_score_g16x<HD, 8, 2, 64>(S1_ARGS);
 #undef S1_ARGS
     }
