@@ -384,9 +384,9 @@ static int launch_lse_g16(cudaStream_t st, float *lse, const float *q, int64_t l
  * the tile's scores, still in registers, are taken again once the product in flight is retired (nothing
  * in flight then): masked, max-updated, rescaled. That happens on a warp's first tile (m starts at "none"),
  * on the tile holding the row's last visible keys, and when a score exceeds m by LSEW_SLACK (log2 units).
- * PE of every 8 exps of the fast step run as a polynomial on the FMA pipe (iwg_ex2_mix). */
+ */
 #define LSEW_SLACK 32.f
-template <int HD, int NW, int MINB, int ST, int DP, int PE>
+template <int HD, int NW, int MINB, int ST, int DP>
 __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_lse_wg(float *lse, const float *q, int64_t ldq, const bf16 *C2,
                                                                 int64_t n2_avail, int64_t T, int64_t pos0, int64_t kv_len,
                                                                 int decode, int nh, int nkv, int l2, int s2, float scale,
@@ -444,10 +444,10 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_lse_wg(float *lse, con
             float a0 = 0.f, a1 = 0.f, b0 = 0.f, b1 = 0.f;
 #pragma unroll
             for (int i = 0; i < 8; i++) {
-                a0 += iwg_ex2_mix<PE>(fmaf(d[4 * i], sl2, n0), i);
-                a1 += iwg_ex2_mix<PE>(fmaf(d[4 * i + 1], sl2, n0), i);
-                b0 += iwg_ex2_mix<PE>(fmaf(d[4 * i + 2], sl2, n1), i);
-                b1 += iwg_ex2_mix<PE>(fmaf(d[4 * i + 3], sl2, n1), i);
+                a0 += imma_ex2(fmaf(d[4 * i], sl2, n0));
+                a1 += imma_ex2(fmaf(d[4 * i + 1], sl2, n0));
+                b0 += imma_ex2(fmaf(d[4 * i + 2], sl2, n1));
+                b1 += imma_ex2(fmaf(d[4 * i + 3], sl2, n1));
             }
             const float s0 = a0 + a1, s1 = b0 + b1;
             const bool ok = (it + 1) * MMA_BK <= vr && s0 <= lim && s1 <= lim; /* false on ∞ */
@@ -483,24 +483,21 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_lse_wg(float *lse, con
             cp_async_commit();
         }
         float acc0[32], acc1[32];
-        if (PE == IWG_NOMMA)
-#pragma unroll
-            for (int i = 0; i < 32; i++) acc0[i] = acc1[i] = 0.f;
         arrive(0);
-        if (PE != IWG_NOMMA) iwg_issue_tile<HD>(acc0, qa, ks_addr);
+        iwg_issue_tile<HD>(acc0, qa, ks_addr);
         iwg_wait<0>();
         iwg_reg_fence32(acc0);
         /* tile it is complete in acc0 at the top of every iteration (k_infllm_score_wg's loop) */
         for (int it = 0; it < nload; it += 2) {
             arrive(it + 1);
-            if (PE != IWG_NOMMA) iwg_issue_tile<HD>(acc1, qa, ks_addr + ((it + 1) % ST) * TB);
+            iwg_issue_tile<HD>(acc1, qa, ks_addr + ((it + 1) % ST) * TB);
             bool slow = consume(it, acc0);
             iwg_wait<0>();
             iwg_reg_fence32(acc1);
             if (slow) redo(it, acc0);
             if (it + 1 >= nload) break;
             arrive(it + 2);
-            if (PE != IWG_NOMMA) iwg_issue_tile<HD>(acc0, qa, ks_addr + ((it + 2) % ST) * TB);
+            iwg_issue_tile<HD>(acc0, qa, ks_addr + ((it + 2) % ST) * TB);
             slow = consume(it + 1, acc1);
             iwg_wait<0>();
             iwg_reg_fence32(acc0);
@@ -536,7 +533,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_lse_wg(float *lse, con
 #endif
 }
 
-template <int HD, int NW, int MINB, int ST, int DP, int PE>
+template <int HD, int NW, int MINB, int ST, int DP>
 static int launch_lse_wg(cudaStream_t st, float *lse, const float *q, int64_t ldq, const bf16 *C2, int64_t n2_avail,
                          int64_t T, int64_t pos0, int64_t kv_len, int decode, const cu_infllm_dims *d, float *scratch,
                          int64_t scratch_floats) {
@@ -545,14 +542,14 @@ static int launch_lse_wg(cudaStream_t st, float *lse, const float *q, int64_t ld
     constexpr int smem = (sk > sq ? sk : sq) + 1024;
     static bool attr = false;
     if (!attr) {
-        cudaFuncSetAttribute(k_infllm_lse_wg<HD, NW, MINB, ST, DP, PE>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        cudaFuncSetAttribute(k_infllm_lse_wg<HD, NW, MINB, ST, DP>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         attr = true;
     }
     int64_t nblk = (T + NW - 1) / NW;
     int64_t ntiles = (nwin64(kv_len, d->l2, d->s2) + MMA_BK - 1) / MMA_BK;
     int nsplit = attn_pick_split(nblk * d->nkv, ntiles, T * d->nh, 0, scratch_floats);
     dim3 grid((unsigned)nblk, d->nkv, nsplit);
-    k_infllm_lse_wg<HD, NW, MINB, ST, DP, PE><<<grid, NW * 32, smem, st>>>(lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode,
+    k_infllm_lse_wg<HD, NW, MINB, ST, DP><<<grid, NW * 32, smem, st>>>(lse, q, ldq, C2, n2_avail, T, pos0, kv_len, decode,
                                                                      d->nh, d->nkv, d->l2, d->s2, d->scale, nsplit,
                                                                      scratch);
     int e = LAUNCH_CHECK();
@@ -562,9 +559,8 @@ static int launch_lse_wg(cudaStream_t st, float *lse, const float *q, int64_t ld
 
 /* SALA_LSE_VAR (or cu_infllm_lse_variant, for the tests and the bench): 0 = k_infllm_lse_g16 with the
  * mma_async_rows tile loader (the reference the tests compare with), 1 = imma_async_tile (the default where
- * wgmma cannot run); k_infllm_lse_wg on sm_90a (head dim a multiple of 64; 8 warps, 3 stages, 2 tiles
- * ahead): 2 (default) = every exp on MUFU, 3 / 4 / 5 / 6 = 1 / 2 / 3 / 4 of every 8 exps on the FMA pipe;
- * timing diagnostics with wrong values: 7 = no exps, 8 = no tensor-core products */
+ * wgmma cannot run), 2 (default) = k_infllm_lse_wg on sm_90a (head dim a multiple of 64; 8 warps, 3 stages,
+ * 2 tiles ahead) */
 static int lse_var = -1;
 extern "C" void cu_infllm_lse_variant(int v) { lse_var = v; }
 
@@ -582,15 +578,7 @@ static int lse_rm(cudaStream_t st, float *lse, const float *q, int64_t ldq, cons
             if (lse_var == 0) return launch_lse_g16<HD, 8, 2, false>(LSE_ARGS);
             if (lse_var != 1 && HD % 64 == 0 && infllm_wg_ok(st)) {
                 constexpr int H = HD % 64 == 0 ? HD : 64;
-                switch (lse_var) {
-                case 3: return launch_lse_wg<H, 8, 2, 3, 2, 1>(LSE_ARGS);
-                case 4: return launch_lse_wg<H, 8, 2, 3, 2, 2>(LSE_ARGS);
-                case 5: return launch_lse_wg<H, 8, 2, 3, 2, 3>(LSE_ARGS);
-                case 6: return launch_lse_wg<H, 8, 2, 3, 2, 4>(LSE_ARGS);
-                case 7: return launch_lse_wg<H, 8, 2, 3, 2, IWG_NOEXP>(LSE_ARGS);
-                case 8: return launch_lse_wg<H, 8, 2, 3, 2, IWG_NOMMA>(LSE_ARGS);
-                default: return launch_lse_wg<H, 8, 2, 3, 2, 0>(LSE_ARGS);
-                }
+                return launch_lse_wg<H, 8, 2, 3, 2>(LSE_ARGS);
             }
             return launch_lse_g16<HD, 8, 2, true>(LSE_ARGS);
 #undef LSE_ARGS

@@ -606,8 +606,8 @@ static int launch_score_g16(cudaStream_t st, float *pooled, float *halo, const f
  * leaves lane (g, t) the group sums of keys 8g + 2t and 8g + 2t + 1; pooling as in k_infllm_score_g16.
  * ST stages, DP ≤ ST − 1 tiles loading ahead: the tile that arrives at step i was issued DP steps earlier
  * into the stage the tensor cores read at step i − 1 (retired by every warp before step i's barrier).
- * PE of every 8 exps run as a polynomial on the FMA pipe (iwg_ex2_mix). */
-template <int HD, int MINB, int TILES, int ST, int DP, int PE>
+ */
+template <int HD, int MINB, int TILES, int ST, int DP>
 __global__ void __launch_bounds__(256, MINB) k_infllm_score_wg(float *pooled, float *halo, const float *q, int64_t ldq,
                                                               const float *lse, const bf16 *C1, int64_t n1_avail,
                                                               int64_t T, int64_t pos0, int64_t kv_len, int decode, int nh,
@@ -704,8 +704,7 @@ __global__ void __launch_bounds__(256, MINB) k_infllm_score_wg(float *pooled, fl
             for (int i = 0; i < 8; i++)
 #pragma unroll
                 for (int j = 0; j < 2; j++)
-                    sv[2 * i + j] = iwg_ex2_mix<PE>(fmaf(d[4 * i + j], sl2, nl2[0]), i) +
-                                    iwg_ex2_mix<PE>(fmaf(d[4 * i + 2 + j], sl2, nl2[1]), i);
+                    sv[2 * i + j] = imma_ex2(fmaf(d[4 * i + j], sl2, nl2[0])) + imma_ex2(fmaf(d[4 * i + 2 + j], sl2, nl2[1]));
             const bool b2 = gq & 4, b1 = gq & 2, b0 = gq & 1;
             float w[8], u[4];
 #pragma unroll
@@ -733,11 +732,8 @@ __global__ void __launch_bounds__(256, MINB) k_infllm_score_wg(float *pooled, fl
             cp_async_commit();
         }
         float acc0[32], acc1[32];
-        if (PE == IWG_NOMMA)
-#pragma unroll
-            for (int i = 0; i < 32; i++) acc0[i] = acc1[i] = 0.f;
         arrive(0);
-        if (PE != IWG_NOMMA) iwg_issue_tile<HD>(acc0, qa, ks_addr);
+        iwg_issue_tile<HD>(acc0, qa, ks_addr);
         iwg_wait<0>();
         iwg_reg_fence32(acc0);
         /* tile it is complete in acc0 at the top of every iteration; the product of the next tile is issued
@@ -746,13 +742,13 @@ __global__ void __launch_bounds__(256, MINB) k_infllm_score_wg(float *pooled, fl
          * past the last tile (on a stale stage, never emitted) to keep the steps branch-free. */
         for (int it = 0; it < nload; it += 2) {
             arrive(it + 1);
-            if (PE != IWG_NOMMA) iwg_issue_tile<HD>(acc1, qa, ks_addr + ((it + 1) % ST) * TB);
+            iwg_issue_tile<HD>(acc1, qa, ks_addr + ((it + 1) % ST) * TB);
             consume(it, acc0);
             iwg_wait<0>();
             iwg_reg_fence32(acc1);
             if (it + 1 >= nload) break;
             arrive(it + 2);
-            if (PE != IWG_NOMMA) iwg_issue_tile<HD>(acc0, qa, ks_addr + ((it + 2) % ST) * TB);
+            iwg_issue_tile<HD>(acc0, qa, ks_addr + ((it + 2) % ST) * TB);
             consume(it + 1, acc1);
             iwg_wait<0>();
             iwg_reg_fence32(acc0);
@@ -766,33 +762,22 @@ __global__ void __launch_bounds__(256, MINB) k_infllm_score_wg(float *pooled, fl
 #endif
 }
 
-template <int HD, int MINB, int TILES, int ST, int DP, int PE>
+template <int HD, int MINB, int TILES, int ST, int DP>
 static int launch_score_wg(cudaStream_t st, float *pooled, float *halo, const float *q, int64_t ldq, const float *lse,
                            const void *C1, int64_t n1_avail, int64_t T, int64_t pos0, int64_t kv_len, int decode,
                            const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
     constexpr int smem = ST * IWG_TILE_BYTES(HD) + 1024; /* + room to align the stages to 1024 bytes */
     static bool attr = false;
     if (!attr) {
-        cudaFuncSetAttribute(k_infllm_score_wg<HD, MINB, TILES, ST, DP, PE>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        cudaFuncSetAttribute(k_infllm_score_wg<HD, MINB, TILES, ST, DP>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         attr = true;
     }
     int64_t ntiles = ((pos0 + T - 1) / d->block + 1) * 4 / ATT_BK + 1;
     if (ntiles * (int64_t)(ATT_BK / 4) > nblk_cap || ntiles + 1 > ntile_cap) return (int)cudaErrorInvalidValue;
     dim3 grid((unsigned)((T + 7) / 8), (unsigned)((ntiles + TILES - 1) / TILES), d->nkv);
-    k_infllm_score_wg<HD, MINB, TILES, ST, DP, PE><<<grid, 256, smem, st>>>(pooled, halo, q, ldq, lse, (const bf16 *)C1, n1_avail, T,
+    k_infllm_score_wg<HD, MINB, TILES, ST, DP><<<grid, 256, smem, st>>>(pooled, halo, q, ldq, lse, (const bf16 *)C1, n1_avail, T,
                                                                 pos0, kv_len, decode, d->nh, d->nkv, d->l1, d->s1,
                                                                 d->block, d->scale, nblk_cap, ntile_cap);
-    return LAUNCH_CHECK();
-}
-
-/* For the tests: y[i] = iwg_ex2_poly(x[i]) (what = 0) or ex2.approx (what = 1), n device floats. */
-__global__ void k_infllm_ex2_check(float *y, const float *x, int n, int what) {
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = what ? imma_ex2(x[i]) : iwg_ex2_poly(x[i]);
-}
-extern "C" int cu_infllm_ex2_check(float *y, const float *x, int n, int what) {
-    if (n <= 0) return 0;
-    k_infllm_ex2_check<<<(n + 255) / 256, 256>>>(y, x, n, what);
     return LAUNCH_CHECK();
 }
 
@@ -838,9 +823,7 @@ bool infllm_wg_ok(cudaStream_t st) {
  * k_infllm_score_g16x elsewhere. SALA_S1_VAR (or cu_infllm_score_variant, for the tests and the bench)
  * picks one on the same card: 0 = k_infllm_score_g16 (the reference the tests compare with), 1 =
  * k_infllm_score_g16x, 4 (default) = k_infllm_score_wg where it can run (3 stages, one tile loading ahead;
- * 2 ahead in 3 stages or 3 in 4 measured no faster on the H100), 5 / 6 / 7 / 8 = the same with 1 / 2 / 3 /
- * 4 of every 8 exps on the FMA pipe; timing diagnostics with wrong values: 9 = no exps, 10 = no tensor-core
- * products. */
+ * 2 ahead in 3 stages or 3 in 4 measured no faster on the H100). */
 static int s1_var = -1;
 extern "C" void cu_infllm_score_variant(int v) { s1_var = v; }
 template <int HD, int NW, int MINB, int TILES>
@@ -876,13 +859,7 @@ static int score_rm(cudaStream_t st, float *pooled, float *halo, const float *q,
         if (s1_var == 0) return launch_score_g16<HD, 8, 2>(S1_ARGS);
         if (s1_var != 1 && HD % 64 == 0 && infllm_wg_ok(st)) {
             constexpr int H = HD % 64 == 0 ? HD : 64;
-            if (s1_var == 5) return launch_score_wg<H, 2, 64, 3, 1, 1>(S1_ARGS);
-            if (s1_var == 6) return launch_score_wg<H, 2, 64, 3, 1, 2>(S1_ARGS);
-            if (s1_var == 7) return launch_score_wg<H, 2, 64, 3, 1, 3>(S1_ARGS);
-            if (s1_var == 8) return launch_score_wg<H, 2, 64, 3, 1, 4>(S1_ARGS);
-            if (s1_var == 9) return launch_score_wg<H, 2, 64, 3, 1, IWG_NOEXP>(S1_ARGS);
-            if (s1_var == 10) return launch_score_wg<H, 2, 64, 3, 1, IWG_NOMMA>(S1_ARGS);
-            return launch_score_wg<H, 2, 64, 3, 1, 0>(S1_ARGS);
+            return launch_score_wg<H, 2, 64, 3, 1>(S1_ARGS);
         }
         return launch_score_g16x<HD, 8, 2, 64>(S1_ARGS);
 #undef S1_ARGS

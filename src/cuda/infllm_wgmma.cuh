@@ -23,40 +23,11 @@
  * launch per process, outside any stream capture */
 bool infllm_wg_ok(cudaStream_t st);
 
-/* 2^x on the FMA pipe, to take part of the exps off the MUFU unit (16 a clock per SM, as busy as the tensor
- * cores at this tile shape): x = n + f, n = round(x) (the 1.5·2^23 trick), 2^f by a degree-5 polynomial on
- * [−0.5, 0.5] (relative-error minimax with p(0) = 1: 9.2e-8 in exact arithmetic, ≤ 3 ulp measured in
- * fp32, like ex2.approx's 2), then n added to the exponent bits. x ≥ 128 gives +inf (as ex2.approx);
- * x < −125 gives 0 (ex2.approx.ftz flushes below −126; in between both are under 1e-37); −inf gives 0.
- * Measured on the H100 (lse run 2, last 2048-row chunk at 1M): every share made both kernels slower (LSE
- * 0.580 → 0.621 / 0.664 / 0.713 / 0.784 ms for 1..4 of 8, stage 1 2.61 → 2.85 / 2.97 / 3.16 / 3.29 ms): the
- * MUFU unit is not what limits them, so the defaults keep every exp on it (the variants stay for retuning). */
-static __device__ __forceinline__ float iwg_ex2_poly(float x) {
-    x = fminf(x, 128.f);
-    const float t = x + 12582912.f, n = t - 12582912.f, f = x - n;
-    float p = 1.326465164e-03f;
-    p = fmaf(p, f, 9.671518579e-03f);
-    p = fmaf(p, f, 5.550733954e-02f);
-    p = fmaf(p, f, 2.402224243e-01f);
-    p = fmaf(p, f, 6.931470037e-01f);
-    p = fmaf(p, f, 1.f);
-    const float r = __uint_as_float(__float_as_uint(p) + (__float_as_uint(t) << 23)); /* t's low bits hold n */
-    return x >= -125.f ? r : 0.f;
-}
-/* 2^x for exp number i of a group of 8: PE of every 8 (spread) on the FMA pipe, the rest on MUFU.
- * Timing diagnostics (wrong values, never selected by default): PE = IWG_NOEXP returns x itself (no exps),
- * PE = IWG_NOMMA keeps every exp on MUFU but the kernels skip the wgmma products. Measured (H100, lse run 2,
- * 1M chunk): LSE 0.580 ms, 0.525 without exps, 0.204 without products; stage 1 2.61, 2.26, 1.27 ms: the
- * tensor-core skeleton (products, their waits and the per-tile barrier) is what takes the time, at about
- * 65 % of the bf16 peak for the LSE without exps. */
-#define IWG_NOEXP (-1)
-#define IWG_NOMMA (-2)
-template <int PE>
-static __device__ __forceinline__ float iwg_ex2_mix(float x, int i) {
-    if (PE == IWG_NOEXP) return x;
-    if (PE <= 0) return imma_ex2(x);
-    return (i * PE) % 8 < PE ? iwg_ex2_poly(x) : imma_ex2(x);
-}
+/* Part of the exps as a polynomial on the FMA pipe was tried (degree 5 on [−0.5, 0.5], 1 to 4 of every 8
+ * exps) and made both kernels slower (H100, 1M, last chunk: LSE 0.580 → 0.62–0.78 ms, stage 1 2.61 →
+ * 2.85–3.29 ms): MUFU does not limit them. Timing without the exps (LSE 0.525 ms, stage 1 2.26) and without
+ * the products (0.204, 1.27) showed that the tensor-core skeleton — products, their waits and the per-tile
+ * barrier — takes the time. */
 
 /* A fragments of warp w's row t0 + w (heads g·16..), through `stage` (≥ 8·16·(HD+8) bf16), 8 rows at a
  * time; every thread of the block calls it (it synchronises the block) */
