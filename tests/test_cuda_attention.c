@@ -187,7 +187,8 @@ static void set_tma_mode(int mode) {
 static void test_attn_sparse(void) {
     /* bf16: every prefill kernel of G = 16 — SALA_SPARSE_TMA 0 (k_attn_rows, cp.async tiles), 1 (k_attn_rows_tma,
      * 4 rows per block), 2 (8 rows per block), 3 / 4 (k_attn_seg, 16 / 8 rows per block, segment-paced; forced
-     * even for calls with few rows), unset (k_attn_seg for calls of ≥ 16 rows per SM, else mode 1); off sm_90
+     * even for calls with few rows or keys), unset (k_attn_seg from 256K keys with 16 rows per SM, else mode 1,
+     * i.e. mode 1 for these cases; the bench below times mode 3 at 512K and 1M); off sm_90
      * the TMA modes fall back to k_attn_rows. Mode 3 runs a second time with its grid capped at 3 blocks
      * (SALA_SPARSE_GRID), so that each block takes several (group, row set) items in turn. */
     for (int mode = -1; mode < 6; mode++) {

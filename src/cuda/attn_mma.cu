@@ -5,7 +5,9 @@
  * 16 heads are one m16 tile, so a warp computes exactly the blocks its row chose (see the note above it);
  * on sm_90+ its sparse form runs as k_attn_rows_tma (the same work, tiles fetched by the tensor-memory
  * accelerator into 128-byte-swizzled shared memory: exactly the L2 sectors of the rows; SALA_SPARSE_TMA=0
- * keeps k_attn_rows).
+ * keeps k_attn_rows), and from 256K keys on as k_attn_seg (attn_seg.cu: 16 rows per block, the rows of the
+ * chunk paced to walk the cache together so that blocks are reused while in L2). The helpers these
+ * kernels share are in attn_rows.cuh.
  * k_attn_dense (G = 16, dense causal with enough rows to fill the GPU): two rows per warp, so each K/V
  * fragment feeds two mma (see the note above it); k_attn_rows serves dense where its shared memory does
  * not fit. k_attn_mma (any G, decode): a block takes 16·NW consecutive (row, head-of-group) pairs of one KV group, one warp per 16 pairs, so the G heads
@@ -889,7 +891,7 @@ static int launch_rows(cudaStream_t st, float *o, int64_t ldo, const float *q, i
 
 /* SALA_SPARSE_TMA: 0 k_attn_rows, 1 k_attn_rows_tma with 4 rows per block, 2 with 8 rows, 3 k_attn_seg
  * (attn_seg.cu) with 16 rows per block, 4 with 8; unset (-1): k_attn_seg with 16 rows when the call has
- * a row set of 16 for every SM, else mode 1 */
+ * a row set of 16 for every SM and ≥ 256K keys, else mode 1 */
 static int tma_mode(void) {
     const char *e = getenv("SALA_SPARSE_TMA");
     return e && *e ? atoi(e) : -1;
