@@ -5,7 +5,9 @@
  * 16 heads are one m16 tile, so a warp computes exactly the blocks its row chose (see the note above it);
  * on sm_90+ its sparse form runs as k_attn_rows_tma (the same work, tiles fetched by the tensor-memory
  * accelerator into 128-byte-swizzled shared memory: exactly the L2 sectors of the rows; SALA_SPARSE_TMA=0
- * keeps k_attn_rows).
+ * keeps k_attn_rows), and from 256K keys on as k_attn_seg (attn_seg.cu: 16 rows per block, the rows of the
+ * chunk paced to walk the cache together so that blocks are reused while in L2). The helpers these
+ * kernels share are in attn_rows.cuh.
  * k_attn_dense (G = 16, dense causal with enough rows to fill the GPU): two rows per warp, so each K/V
  * fragment feeds two mma (see the note above it); k_attn_rows serves dense where its shared memory does
  * not fit. k_attn_mma (any G, decode): a block takes 16·NW consecutive (row, head-of-group) pairs of one KV group, one warp per 16 pairs, so the G heads
@@ -22,7 +24,7 @@
 #include <stdlib.h>
 
 #include "cuda/attn_internal.cuh"
-#include "cuda/mma_core.cuh"
+#include "cuda/attn_rows.cuh"
 
 template <int HD, int NW, bool SPARSE>
 __global__ void __launch_bounds__(NW * 32) k_attn_mma(float *o, int64_t ldo, const float *q, int64_t ldq, const bf16 *K,
@@ -189,10 +191,7 @@ __global__ void __launch_bounds__(NW * 32) k_attn_mma(float *o, int64_t ldo, con
  * Causal masking only on a row's diagonal block (a warp-uniform test). Shared entries are ordered by
  * (first row that chose it, list index), private ones by list index: results do not depend on timing.
  * DENSE: every block up to the row's own, all as shared entries (causal attention without lists). */
-#define ROWS_RK 16 /* keys per private chunk */
-#define ROWS_D 4   /* private ring depth (chunks); divides 8, so ring slots are compile-time */
 #define ROWS_W 4   /* rows (warps) per block: two blocks per SM */
-#define ROWS_THR 2 /* an entry chosen by at least this many of the block's rows is loaded once for them */
 
 /* S[2 nt2 + 0/1] (+)= Q Kᵀ for 16 keys (16 rows of Ks, pitch HD+8): two n-tiles; ldmatrix gives the
  * B fragments of both (lanes 0-7 / 8-15: keys 0-7 at d and d+8, lanes 16-31 the same for keys 8-15) */
@@ -213,62 +212,6 @@ static __device__ __forceinline__ void rows_qk16(const uint32_t qf[HD / 16][4], 
     }
 #pragma unroll
     for (int i = 0; i < 4; i++) Sa[i] += Xa[i], Sb[i] += Xb[i];
-}
-
-/* the warp's 16 query vectors (heads 0..15 of the group, row stride HD from qh) as bf16 A fragments */
-template <int HD>
-static __device__ __forceinline__ void rows_q_frags(const float *qh, uint32_t qf[HD / 16][4]) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++) {
-        const float *p0 = qh + g * HD + kk * 16 + 2 * t, *p1 = p0 + 8 * HD;
-        qf[kk][0] = pack_bf16(p0[0], p0[1]);
-        qf[kk][1] = pack_bf16(p1[0], p1[1]);
-        qf[kk][2] = pack_bf16(p0[8], p0[9]);
-        qf[kk][3] = pack_bf16(p1[8], p1[9]);
-    }
-}
-
-/* keys after the row's position (k0 + column > rpos) → −inf; only called on the diagonal block */
-static __device__ __forceinline__ void rows_causal(float S[8][4], int64_t k0, int64_t rpos) {
-    const int tq = threadIdx.x & 3;
-#pragma unroll
-    for (int nt = 0; nt < 8; nt++)
-#pragma unroll
-        for (int j = 0; j < 2; j++)
-            if (k0 + nt * 8 + 2 * tq + j > rpos) S[nt][j] = S[nt][2 + j] = -INFINITY;
-}
-
-/* online softmax of one 64-key tile: S raw scores (−inf where masked) become probabilities; m, l in
- * log2 units of the scaled scores (sl2 = scale·log2 e) */
-template <int HD>
-static __device__ __forceinline__ void rows_softmax(float S[8][4], float m[2], float l[2], float O[HD / 8][4],
-                                                    float sl2) {
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) mx = fmaxf(mx, fmaxf(S[nt][2 * r], S[nt][2 * r + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float mnew = fmaxf(m[r], mx * sl2), mb = mnew == -INFINITY ? 0.f : mnew;
-        const float alpha = exp2f(m[r] - mb);
-        float rs = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++)
-#pragma unroll
-            for (int j = 0; j < 2; j++) {
-                float p = exp2f(fmaf(S[nt][2 * r + j], sl2, -mb));
-                S[nt][2 * r + j] = p;
-                rs += p;
-            }
-        rs += __shfl_xor_sync(0xffffffffu, rs, 1);
-        rs += __shfl_xor_sync(0xffffffffu, rs, 2);
-        l[r] = l[r] * alpha + rs;
-        m[r] = mnew;
-#pragma unroll
-        for (int dt = 0; dt < HD / 8; dt++) O[dt][2 * r] *= alpha, O[dt][2 * r + 1] *= alpha;
-    }
 }
 
 /* O += P V for one 16-key k-step (16 V rows at Vs, pitch HD+8) */
@@ -536,79 +479,6 @@ __global__ void __launch_bounds__(W * 32, W >= 8 ? 1 : 2)
  * The tensor maps (K and V; 64- and 16-key boxes) are encoded on the host per call through the driver
  * entry point (no link to libcuda). Compiled for __CUDA_ARCH__ >= 900 only; launched when the device
  * is sm_90+ and the binary holds that code, otherwise (and with SALA_SPARSE_TMA=0) k_attn_rows runs. */
-struct rows_tmaps {
-    CUtensorMap k64, v64, k16, v16; /* [keys][nkv][HD] bf16 viewed as (d, group, key); boxes 64 × 1 × 64 / 16 */
-};
-
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-static __device__ __forceinline__ unsigned smem_u32(const void *p) {
-    return (unsigned)__cvta_generic_to_shared(p);
-}
-static __device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-static __device__ __forceinline__ void mbar_expect_tx(unsigned bar, unsigned bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-static __device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
-    asm volatile("{\n\t.reg .pred p;\n"
-                 "TMA_WAIT_%=:\n\t"
-                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n\t"
-                 "@!p bra TMA_WAIT_%=;\n}\n" ::"r"(bar),
-                 "r"(parity)
-                 : "memory");
-}
-/* box (c0 = first d, c1 = group, c2 = first key) of the map into shared memory at dst, counted on bar */
-static __device__ __forceinline__ void tma_load3(unsigned dst, const CUtensorMap *map, unsigned bar, int c0, int c1,
-                                                 int c2) {
-    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, "
-                 "%4, %5}], [%2];\n" ::"r"(dst),
-                 "l"((unsigned long long)map), "r"(bar), "r"(c0), "r"(c1), "r"(c2)
-                 : "memory");
-}
-#endif
-
-/* S (+)= Q Kᵀ for 16 keys at rows n0.. of a swizzled tile (column halves of `half` bytes), shared-window
- * address `base`; lanes address rows n0 + (lane & 7) + 8 (lane >> 4), chunk 2 kk + ((lane >> 3) & 1) */
-template <int HD>
-static __device__ __forceinline__ void tma_qk16(const uint32_t qf[HD / 16][4], unsigned base, int half, int n0,
-                                                float Sa[4], float Sb[4]) {
-    const int lane = threadIdx.x & 31;
-    const unsigned row = base + (unsigned)(n0 + (lane & 7) + ((lane >> 4) << 3)) * 128u;
-    const unsigned y = (unsigned)((((lane >> 3) & 1) ^ (lane & 7)) << 4);
-    float Xa[4] = {0.f, 0.f, 0.f, 0.f}, Xb[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++) {
-        uint32_t r[4];
-        ldsm_x4_a(r, row + (unsigned)((kk >> 2) * half) + ((unsigned)(32 * (kk & 3)) ^ y));
-        uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
-        mma16816((kk & 1) ? Xa : Sa, qf[kk], b0);
-        mma16816((kk & 1) ? Xb : Sb, qf[kk], b1);
-    }
-#pragma unroll
-    for (int i = 0; i < 4; i++) Sa[i] += Xa[i], Sb[i] += Xb[i];
-}
-
-/* O += P V for the 16 keys at rows n0.. of a swizzled V tile; lanes address rows n0 + (lane & 15), chunk
- * 2 dp + (lane >> 4) (ldmatrix.trans) */
-template <int HD>
-static __device__ __forceinline__ void tma_pv16(const float Pa[4], const float Pb[4], unsigned base, int half, int n0,
-                                                float O[HD / 8][4]) {
-    const int lane = threadIdx.x & 31;
-    const unsigned row = base + (unsigned)(n0 + (lane & 15)) * 128u;
-    const unsigned y = (unsigned)(((lane >> 4) ^ (lane & 7)) << 4);
-    uint32_t a[4] = {pack_bf16(Pa[0], Pa[1]), pack_bf16(Pa[2], Pa[3]), pack_bf16(Pb[0], Pb[1]),
-                     pack_bf16(Pb[2], Pb[3])};
-#pragma unroll
-    for (int dp = 0; dp < HD / 16; dp++) {
-        uint32_t r[4];
-        ldsm_x4_trans_a(r, row + (unsigned)((dp >> 2) * half) + ((unsigned)(32 * (dp & 3)) ^ y));
-        uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
-        mma16816(O[2 * dp], a, b0);
-        mma16816(O[2 * dp + 1], a, b1);
-    }
-}
-
 template <int HD, int W> struct tma_shape {
     static constexpr int NS = W >= 8 ? 4 : 3;            /* stages of the shared tiles */
     static constexpr int TILEB = MMA_BK * HD * 2;         /* bytes of one 64-key K or V tile */
@@ -998,18 +868,6 @@ __global__ void __launch_bounds__(NW * 32, NW >= 8 ? 1 : 2)
     }
 }
 
-/* the most dynamic shared memory one block may opt in to (227 KB on H100, less on smaller parts) */
-static size_t smem_optin(void) {
-    static int v = 0;
-    if (!v) {
-        int dev = 0;
-        cudaGetDevice(&dev);
-        cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-        if (v <= 0) v = 48 * 1024;
-    }
-    return (size_t)v;
-}
-
 /* rows kernel launch; returns -1 when the shape is not for it (the caller falls back) */
 template <int HD, int W, bool DENSE>
 static int launch_rows(cudaStream_t st, float *o, int64_t ldo, const float *q, int64_t ldq, const void *K,
@@ -1031,40 +889,18 @@ static int launch_rows(cudaStream_t st, float *o, int64_t ldo, const float *q, i
     return LAUNCH_CHECK();
 }
 
-/* the driver's tensor-map encoder, through the runtime's entry-point lookup (NULL when unavailable) */
-static PFN_cuTensorMapEncodeTiled_v12000 tma_encoder(void) {
-    static void *fn = NULL;
-    static int tried = 0;
-    if (!tried) {
-        cudaDriverEntryPointQueryResult qr;
-        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &qr) !=
-                cudaSuccess ||
-            qr != cudaDriverEntryPointSuccess)
-            fn = NULL;
-        cudaGetLastError();
-        tried = 1;
-    }
-    return (PFN_cuTensorMapEncodeTiled_v12000)fn;
-}
-
-/* map of a [nkeys][nkv][HD] bf16 cache as (d, group, key), 128-byte swizzle, box 64 d × 1 × `rows` keys */
-static int tma_encode(CUtensorMap *m, const void *base, int hd, int nkv, int64_t nkeys, int rows) {
-    PFN_cuTensorMapEncodeTiled_v12000 enc = tma_encoder();
-    if (!enc) return -1;
-    cuuint64_t dims[3] = {(cuuint64_t)hd, (cuuint64_t)nkv, (cuuint64_t)nkeys};
-    cuuint64_t strides[2] = {(cuuint64_t)hd * 2, (cuuint64_t)nkv * hd * 2}; /* bytes, dims 1 and 2 */
-    cuuint32_t box[3] = {64, 1, (cuuint32_t)rows}, es[3] = {1, 1, 1};
-    CUresult r = enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, (void *)base, dims, strides, box, es,
-                     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    return r == CUDA_SUCCESS ? 0 : -1;
-}
-
-/* SALA_SPARSE_TMA: 0 k_attn_rows, 1 (default) k_attn_rows_tma with 4 rows per block, 2 with 8 rows */
+/* SALA_SPARSE_TMA: 0 k_attn_rows, 1 k_attn_rows_tma with 4 rows per block, 2 with 8 rows, 3 k_attn_seg
+ * (attn_seg.cu) with 16 rows per block, 4 with 8; unset (-1): k_attn_seg with 16 rows when the call has
+ * a row set of 16 for every SM and ≥ 256K keys, else mode 1 */
 static int tma_mode(void) {
     const char *e = getenv("SALA_SPARSE_TMA");
-    return e && *e ? atoi(e) : 1;
+    return e && *e ? atoi(e) : -1;
 }
+
+/* attn_seg.cu: the segment-paced kernel; -1 when not for this shape or device */
+int attn_seg_sparse(cudaStream_t st, int mode, int force, float *o, int64_t ldo, const float *q, int64_t ldq,
+                    const void *K, const void *V, const int32_t *blocks, const int32_t *nsel, int64_t T, int64_t pos0,
+                    int nkv, int hd, int budget, float scale);
 
 /* whether this device runs k_attn_rows_tma<HD, W> (sm_90+, and the binary holds code built for it) */
 template <int HD, int W> static bool tma_usable(void) {
@@ -1116,7 +952,12 @@ static int sparse_rows_tma(cudaStream_t st, float *o, int64_t ldo, const float *
                            int budget, float scale) {
     if constexpr (HD % 64 == 0) {
         const int mode = tma_mode();
-        if (mode == 1)
+        if (mode < 0 || mode == 3 || mode == 4) {
+            const int e = attn_seg_sparse(st, mode < 0 ? 3 : mode, mode >= 0, o, ldo, q, ldq, K, V, blocks, nsel, T,
+                                          pos0, nkv, HD, budget, scale);
+            if (e >= 0 || mode >= 0) return e;
+        }
+        if (mode == 1 || mode < 0)
             return launch_rows_tma<HD, 4>(st, o, ldo, q, ldq, K, V, blocks, nsel, T, pos0, nkv, budget, scale,
                                           ROWS_THR);
         if (mode == 2)
