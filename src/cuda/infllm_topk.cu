@@ -12,8 +12,25 @@
  * select (warp-aggregated shared histograms, the digit found by a block scan) gives the budget-th
  * largest key and how many of its equals to take; a compaction in block order (each warp a contiguous
  * range, ballots within it) then keeps everything above it and the lowest-index equals — exactly
- * "ties to the lower block index" — already ascending. */
+ * "ties to the lower block index" — already ascending.
+ *
+ * k_topk_reg (the default when a row has at most 32 · 512 candidates, i.e. up to 1M tokens at block 64)
+ * reads the pooled scores once and keeps them in registers: 512 threads, PER ≤ 32 keys each (slot i of
+ * thread tid holds block i·512 + tid: coalesced loads; the halo keys go through shared memory). Then
+ *   1. a cheap lower bound t: the largest 20-bit-prefix key with at least `budget` thread maxima ≥ t
+ *      (a bitwise search with __syncthreads_count); every such maximum is a candidate, so at least
+ *      `budget` candidates are ≥ t and the answer's threshold thr satisfies thr ≥ t;
+ *   2. the survivors G = {key > t} (about budget + a few on continuous scores) go to shared memory;
+ *      if |G| < budget then thr = t; if |G| ≤ 512 each thread ranks one survivor against all of G (thr
+ *      is the survivor with fewer than `budget` greater and at least `budget` greater-or-equal);
+ *      else (many ties or a skewed row) a bitwise search over all keys with block counts finds thr;
+ *   3. everything above thr plus the lowest-index k = budget − #(> thr) equals, written in block order:
+ *      per (slot, warp) counts of "> thr" and "= thr" in one block scan, then each element's place is
+ *      its greater-before count plus min(its equal-before count, k).
+ * Same selection bit for bit as the radix kernel (which stays for longer rows and as variant 0). */
 #include "cuda/common.cuh"
+
+#include <stdlib.h>
 
 #define TOPK_SMEM_KEYS 16384 /* 64 KB of keys: a 1M-token row at block 64; fits sm_80/90/120 */
 #define TOPK_BINS 2048
@@ -141,6 +158,171 @@ __global__ void __launch_bounds__(NT) k_infllm_topk(int32_t *blocks, int32_t *ns
     if (tid == 0) nsel[tg] = tot;
 }
 
+
+/* ---------------- keys in registers (rows up to TK_NT · 32 candidates) ---------------- */
+#define TK_NT 512
+#define TK_HALO (32 * TK_NT / 16 + 1) /* halo keys of a row of 32 · TK_NT candidates at NBT ≥ 16 */
+#define TK_LOWBIT 12 /* the lower bound t keeps the key's top 20 bits: 11 mantissa bits */
+
+template <int PER>
+__global__ void __launch_bounds__(TK_NT, 2) k_topk_reg(int32_t *blocks, int32_t *nsel, const float *pooled,
+                                                        const float *halo, int64_t pos0, int nkv, int block,
+                                                        int init_blocks, int local_blocks, int budget, int nbt_log2,
+                                                        int64_t nblk_cap, int64_t ntile_cap) {
+    constexpr int NT = TK_NT, NW = NT / 32;
+    __shared__ __align__(16) uint32_t gkey[NT + 4];
+    __shared__ int tab[NT];
+    __shared__ int wpart[NW];
+    __shared__ int s_cnt, s_gt;
+    __shared__ uint32_t s_thr;
+    __shared__ float shal[TK_HALO];
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int64_t tg = blockIdx.x; /* t * nkv + g */
+    const int64_t r = pos0 + tg / nkv, qb64 = r / block;
+    int32_t *out = blocks + tg * budget;
+    if (qb64 + 1 <= budget) {
+        for (int b = tid; b <= qb64; b += NT) out[b] = b;
+        if (tid == 0) nsel[tg] = (int32_t)(qb64 + 1);
+        return;
+    }
+    const int qb = (int)qb64, ncand = qb + 1, flo = qb - local_blocks; /* forced: b < init_blocks || b >= flo */
+    const float *pv = pooled + tg * nblk_cap, *hal = halo + tg * ntile_cap;
+    const int nbt_mask = (1 << nbt_log2) - 1;
+    if (tid == 0) s_cnt = 0;
+    /* slot i of this thread: block i·NT + tid (coalesced loads), for the first nv slots; the rest are pads with
+     * key 0, below every candidate (candidate keys are clamped to ≥ 1: that merges only the NaNs with all
+     * bits set and all bits but the last, which the scores never hold). Halo keys: the row's (one per NBT ≥ 16
+     * blocks, ≤ TK_HALO) through shared memory, loaded while the scores' loads fly. */
+    uint32_t key[PER];
+    const int nv = ncand > tid ? (ncand - tid + NT - 1) / NT : 0;
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        float x = 0.0f;
+        if (i < nv) x = __ldcs(pv + i * NT + tid);
+        key[i] = __float_as_uint(x);
+    }
+    const int nh = ((ncand - 1) >> nbt_log2) + 1;
+    for (int j = tid; j < nh; j += NT) shal[j] = __ldg(hal + j);
+    __syncthreads();
+    uint32_t mx = 0;
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        const int b = i * NT + tid; /* b mod NBT = tid mod NBT: NBT divides NT */
+        float x = __uint_as_float(key[i]);
+        if (b > 0 && (tid & nbt_mask) == 0) x = fmaxf(x, shal[b >> nbt_log2]);
+        const uint32_t kk = (b < init_blocks || b >= flo) ? 0xff800000u /* sort_key(+inf) */ : max(sort_key(x), 1u);
+        key[i] = i < nv ? kk : 0u;
+        mx = max(mx, key[i]);
+    }
+    /* 1. t: at least `budget` thread maxima (each a candidate's key, or 0 only when t stays 0) are ≥ t */
+    uint32_t t = 0;
+#pragma unroll 1
+    for (int bit = 31; bit >= TK_LOWBIT; bit--) {
+        const uint32_t c = t | (1u << bit);
+        if (__syncthreads_count(mx >= c) >= budget) t = c;
+    }
+    /* 2. survivors G = {key > t} (pads never: t ≥ 0) into gkey, in any order */
+    int n = 0;
+#pragma unroll
+    for (int i = 0; i < PER; i++) n += key[i] > t;
+    int incl = n;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+    }
+    int base = 0;
+    if (lane == 31 && incl) base = atomicAdd(&s_cnt, incl);
+    int pos = __shfl_sync(0xffffffffu, base, 31) + incl - n;
+#pragma unroll
+    for (int i = 0; i < PER; i++)
+        if (key[i] > t) {
+            if (pos < NT) gkey[pos] = key[i];
+            pos++;
+        }
+    __syncthreads();
+    const int S = s_cnt;
+    uint32_t thr;
+    int cgt = 0;
+    if (S < budget) { /* ≥ budget keys are ≥ t, fewer are > t: the budget-th largest is t */
+        thr = t, cgt = S;
+    } else if (S <= NT) { /* rank each survivor against G; zero pads never count (survivors are > t ≥ 0) */
+        if (tid < 4) gkey[S + tid] = 0u;
+        __syncthreads();
+        if (tid < S) {
+            const uint32_t g = gkey[tid];
+            int gt = 0, ge = 0;
+            const uint4 *g4 = (const uint4 *)gkey;
+#pragma unroll 4
+            for (int j = 0; j < (S + 3) >> 2; j++) {
+                const uint4 q = g4[j];
+                gt += (q.x > g) + (q.y > g) + (q.z > g) + (q.w > g);
+                ge += (q.x >= g) + (q.y >= g) + (q.z >= g) + (q.w >= g);
+            }
+            if (gt < budget && ge >= budget) s_thr = g, s_gt = gt; /* equal survivors write the same */
+        }
+        __syncthreads();
+        thr = s_thr, cgt = s_gt;
+    } else { /* many survivors: the largest key x with #(keys ≥ x) ≥ budget, bit by bit over all keys */
+        uint32_t p = 0;
+#pragma unroll 1
+        for (int bit = 31; bit >= -1; bit--) { /* bit −1: the count of keys > p (the final pass) */
+            const uint32_t c = bit >= 0 ? p | (1u << bit) : p;
+            int m = 0;
+#pragma unroll
+            for (int i = 0; i < PER; i++) m += bit >= 0 ? key[i] >= c : key[i] > c;
+            m = __reduce_add_sync(0xffffffffu, m);
+            if (lane == 0) wpart[w] = m;
+            __syncthreads();
+            int tot = 0;
+#pragma unroll
+            for (int j = 0; j < NW; j++) tot += wpart[j];
+            __syncthreads();
+            if (bit >= 0) {
+                if (tot >= budget) p = c; /* c ≥ 1: pads are not counted */
+            } else {
+                cgt = tot;
+            }
+        }
+        thr = p;
+    }
+    /* 3. keep every key > thr and the k lowest-index keys = thr, in block order */
+    const int k = budget - cgt;
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        const unsigned m = __ballot_sync(0xffffffffu, key[i] >= thr);
+        int c = 0;
+        if (m) {
+            const unsigned gm = __ballot_sync(0xffffffffu, key[i] > thr);
+            c = (__popc(gm) << 16) | __popc(m & ~gm); /* ≤ 16384 each: no carry in the scan below */
+        }
+        if (lane == 0) tab[i * NW + w] = c;
+    }
+    __syncthreads();
+    int tot;
+    const int x = tid < PER * NW ? tab[tid] : 0;
+    const int ex = scan_block<NT>(x, &tot);
+    if (tid < PER * NW) tab[tid] = ex;
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        const int b = i * NT + tid;
+        const bool ge = key[i] >= thr;
+        const unsigned m = __ballot_sync(0xffffffffu, ge);
+        if (m) {
+            const bool gt = key[i] > thr;
+            const unsigned gm = __ballot_sync(0xffffffffu, gt);
+            if (ge) {
+                const unsigned below = (1u << lane) - 1u;
+                const int off = tab[i * NW + w];
+                const int gbefore = (off >> 16) + __popc(gm & below), ebefore = (off & 0xffff) + __popc(m & ~gm & below);
+                if (gt || ebefore < k) out[gbefore + min(ebefore, k)] = b;
+            }
+        }
+    }
+    if (tid == 0) nsel[tg] = budget;
+}
+
 template <int NT>
 static void launch_topk(cudaStream_t st, int64_t nblocks, int64_t max_ncand, int32_t *blocks, int32_t *nsel,
                         float *pooled, const float *halo, int64_t pos0, const cu_infllm_dims *d, int NBT,
@@ -160,17 +342,52 @@ static void launch_topk(cudaStream_t st, int64_t nblocks, int64_t max_ncand, int
     }
 }
 
+/* the kernel cu_infllm_topk takes (for tests and measurements; internal): 0 the radix kernel, 1 or −1 (the
+ * default) k_topk_reg where the row fits it; until set, the environment's SALA_TOPK_VAR (else −1) */
+static int g_topk_variant = -2;
+extern "C" void cu_infllm_topk_variant(int v) { g_topk_variant = v; }
+
+template <int PER>
+static void launch_reg(cudaStream_t st, int64_t nblocks, int32_t *blocks, int32_t *nsel, const float *pooled,
+                       const float *halo, int64_t pos0, const cu_infllm_dims *d, int nbt_log2, int64_t nblk_cap,
+                       int64_t ntile_cap) {
+    k_topk_reg<PER><<<(unsigned)nblocks, TK_NT, 0, st>>>(blocks, nsel, pooled, halo, pos0, d->nkv, d->block,
+                                                         d->init_blocks, d->local_blocks, d->budget, nbt_log2,
+                                                         nblk_cap, ntile_cap);
+}
+
 extern "C" int cu_infllm_topk(void *st, int32_t *blocks, int32_t *nsel, float *pooled, const float *halo, int64_t T,
                               int64_t pos0, const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
     if (T <= 0) return 0;
+    if (g_topk_variant == -2) {
+        const char *e = getenv("SALA_TOPK_VAR");
+        g_topk_variant = e ? atoi(e) : -1;
+    }
     int P = d->block / d->s1;
+    const int NBT = 64 / P;
     const int64_t max_ncand = (pos0 + T - 1) / d->block + 1; /* the last row has the most candidates */
+    int nbt_log2 = 0;
+    while (nbt_log2 < 7 && (1 << nbt_log2) < NBT) nbt_log2++;
+    /* the register kernel: rows of ≤ 32 · TK_NT candidates, budget ≤ TK_NT (its maxima bound), NBT a power of
+     * two (b mod NBT is a mask) of at least 16 (the row's halo keys fit TK_HALO) */
+    if (g_topk_variant != 0 && max_ncand <= 32 * TK_NT && d->budget <= TK_NT && NBT >= 16 && (1 << nbt_log2) == NBT &&
+        NBT <= 64) {
+        const int64_t nb = T * d->nkv;
+        cudaStream_t s = (cudaStream_t)st;
+        if (max_ncand <= 1 * TK_NT) launch_reg<1>(s, nb, blocks, nsel, pooled, halo, pos0, d, nbt_log2, nblk_cap, ntile_cap);
+        else if (max_ncand <= 2 * TK_NT) launch_reg<2>(s, nb, blocks, nsel, pooled, halo, pos0, d, nbt_log2, nblk_cap, ntile_cap);
+        else if (max_ncand <= 4 * TK_NT) launch_reg<4>(s, nb, blocks, nsel, pooled, halo, pos0, d, nbt_log2, nblk_cap, ntile_cap);
+        else if (max_ncand <= 8 * TK_NT) launch_reg<8>(s, nb, blocks, nsel, pooled, halo, pos0, d, nbt_log2, nblk_cap, ntile_cap);
+        else if (max_ncand <= 16 * TK_NT) launch_reg<16>(s, nb, blocks, nsel, pooled, halo, pos0, d, nbt_log2, nblk_cap, ntile_cap);
+        else launch_reg<32>(s, nb, blocks, nsel, pooled, halo, pos0, d, nbt_log2, nblk_cap, ntile_cap);
+        return LAUNCH_CHECK();
+    }
     /* few rows (decode): one wide block per row and group; many rows: 256 threads each, many blocks */
     if (T * d->nkv < 64)
-        launch_topk<1024>((cudaStream_t)st, T * d->nkv, max_ncand, blocks, nsel, pooled, halo, pos0, d, 64 / P,
+        launch_topk<1024>((cudaStream_t)st, T * d->nkv, max_ncand, blocks, nsel, pooled, halo, pos0, d, NBT,
                           nblk_cap, ntile_cap);
     else
-        launch_topk<256>((cudaStream_t)st, T * d->nkv, max_ncand, blocks, nsel, pooled, halo, pos0, d, 64 / P,
+        launch_topk<256>((cudaStream_t)st, T * d->nkv, max_ncand, blocks, nsel, pooled, halo, pos0, d, NBT,
                          nblk_cap, ntile_cap);
     return LAUNCH_CHECK();
 }
