@@ -161,66 +161,94 @@ __global__ void __launch_bounds__(NT) k_infllm_topk(int32_t *blocks, int32_t *ns
 
 /* ---------------- keys in registers (rows up to TK_NT · 32 candidates) ---------------- */
 #define TK_NT 512
+#define TK_NW (TK_NT / 32)
 #define TK_HALO (32 * TK_NT / 16 + 1) /* halo keys of a row of 32 · TK_NT candidates at NBT ≥ 16 */
-#define TK_LOWBIT 12 /* the lower bound t keeps the key's top 20 bits: 11 mantissa bits */
+#define TK_FORCED 0xff800000u      /* sort_key(+inf) */
 
+struct tk_shared {
+    uint4 gkey4[TK_NT / 4 + 1]; /* survivors' keys, zero-padded to a multiple of 4 */
+    int tab[TK_NT];            /* per (slot, warp): "> thr" count << 16 | "= thr" count, then their prefix sums */
+    uint32_t wmax[TK_NW], wmin[TK_NW];
+    int wpart[TK_NW];
+    int s_cnt, s_gt;
+    uint32_t s_thr;
+};
+
+/* a row's geometry: qb, the candidate count, the first forced block of the local window */
+struct tk_row {
+    int64_t qb;
+    int ncand, flo;
+};
+static __device__ __forceinline__ tk_row topk_row(int64_t tg, int64_t pos0, int nkv, int block, int local_blocks) {
+    tk_row g;
+    g.qb = (pos0 + tg / nkv) / block;
+    g.ncand = (int)(g.qb + 1 < 0x7fffffff ? g.qb + 1 : 0x7fffffff);
+    g.flo = (int)g.qb - local_blocks;
+    return g;
+}
+
+/* keys of slot i = block i·NT + tid from the scores v (valid for the first nv slots; pads key 0, below every
+ * candidate: candidate keys are clamped to ≥ 1, which merges only the NaNs with all bits set and all bits but
+ * the last, never in the scores), the halo keys from shared memory (b mod NBT = tid mod NBT as NBT divides NT);
+ * returns the max of the thread's non-forced keys (0 if none) */
 template <int PER>
-__global__ void __launch_bounds__(TK_NT, 2) k_topk_reg(int32_t *blocks, int32_t *nsel, const float *pooled,
-                                                        const float *halo, int64_t pos0, int nkv, int block,
-                                                        int init_blocks, int local_blocks, int budget, int nbt_log2,
-                                                        int64_t nblk_cap, int64_t ntile_cap) {
-    constexpr int NT = TK_NT, NW = NT / 32;
-    __shared__ __align__(16) uint32_t gkey[NT + 4];
-    __shared__ int tab[NT];
-    __shared__ int wpart[NW];
-    __shared__ int s_cnt, s_gt;
-    __shared__ uint32_t s_thr;
-    __shared__ float shal[TK_HALO];
-    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-    const int64_t tg = blockIdx.x; /* t * nkv + g */
-    const int64_t r = pos0 + tg / nkv, qb64 = r / block;
-    int32_t *out = blocks + tg * budget;
-    if (qb64 + 1 <= budget) {
-        for (int b = tid; b <= qb64; b += NT) out[b] = b;
-        if (tid == 0) nsel[tg] = (int32_t)(qb64 + 1);
-        return;
-    }
-    const int qb = (int)qb64, ncand = qb + 1, flo = qb - local_blocks; /* forced: b < init_blocks || b >= flo */
-    const float *pv = pooled + tg * nblk_cap, *hal = halo + tg * ntile_cap;
-    const int nbt_mask = (1 << nbt_log2) - 1;
-    if (tid == 0) s_cnt = 0;
-    /* slot i of this thread: block i·NT + tid (coalesced loads), for the first nv slots; the rest are pads with
-     * key 0, below every candidate (candidate keys are clamped to ≥ 1: that merges only the NaNs with all
-     * bits set and all bits but the last, which the scores never hold). Halo keys: the row's (one per NBT ≥ 16
-     * blocks, ≤ TK_HALO) through shared memory, loaded while the scores' loads fly. */
-    uint32_t key[PER];
-    const int nv = ncand > tid ? (ncand - tid + NT - 1) / NT : 0;
-#pragma unroll
-    for (int i = 0; i < PER; i++) {
-        float x = 0.0f;
-        if (i < nv) x = __ldcs(pv + i * NT + tid);
-        key[i] = __float_as_uint(x);
-    }
-    const int nh = ((ncand - 1) >> nbt_log2) + 1;
-    for (int j = tid; j < nh; j += NT) shal[j] = __ldg(hal + j);
-    __syncthreads();
+static __device__ __forceinline__ uint32_t topk_keys(uint32_t (&key)[PER], const float (&v)[PER], const float *shal,
+                                                     int ncand, int init_blocks, int flo, int nbt_log2) {
+    const int tid = threadIdx.x, nv = ncand > tid ? (ncand - tid + TK_NT - 1) / TK_NT : 0;
+    const bool hthread = (tid & ((1 << nbt_log2) - 1)) == 0;
     uint32_t mx = 0;
 #pragma unroll
     for (int i = 0; i < PER; i++) {
-        const int b = i * NT + tid; /* b mod NBT = tid mod NBT: NBT divides NT */
-        float x = __uint_as_float(key[i]);
-        if (b > 0 && (tid & nbt_mask) == 0) x = fmaxf(x, shal[b >> nbt_log2]);
-        const uint32_t kk = (b < init_blocks || b >= flo) ? 0xff800000u /* sort_key(+inf) */ : max(sort_key(x), 1u);
-        key[i] = i < nv ? kk : 0u;
-        mx = max(mx, key[i]);
+        const int b = i * TK_NT + tid;
+        float x = v[i];
+        if (b > 0 && hthread) x = fmaxf(x, shal[b >> nbt_log2]);
+        const uint32_t kk = max(sort_key(x), 1u);
+        if ((i + 1) * TK_NT <= min(ncand, flo) && i * TK_NT >= init_blocks) { /* the whole slot valid, not forced */
+            key[i] = kk;
+            mx = max(mx, kk);
+        } else {
+            const bool forced = b < init_blocks || b >= flo;
+            key[i] = i < nv ? (forced ? TK_FORCED : kk) : 0u;
+            mx = max(mx, i < nv && !forced ? kk : 0u);
+        }
     }
-    /* 1. t: at least `budget` thread maxima (each a candidate's key, or 0 only when t stays 0) are ≥ t */
+    return mx;
+}
+
+/* phases 1–3 (file note) for one row whose keys are in registers; out gets the budget blocks ascending */
+template <int PER>
+static __device__ __forceinline__ void topk_select(const uint32_t (&key)[PER], uint32_t mx, int32_t *out, int ncand,
+                                                   int init_blocks, int flo, int budget, tk_shared &sm) {
+    constexpr int NT = TK_NT, NW = TK_NW;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    uint32_t *gkey = (uint32_t *)sm.gkey4;
+    /* 1. t: at least `need` non-forced thread maxima are ≥ t, so with the nf forced keys (the largest but
+     * NaNs: t is capped at TK_FORCED) at least `budget` candidates are ≥ t. The search starts below the
+     * common prefix of the largest and smallest nonzero maxima when at least `need` are nonzero (t lies
+     * between them then). */
+    const int nonforced = max(0, min(flo, ncand) - init_blocks), nf = ncand - nonforced;
+    const int need = max(budget - nf, 1);
+    {
+        const uint32_t wmx = __reduce_max_sync(0xffffffffu, mx), wmn = __reduce_min_sync(0xffffffffu, mx ? mx : ~0u);
+        if (lane == 0) sm.wmax[w] = wmx, sm.wmin[w] = wmn;
+    }
+    if (tid == 0) sm.s_cnt = 0;
+    const int nz = __syncthreads_count(mx != 0);
+    const uint32_t hi = __reduce_max_sync(0xffffffffu, lane < NW ? sm.wmax[lane] : 0u);
+    const uint32_t lo = __reduce_min_sync(0xffffffffu, lane < NW ? sm.wmin[lane] : ~0u);
     uint32_t t = 0;
-#pragma unroll 1
-    for (int bit = 31; bit >= TK_LOWBIT; bit--) {
-        const uint32_t c = t | (1u << bit);
-        if (__syncthreads_count(mx >= c) >= budget) t = c;
+    int top = 31;
+    if (nz >= need) {
+        const uint32_t diff = hi ^ lo;
+        top = diff ? 31 - __clz(diff) : -1;
+        t = top >= 0 ? lo & ~((2u << top) - 1u) : lo; /* top = 31: 2u << 31 = 0, nothing kept */
     }
+#pragma unroll 1
+    for (int bit = top; bit >= 0; bit--) {
+        const uint32_t c = t | (1u << bit);
+        if (__syncthreads_count(mx >= c) >= need) t = c;
+    }
+    t = min(t, TK_FORCED);
     /* 2. survivors G = {key > t} (pads never: t ≥ 0) into gkey, in any order */
     int n = 0;
 #pragma unroll
@@ -232,7 +260,7 @@ __global__ void __launch_bounds__(TK_NT, 2) k_topk_reg(int32_t *blocks, int32_t 
         if (lane >= o) incl += y;
     }
     int base = 0;
-    if (lane == 31 && incl) base = atomicAdd(&s_cnt, incl);
+    if (lane == 31 && incl) base = atomicAdd(&sm.s_cnt, incl);
     int pos = __shfl_sync(0xffffffffu, base, 31) + incl - n;
 #pragma unroll
     for (int i = 0; i < PER; i++)
@@ -241,7 +269,7 @@ __global__ void __launch_bounds__(TK_NT, 2) k_topk_reg(int32_t *blocks, int32_t 
             pos++;
         }
     __syncthreads();
-    const int S = s_cnt;
+    const int S = sm.s_cnt;
     uint32_t thr;
     int cgt = 0;
     if (S < budget) { /* ≥ budget keys are ≥ t, fewer are > t: the budget-th largest is t */
@@ -252,17 +280,16 @@ __global__ void __launch_bounds__(TK_NT, 2) k_topk_reg(int32_t *blocks, int32_t 
         if (tid < S) {
             const uint32_t g = gkey[tid];
             int gt = 0, ge = 0;
-            const uint4 *g4 = (const uint4 *)gkey;
 #pragma unroll 4
             for (int j = 0; j < (S + 3) >> 2; j++) {
-                const uint4 q = g4[j];
+                const uint4 q = sm.gkey4[j];
                 gt += (q.x > g) + (q.y > g) + (q.z > g) + (q.w > g);
                 ge += (q.x >= g) + (q.y >= g) + (q.z >= g) + (q.w >= g);
             }
-            if (gt < budget && ge >= budget) s_thr = g, s_gt = gt; /* equal survivors write the same */
+            if (gt < budget && ge >= budget) sm.s_thr = g, sm.s_gt = gt; /* equal survivors write the same */
         }
         __syncthreads();
-        thr = s_thr, cgt = s_gt;
+        thr = sm.s_thr, cgt = sm.s_gt;
     } else { /* many survivors: the largest key x with #(keys ≥ x) ≥ budget, bit by bit over all keys */
         uint32_t p = 0;
 #pragma unroll 1
@@ -272,11 +299,11 @@ __global__ void __launch_bounds__(TK_NT, 2) k_topk_reg(int32_t *blocks, int32_t 
 #pragma unroll
             for (int i = 0; i < PER; i++) m += bit >= 0 ? key[i] >= c : key[i] > c;
             m = __reduce_add_sync(0xffffffffu, m);
-            if (lane == 0) wpart[w] = m;
+            if (lane == 0) sm.wpart[w] = m;
             __syncthreads();
             int tot = 0;
 #pragma unroll
-            for (int j = 0; j < NW; j++) tot += wpart[j];
+            for (int j = 0; j < NW; j++) tot += sm.wpart[j];
             __syncthreads();
             if (bit >= 0) {
                 if (tot >= budget) p = c; /* c ≥ 1: pads are not counted */
@@ -296,13 +323,13 @@ __global__ void __launch_bounds__(TK_NT, 2) k_topk_reg(int32_t *blocks, int32_t 
             const unsigned gm = __ballot_sync(0xffffffffu, key[i] > thr);
             c = (__popc(gm) << 16) | __popc(m & ~gm); /* ≤ 16384 each: no carry in the scan below */
         }
-        if (lane == 0) tab[i * NW + w] = c;
+        if (lane == 0) sm.tab[i * NW + w] = c;
     }
     __syncthreads();
     int tot;
-    const int x = tid < PER * NW ? tab[tid] : 0;
+    const int x = tid < PER * NW ? sm.tab[tid] : 0;
     const int ex = scan_block<NT>(x, &tot);
-    if (tid < PER * NW) tab[tid] = ex;
+    if (tid < PER * NW) sm.tab[tid] = ex;
     __syncthreads();
 #pragma unroll
     for (int i = 0; i < PER; i++) {
@@ -314,13 +341,110 @@ __global__ void __launch_bounds__(TK_NT, 2) k_topk_reg(int32_t *blocks, int32_t 
             const unsigned gm = __ballot_sync(0xffffffffu, gt);
             if (ge) {
                 const unsigned below = (1u << lane) - 1u;
-                const int off = tab[i * NW + w];
+                const int off = sm.tab[i * NW + w];
                 const int gbefore = (off >> 16) + __popc(gm & below), ebefore = (off & 0xffff) + __popc(m & ~gm & below);
                 if (gt || ebefore < k) out[gbefore + min(ebefore, k)] = b;
             }
         }
     }
+}
+
+/* variant 2: one row per thread block, the scores loaded straight into registers */
+template <int PER>
+__global__ void __launch_bounds__(TK_NT, 2) k_topk_reg(int32_t *blocks, int32_t *nsel, const float *pooled,
+                                                        const float *halo, int64_t pos0, int nkv, int block,
+                                                        int init_blocks, int local_blocks, int budget, int nbt_log2,
+                                                        int64_t nblk_cap, int64_t ntile_cap) {
+    __shared__ tk_shared sm;
+    __shared__ float shal[TK_HALO];
+    const int tid = threadIdx.x;
+    const int64_t tg = blockIdx.x; /* t * nkv + g */
+    const tk_row g = topk_row(tg, pos0, nkv, block, local_blocks);
+    int32_t *out = blocks + tg * budget;
+    if (g.qb + 1 <= budget) {
+        for (int b = tid; b <= g.qb; b += TK_NT) out[b] = b;
+        if (tid == 0) nsel[tg] = (int32_t)(g.qb + 1);
+        return;
+    }
+    const float *pv = pooled + tg * nblk_cap, *hal = halo + tg * ntile_cap;
+    float v[PER];
+    const int nv = g.ncand > tid ? (g.ncand - tid + TK_NT - 1) / TK_NT : 0;
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        v[i] = 0.0f;
+        if (i < nv) v[i] = __ldcs(pv + i * TK_NT + tid);
+    }
+    const int nh = ((g.ncand - 1) >> nbt_log2) + 1;
+    for (int j = tid; j < nh; j += TK_NT) shal[j] = __ldg(hal + j);
+    __syncthreads();
+    uint32_t key[PER];
+    const uint32_t mx = topk_keys<PER>(key, v, shal, g.ncand, init_blocks, g.flo, nbt_log2);
+    topk_select<PER>(key, mx, out, g.ncand, init_blocks, g.flo, budget, sm);
     if (tid == 0) nsel[tg] = budget;
+}
+
+static __device__ __forceinline__ void cp_async4(void *smem, const void *gmem) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(gmem) : "memory");
+}
+static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+static __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+/* variant 1 (the default): persistent thread blocks, rows tg = blockIdx.x + j·gridDim.x; the next row's
+ * scores and halo keys are copied to shared memory (cp.async, each thread the slots it will read) while the
+ * current row is selected from registers, so the scores stream from DRAM without the selection's pauses.
+ * Dynamic shared memory: PER · TK_NT scores + TK_HALO halo keys. */
+template <int PER, int MINB>
+__global__ void __launch_bounds__(TK_NT, MINB) k_topk_pipe(int32_t *blocks, int32_t *nsel, const float *pooled,
+                                                           const float *halo, int64_t nrows, int64_t pos0, int nkv,
+                                                           int block, int init_blocks, int local_blocks, int budget,
+                                                           int nbt_log2, int64_t nblk_cap, int64_t ntile_cap) {
+    extern __shared__ float sbuf[]; /* [PER · TK_NT] scores, then [TK_HALO] halo keys */
+    __shared__ tk_shared sm;
+    float *shal = sbuf + PER * TK_NT;
+    const int tid = threadIdx.x;
+    /* issue the copies of row tg (nothing for rows that need no selection) */
+    auto prefetch = [&](int64_t tg) {
+        if (tg >= nrows) return;
+        const tk_row g = topk_row(tg, pos0, nkv, block, local_blocks);
+        if (g.qb + 1 <= budget) return;
+        const float *pv = pooled + tg * nblk_cap, *hal = halo + tg * ntile_cap;
+#pragma unroll
+        for (int i = 0; i < PER; i++) {
+            const int b = i * TK_NT + tid;
+            if (b < g.ncand) cp_async4(sbuf + b, pv + b);
+        }
+        const int nh = ((g.ncand - 1) >> nbt_log2) + 1;
+        for (int j = tid; j < nh; j += TK_NT) cp_async4(shal + j, hal + j);
+    };
+    prefetch(blockIdx.x);
+    cp_async_commit();
+#pragma unroll 1
+    for (int64_t tg = blockIdx.x; tg < nrows; tg += gridDim.x) {
+        const tk_row g = topk_row(tg, pos0, nkv, block, local_blocks);
+        int32_t *out = blocks + tg * budget;
+        cp_async_wait_all();
+        __syncthreads(); /* the halo keys are another thread's copies; the last row's phases are done */
+        if (g.qb + 1 <= budget) {
+            for (int b = tid; b <= g.qb; b += TK_NT) out[b] = b;
+            if (tid == 0) nsel[tg] = (int32_t)(g.qb + 1);
+            prefetch(tg + gridDim.x);
+            cp_async_commit();
+            continue;
+        }
+        float v[PER];
+        const int nv = g.ncand > tid ? (g.ncand - tid + TK_NT - 1) / TK_NT : 0;
+#pragma unroll
+        for (int i = 0; i < PER; i++) v[i] = i < nv ? sbuf[i * TK_NT + tid] : 0.0f; /* this thread's own copies */
+        uint32_t key[PER];
+        const uint32_t mx = topk_keys<PER>(key, v, shal, g.ncand, init_blocks, g.flo, nbt_log2);
+        __syncthreads(); /* every thread is done with shal before the next row's copies land */
+        prefetch(tg + gridDim.x);
+        cp_async_commit();
+        topk_select<PER>(key, mx, out, g.ncand, init_blocks, g.flo, budget, sm);
+        if (tid == 0) nsel[tg] = budget;
+    }
+    cp_async_wait_all();
 }
 
 template <int NT>
@@ -342,19 +466,37 @@ static void launch_topk(cudaStream_t st, int64_t nblocks, int64_t max_ncand, int
     }
 }
 
-/* the kernel cu_infllm_topk takes (for tests and measurements; internal): 0 the radix kernel, 1 or −1 (the
- * default) k_topk_reg where the row fits it; until set, the environment's SALA_TOPK_VAR (else −1) */
+/* the kernel cu_infllm_topk takes (for tests and measurements; internal): 0 the radix kernel, 2 k_topk_reg,
+ * 1 or −1 (the default) k_topk_pipe, the latter two where the row fits them; until set, the environment's
+ * SALA_TOPK_VAR (else −1) */
 static int g_topk_variant = -2;
 extern "C" void cu_infllm_topk_variant(int v) { g_topk_variant = v; }
 
+#define TK_ARGS pos0, d->nkv, d->block, d->init_blocks, d->local_blocks, d->budget, nbt_log2, nblk_cap, ntile_cap
 template <int PER>
-static void launch_reg(cudaStream_t st, int64_t nblocks, int32_t *blocks, int32_t *nsel, const float *pooled,
+static void launch_reg(cudaStream_t st, int64_t nrows, int32_t *blocks, int32_t *nsel, const float *pooled,
                        const float *halo, int64_t pos0, const cu_infllm_dims *d, int nbt_log2, int64_t nblk_cap,
                        int64_t ntile_cap) {
-    k_topk_reg<PER><<<(unsigned)nblocks, TK_NT, 0, st>>>(blocks, nsel, pooled, halo, pos0, d->nkv, d->block,
-                                                         d->init_blocks, d->local_blocks, d->budget, nbt_log2,
-                                                         nblk_cap, ntile_cap);
+    k_topk_reg<PER><<<(unsigned)nrows, TK_NT, 0, st>>>(blocks, nsel, pooled, halo, TK_ARGS);
 }
+
+template <int PER>
+static void launch_pipe(cudaStream_t st, int64_t nrows, int32_t *blocks, int32_t *nsel, const float *pooled,
+                        const float *halo, int64_t pos0, const cu_infllm_dims *d, int nbt_log2, int64_t nblk_cap,
+                        int64_t ntile_cap) {
+    constexpr int MINB = PER >= 32 ? 2 : 3;
+    const size_t smem = sizeof(float) * (size_t)(PER * TK_NT + TK_HALO);
+    static int per_sm = 0; /* resident blocks per SM (set once per instantiation) */
+    if (!per_sm) {
+        cudaFuncSetAttribute(k_topk_pipe<PER, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_topk_pipe<PER, MINB>, TK_NT, smem) != cudaSuccess ||
+            per_sm < 1)
+            per_sm = 1;
+    }
+    const int64_t grid = min(nrows, (int64_t)per_sm * cu_sm_count());
+    k_topk_pipe<PER, MINB><<<(unsigned)grid, TK_NT, smem, st>>>(blocks, nsel, pooled, halo, nrows, TK_ARGS);
+}
+#undef TK_ARGS
 
 extern "C" int cu_infllm_topk(void *st, int32_t *blocks, int32_t *nsel, float *pooled, const float *halo, int64_t T,
                               int64_t pos0, const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
@@ -374,12 +516,14 @@ extern "C" int cu_infllm_topk(void *st, int32_t *blocks, int32_t *nsel, float *p
         NBT <= 64) {
         const int64_t nb = T * d->nkv;
         cudaStream_t s = (cudaStream_t)st;
-        if (max_ncand <= 1 * TK_NT) launch_reg<1>(s, nb, blocks, nsel, pooled, halo, pos0, d, nbt_log2, nblk_cap, ntile_cap);
-        else if (max_ncand <= 2 * TK_NT) launch_reg<2>(s, nb, blocks, nsel, pooled, halo, pos0, d, nbt_log2, nblk_cap, ntile_cap);
-        else if (max_ncand <= 4 * TK_NT) launch_reg<4>(s, nb, blocks, nsel, pooled, halo, pos0, d, nbt_log2, nblk_cap, ntile_cap);
-        else if (max_ncand <= 8 * TK_NT) launch_reg<8>(s, nb, blocks, nsel, pooled, halo, pos0, d, nbt_log2, nblk_cap, ntile_cap);
-        else if (max_ncand <= 16 * TK_NT) launch_reg<16>(s, nb, blocks, nsel, pooled, halo, pos0, d, nbt_log2, nblk_cap, ntile_cap);
-        else launch_reg<32>(s, nb, blocks, nsel, pooled, halo, pos0, d, nbt_log2, nblk_cap, ntile_cap);
+#define TK_L(PER) (g_topk_variant == 2 ? launch_reg<PER> : launch_pipe<PER>)(s, nb, blocks, nsel, pooled, halo, pos0, d, nbt_log2, nblk_cap, ntile_cap)
+        if (max_ncand <= 1 * TK_NT) TK_L(1);
+        else if (max_ncand <= 2 * TK_NT) TK_L(2);
+        else if (max_ncand <= 4 * TK_NT) TK_L(4);
+        else if (max_ncand <= 8 * TK_NT) TK_L(8);
+        else if (max_ncand <= 16 * TK_NT) TK_L(16);
+        else TK_L(32);
+#undef TK_L
         return LAUNCH_CHECK();
     }
     /* few rows (decode): one wide block per row and group; many rows: 256 threads each, many blocks */
