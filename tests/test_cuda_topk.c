@@ -1,9 +1,8 @@
 /* test_cuda_topk.c — the prefill top-k (cu_infllm_topk) on synthetic pooled scores against the selection
  * rule of infllm_select_row (MODEL.md §4 step 4): forced blocks (b < init, the local window) +inf, the halo
  * key pooled into each later tile's first block, descending score with ties to the lower block index,
- * output ascending. Exact: the block lists must be equal, for each kernel — variant 1, k_topk_pipe (the
- * default up to 16384 candidates: keys in registers, the next row prefetched into shared memory), variant 2,
- * k_topk_reg (the same selection, one row per block) and variant 0 (the radix kernel, the only one for
+ * output ascending. Exact: the block lists must be equal, for both kernels — k_topk_reg (variant 1, the
+ * default up to 16384 candidates: keys in registers) and variant 0 (the radix kernel, the only one for
  * longer rows).
  *
  * Score sets aim at each path of k_topk_reg: continuous scores (a few survivors above the lower bound,
@@ -14,7 +13,7 @@
  * budget to 16384 candidates (every PER), launches whose rows differ in length, decode rows, and rows past
  * 16384.
  *
- * SALA_TOPK_BENCH=1 (after the tests) or 2 (alone): the time of the three kernels on the last 2048-row chunk at
+ * SALA_TOPK_BENCH=1 (after the tests) or 2 (alone): the time of both kernels on the last 2048-row chunk at
  * kv 128K, 512K and 1M (released shape: 2 groups, budget 96, block 64, halo every 16 blocks), for several
  * score sets, with the kernels' outputs compared (exact) on that data. */
 #ifndef SALA_CUDA
@@ -35,7 +34,7 @@ int main(void) {
 #include "test.h"
 #include "cuda_test.h"
 
-/* infllm_topk.cu (internal): 0 the radix kernel, 1 (or −1, the default) k_topk_reg where it applies */
+/* infllm_topk.cu (internal): 0 the radix kernel, otherwise (−1, the default) k_topk_reg where it applies */
 void cu_infllm_topk_variant(int v);
 
 enum { K_FEW, K_EQUAL, K_ZERO_NINF, K_UNIFORM, K_COLUMNS, K_DECAY, K_QUANT, K_MANY_INF, K_NEG, K_NARROW, K_COUNT };
@@ -127,8 +126,8 @@ static void topk_case(const char *what, const tk_shape *sh, int64_t pos0, int64_
         cn[i] = n;
     }
     int32_t *gb = malloc(sizeof(int32_t) * (size_t)(R * budget)), *gn = malloc(sizeof(int32_t) * (size_t)R);
-    static const int vars[3] = {1, 2, 0};
-    for (int vi = 0; vi < 3; vi++) {
+    static const int vars[2] = {1, 0};
+    for (int vi = 0; vi < 2; vi++) {
         const int var = vars[vi];
         /* fresh copies: the radix kernel's global-memory path overwrites the scores with keys */
         float *dpool = up(pool, sizeof(float) * (size_t)(R * nblk_cap)), *dhalo = up(halo, sizeof(float) * (size_t)(R * ntile_cap));
@@ -184,7 +183,7 @@ static void test_topk_kinds(void) {
     }
 }
 
-/* SALA_TOPK_BENCH: the three kernels on the last 2048-row chunk; the outputs compared */
+/* SALA_TOPK_BENCH: both kernels on the last 2048-row chunk; the outputs compared */
 static void bench_topk(void) {
     const char *be = getenv("SALA_TOPK_BENCH");
     if (!be || (*be != '1' && *be != '2')) return;
@@ -202,13 +201,13 @@ static void bench_topk(void) {
         for (int64_t t = 0; t < T; t++) cand += (double)nkv * ((pos0 + t) / 64 + 1);
         float *pool = malloc(sizeof(float) * (size_t)(R * nblk_cap)), *halo = malloc(sizeof(float) * (size_t)(R * ntile_cap));
         float *dpool = cu_malloc(sizeof(float) * (size_t)(R * nblk_cap)), *dhalo = cu_malloc(sizeof(float) * (size_t)(R * ntile_cap));
-        int32_t *dblk[3], *dnsel[3];
-        for (int v = 0; v < 3; v++) {
+        int32_t *dblk[2], *dnsel[2];
+        for (int v = 0; v < 2; v++) {
             dblk[v] = dnew(sizeof(int32_t) * (size_t)(R * budget));
             dnsel[v] = dnew(sizeof(int32_t) * (size_t)R);
         }
-        int32_t *hb[3], *hn[3];
-        for (int v = 0; v < 3; v++) {
+        int32_t *hb[2], *hn[2];
+        for (int v = 0; v < 2; v++) {
             hb[v] = malloc(sizeof(int32_t) * (size_t)(R * budget));
             hn[v] = malloc(sizeof(int32_t) * (size_t)R);
         }
@@ -221,8 +220,8 @@ static void bench_topk(void) {
             }
             cu_h2d(dpool, pool, sizeof(float) * (size_t)(R * nblk_cap));
             cu_h2d(dhalo, halo, sizeof(float) * (size_t)(R * ntile_cap));
-            double ms[3];
-            for (int v = 0; v < 3; v++) {
+            double ms[2];
+            for (int v = 0; v < 2; v++) {
                 cu_infllm_topk_variant(v);
                 int e = cu_infllm_topk(NULL, dblk[v], dnsel[v], dpool, dhalo, T, pos0, &gd, nblk_cap, ntile_cap);
                 CHECK(e == 0 && cu_sync() == 0, "bench: %s", cu_error_str(e));
@@ -238,17 +237,15 @@ static void bench_topk(void) {
             }
             cu_infllm_topk_variant(-1);
             int64_t bad = 0;
-            for (int v = 1; v < 3; v++)
-                for (int64_t i = 0; i < R; i++)
-                    bad += hn[0][i] != hn[v][i] ||
-                           memcmp(hb[0] + i * budget, hb[v] + i * budget, sizeof(int32_t) * (size_t)hn[0][i]);
-            printf("   bench topk kv %7lld rows %lld..%lld, %-16s radix %.3f ms, reg %.3f ms, pipe %.3f ms (%.2fx, %.0f GB/s), "
+            for (int64_t i = 0; i < R; i++)
+                bad += hn[0][i] != hn[1][i] || memcmp(hb[0] + i * budget, hb[1] + i * budget, sizeof(int32_t) * (size_t)hn[0][i]);
+            printf("   bench topk kv %7lld rows %lld..%lld, %-16s radix %.3f ms, registers %.3f ms (%.2fx, %.0f GB/s), "
                    "%lld selections differ\n",
-                   (long long)kv, (long long)pos0, (long long)(pos0 + T - 1), kind_name[kind], ms[0], ms[2], ms[1],
-                   ms[0] / ms[1], 4.0 * cand / (ms[1] * 1e6), (long long)bad);
+                   (long long)kv, (long long)pos0, (long long)(pos0 + T - 1), kind_name[kind], ms[0], ms[1], ms[0] / ms[1],
+                   4.0 * cand / (ms[1] * 1e6), (long long)bad);
             CHECK(bad == 0, "bench kv %lld %s: %lld selections differ", (long long)kv, kind_name[kind], (long long)bad);
         }
-        for (int v = 0; v < 3; v++) cu_free(dblk[v]), cu_free(dnsel[v]), free(hb[v]), free(hn[v]);
+        for (int v = 0; v < 2; v++) cu_free(dblk[v]), cu_free(dnsel[v]), free(hb[v]), free(hn[v]);
         cu_free(dpool), cu_free(dhalo);
         free(pool), free(halo);
     }

@@ -17,17 +17,23 @@
  * k_topk_reg (the default when a row has at most 32 · 512 candidates, i.e. up to 1M tokens at block 64)
  * reads the pooled scores once and keeps them in registers: 512 threads, PER ≤ 32 keys each (slot i of
  * thread tid holds block i·512 + tid: coalesced loads; the halo keys go through shared memory). Then
- *   1. a cheap lower bound t: the largest 20-bit-prefix key with at least `budget` thread maxima ≥ t
- *      (a bitwise search with __syncthreads_count); every such maximum is a candidate, so at least
- *      `budget` candidates are ≥ t and the answer's threshold thr satisfies thr ≥ t;
- *   2. the survivors G = {key > t} (about budget + a few on continuous scores) go to shared memory;
+ *   1. a lower bound t: the largest key with at least need = budget − nf thread maxima ≥ t, the maxima
+ *      taken over each thread's non-forced keys (nf forced keys are +inf, above t): so at least `budget`
+ *      candidates are ≥ t and the answer's threshold thr satisfies thr ≥ t. A bitwise search with
+ *      __syncthreads_count, from below the common prefix of the largest and smallest maxima;
+ *   2. the survivors G = {key > t} (about budget + a few on independent scores) go to shared memory;
  *      if |G| < budget then thr = t; if |G| ≤ 512 each thread ranks one survivor against all of G (thr
  *      is the survivor with fewer than `budget` greater and at least `budget` greater-or-equal);
  *      else (many ties or a skewed row) a bitwise search over all keys with block counts finds thr;
  *   3. everything above thr plus the lowest-index k = budget − #(> thr) equals, written in block order:
  *      per (slot, warp) counts of "> thr" and "= thr" in one block scan, then each element's place is
  *      its greater-before count plus min(its equal-before count, k).
- * Same selection bit for bit as the radix kernel (which stays for longer rows and as variant 0). */
+ * Same selection bit for bit as the radix kernel (which stays for longer rows and as variant 0).
+ * Measured (H100, the last 2048-row chunk, tests/test_cuda_topk.c SALA_TOPK_BENCH): 512K 0.26–0.39 →
+ * 0.13–0.17 ms, 1M 0.71–0.98 → 0.21–0.25 ms; rows whose top scores sit in few of the 512 thread columns
+ * take the bitwise search over all keys (1M: 0.61 ms). A variant that prefetched the next row into shared
+ * memory (cp.async, persistent blocks) was no faster (1M: 0.24–0.28 ms; 32 % of DRAM bandwidth, the
+ * selection's barriers bound it) and was dropped. */
 #include "cuda/common.cuh"
 
 #include <stdlib.h>
@@ -349,7 +355,7 @@ static __device__ __forceinline__ void topk_select(const uint32_t (&key)[PER], u
     }
 }
 
-/* variant 2: one row per thread block, the scores loaded straight into registers */
+/* one row per thread block, the scores loaded straight into registers (the halo keys via shared memory) */
 template <int PER>
 __global__ void __launch_bounds__(TK_NT, 2) k_topk_reg(int32_t *blocks, int32_t *nsel, const float *pooled,
                                                         const float *halo, int64_t pos0, int nkv, int block,
@@ -383,70 +389,6 @@ __global__ void __launch_bounds__(TK_NT, 2) k_topk_reg(int32_t *blocks, int32_t 
     if (tid == 0) nsel[tg] = budget;
 }
 
-static __device__ __forceinline__ void cp_async4(void *smem, const void *gmem) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(gmem) : "memory");
-}
-static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-static __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
-/* variant 1 (the default): persistent thread blocks, rows tg = blockIdx.x + j·gridDim.x; the next row's
- * scores and halo keys are copied to shared memory (cp.async, each thread the slots it will read) while the
- * current row is selected from registers, so the scores stream from DRAM without the selection's pauses.
- * Dynamic shared memory: PER · TK_NT scores + TK_HALO halo keys. */
-template <int PER, int MINB>
-__global__ void __launch_bounds__(TK_NT, MINB) k_topk_pipe(int32_t *blocks, int32_t *nsel, const float *pooled,
-                                                           const float *halo, int64_t nrows, int64_t pos0, int nkv,
-                                                           int block, int init_blocks, int local_blocks, int budget,
-                                                           int nbt_log2, int64_t nblk_cap, int64_t ntile_cap) {
-    extern __shared__ float sbuf[]; /* [PER · TK_NT] scores, then [TK_HALO] halo keys */
-    __shared__ tk_shared sm;
-    float *shal = sbuf + PER * TK_NT;
-    const int tid = threadIdx.x;
-    /* issue the copies of row tg (nothing for rows that need no selection) */
-    auto prefetch = [&](int64_t tg) {
-        if (tg >= nrows) return;
-        const tk_row g = topk_row(tg, pos0, nkv, block, local_blocks);
-        if (g.qb + 1 <= budget) return;
-        const float *pv = pooled + tg * nblk_cap, *hal = halo + tg * ntile_cap;
-#pragma unroll
-        for (int i = 0; i < PER; i++) {
-            const int b = i * TK_NT + tid;
-            if (b < g.ncand) cp_async4(sbuf + b, pv + b);
-        }
-        const int nh = ((g.ncand - 1) >> nbt_log2) + 1;
-        for (int j = tid; j < nh; j += TK_NT) cp_async4(shal + j, hal + j);
-    };
-    prefetch(blockIdx.x);
-    cp_async_commit();
-#pragma unroll 1
-    for (int64_t tg = blockIdx.x; tg < nrows; tg += gridDim.x) {
-        const tk_row g = topk_row(tg, pos0, nkv, block, local_blocks);
-        int32_t *out = blocks + tg * budget;
-        cp_async_wait_all();
-        __syncthreads(); /* the halo keys are another thread's copies; the last row's phases are done */
-        if (g.qb + 1 <= budget) {
-            for (int b = tid; b <= g.qb; b += TK_NT) out[b] = b;
-            if (tid == 0) nsel[tg] = (int32_t)(g.qb + 1);
-            prefetch(tg + gridDim.x);
-            cp_async_commit();
-            continue;
-        }
-        float v[PER];
-        const int nv = g.ncand > tid ? (g.ncand - tid + TK_NT - 1) / TK_NT : 0;
-#pragma unroll
-        for (int i = 0; i < PER; i++) v[i] = i < nv ? sbuf[i * TK_NT + tid] : 0.0f; /* this thread's own copies */
-        uint32_t key[PER];
-        const uint32_t mx = topk_keys<PER>(key, v, shal, g.ncand, init_blocks, g.flo, nbt_log2);
-        __syncthreads(); /* every thread is done with shal before the next row's copies land */
-        prefetch(tg + gridDim.x);
-        cp_async_commit();
-        topk_select<PER>(key, mx, out, g.ncand, init_blocks, g.flo, budget, sm);
-        if (tid == 0) nsel[tg] = budget;
-    }
-    cp_async_wait_all();
-}
-
 template <int NT>
 static void launch_topk(cudaStream_t st, int64_t nblocks, int64_t max_ncand, int32_t *blocks, int32_t *nsel,
                         float *pooled, const float *halo, int64_t pos0, const cu_infllm_dims *d, int NBT,
@@ -466,37 +408,19 @@ static void launch_topk(cudaStream_t st, int64_t nblocks, int64_t max_ncand, int
     }
 }
 
-/* the kernel cu_infllm_topk takes (for tests and measurements; internal): 0 the radix kernel, 2 k_topk_reg,
- * 1 or −1 (the default) k_topk_pipe, the latter two where the row fits them; until set, the environment's
- * SALA_TOPK_VAR (else −1) */
+/* the kernel cu_infllm_topk takes (for tests and measurements; internal): 0 the radix kernel, otherwise
+ * (−1, the default) k_topk_reg where the row fits it; until set, the environment's SALA_TOPK_VAR (else −1) */
 static int g_topk_variant = -2;
 extern "C" void cu_infllm_topk_variant(int v) { g_topk_variant = v; }
 
-#define TK_ARGS pos0, d->nkv, d->block, d->init_blocks, d->local_blocks, d->budget, nbt_log2, nblk_cap, ntile_cap
 template <int PER>
 static void launch_reg(cudaStream_t st, int64_t nrows, int32_t *blocks, int32_t *nsel, const float *pooled,
                        const float *halo, int64_t pos0, const cu_infllm_dims *d, int nbt_log2, int64_t nblk_cap,
                        int64_t ntile_cap) {
-    k_topk_reg<PER><<<(unsigned)nrows, TK_NT, 0, st>>>(blocks, nsel, pooled, halo, TK_ARGS);
+    k_topk_reg<PER><<<(unsigned)nrows, TK_NT, 0, st>>>(blocks, nsel, pooled, halo, pos0, d->nkv, d->block,
+                                                        d->init_blocks, d->local_blocks, d->budget, nbt_log2, nblk_cap,
+                                                        ntile_cap);
 }
-
-template <int PER>
-static void launch_pipe(cudaStream_t st, int64_t nrows, int32_t *blocks, int32_t *nsel, const float *pooled,
-                        const float *halo, int64_t pos0, const cu_infllm_dims *d, int nbt_log2, int64_t nblk_cap,
-                        int64_t ntile_cap) {
-    constexpr int MINB = PER >= 32 ? 2 : 3;
-    const size_t smem = sizeof(float) * (size_t)(PER * TK_NT + TK_HALO);
-    static int per_sm = 0; /* resident blocks per SM (set once per instantiation) */
-    if (!per_sm) {
-        cudaFuncSetAttribute(k_topk_pipe<PER, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_topk_pipe<PER, MINB>, TK_NT, smem) != cudaSuccess ||
-            per_sm < 1)
-            per_sm = 1;
-    }
-    const int64_t grid = min(nrows, (int64_t)per_sm * cu_sm_count());
-    k_topk_pipe<PER, MINB><<<(unsigned)grid, TK_NT, smem, st>>>(blocks, nsel, pooled, halo, nrows, TK_ARGS);
-}
-#undef TK_ARGS
 
 extern "C" int cu_infllm_topk(void *st, int32_t *blocks, int32_t *nsel, float *pooled, const float *halo, int64_t T,
                               int64_t pos0, const cu_infllm_dims *d, int64_t nblk_cap, int64_t ntile_cap) {
@@ -516,7 +440,7 @@ extern "C" int cu_infllm_topk(void *st, int32_t *blocks, int32_t *nsel, float *p
         NBT <= 64) {
         const int64_t nb = T * d->nkv;
         cudaStream_t s = (cudaStream_t)st;
-#define TK_L(PER) (g_topk_variant == 2 ? launch_reg<PER> : launch_pipe<PER>)(s, nb, blocks, nsel, pooled, halo, pos0, d, nbt_log2, nblk_cap, ntile_cap)
+#define TK_L(PER) launch_reg<PER>(s, nb, blocks, nsel, pooled, halo, pos0, d, nbt_log2, nblk_cap, ntile_cap)
         if (max_ncand <= 1 * TK_NT) TK_L(1);
         else if (max_ncand <= 2 * TK_NT) TK_L(2);
         else if (max_ncand <= 4 * TK_NT) TK_L(4);
