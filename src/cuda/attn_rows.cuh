@@ -14,6 +14,39 @@
 #define ROWS_D 4   /* private ring depth (chunks); divides 8, so ring slots are compile-time */
 #define ROWS_THR 2 /* an entry chosen by at least this many of the block's rows is loaded once for them */
 
+/* Classify row `warp`'s n entries (lists[warp·budget ...], −1 = not a block): an entry chosen by ≥ thr of
+ * the nvalid rows (their bitmaps bm, nbw words each) is shared and emitted by the first row that chose it
+ * into eb / em (block, mask of the rows); the others are private, compacted in place at the front of the
+ * row's list. The whole warp calls it; *npriv and *nemit get the counts (every lane). */
+static __device__ __forceinline__ void rows_classify(int *lists, int *eb, unsigned *em, const unsigned *bm, int nbw,
+                                                     int budget, int n, int nvalid, int thr, int *npriv_out,
+                                                     int *nemit_out) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int npriv = 0, nemit = 0;
+    for (int i0 = 0; i0 < n; i0 += 32) {
+        const int i = i0 + lane;
+        bool act = i < n;
+        const int b = act ? lists[warp * budget + i] : 0;
+        unsigned mask = 0u;
+        if (b < 0) act = false; /* not a block (bad input): skipped */
+        if (act && b < 32 * nbw)
+            for (int r2 = 0; r2 < nvalid; r2++) mask |= ((bm[r2 * nbw + (b >> 5)] >> (b & 31)) & 1u) << r2;
+        const bool sh = act && mask && __popc(mask) >= thr, emit = sh && __ffs(mask) - 1 == warp, priv = act && !sh;
+        const unsigned bp = __ballot_sync(0xffffffffu, priv), be = __ballot_sync(0xffffffffu, emit),
+                       lt = (1u << lane) - 1u;
+        __syncwarp();
+        if (priv) lists[warp * budget + npriv + __popc(bp & lt)] = b;
+        if (emit) {
+            eb[warp * budget + nemit + __popc(be & lt)] = b;
+            em[warp * budget + nemit + __popc(be & lt)] = mask;
+        }
+        npriv += __popc(bp);
+        nemit += __popc(be);
+    }
+    __syncwarp();
+    *npriv_out = npriv, *nemit_out = nemit;
+}
+
 /* the warp's 16 query vectors (heads 0..15 of the group, row stride HD from qh) as bf16 A fragments */
 template <int HD>
 static __device__ __forceinline__ void rows_q_frags(const float *qh, uint32_t qf[HD / 16][4]) {

@@ -157,33 +157,8 @@ __global__ void __launch_bounds__(W * 32, 1)
         __syncthreads();
         /* 2. classify: shared when ≥ thr rows chose the block (emitted by the first of them), else private */
         if (warp < nvalid) {
-            const int n = nl[warp];
-            int npriv = 0, nemit = 0;
-            for (int i0 = 0; i0 < n; i0 += 32) {
-                const int i = i0 + lane;
-                bool act = i < n;
-                const int b = act ? lists[warp * budget + i] : 0;
-                unsigned mask = 0u;
-                if (b < 0)
-                    act = false;
-                if (act && b < 32 * nbw)
-                    for (int r2 = 0; r2 < nvalid; r2++)
-                        mask |= ((bm[r2 * nbw + (b >> 5)] >> (b & 31)) & 1u) << r2;
-                const bool sh = act && mask && __popc(mask) >= thr, emit = sh && __ffs(mask) - 1 == warp,
-                           priv = act && !sh;
-                const unsigned bp = __ballot_sync(0xffffffffu, priv), be = __ballot_sync(0xffffffffu, emit),
-                               lt = (1u << lane) - 1u;
-                __syncwarp();
-                if (priv)
-                    lists[warp * budget + npriv + __popc(bp & lt)] = b;
-                if (emit) {
-                    eb[warp * budget + nemit + __popc(be & lt)] = b;
-                    em[warp * budget + nemit + __popc(be & lt)] = mask;
-                }
-                npriv += __popc(bp);
-                nemit += __popc(be);
-            }
-            __syncwarp();
+            int npriv, nemit;
+            rows_classify(lists, eb, em, bm, nbw, budget, nl[warp], nvalid, thr, &npriv, &nemit);
             if (lane == 0) {
                 np[warp] = npriv, ne[warp] = nemit;
                 wseg[warp] = npriv > 0 ? lists[warp * budget] >> sshift : INT_MAX;
