@@ -8,6 +8,8 @@
 #                                         default "info kernels golden bench"; logs go to $OUT (or out/)
 #
 # PARTS: info     nvidia-smi and the device as CUDA sees it
+#        ceilings the card's limits measured (`sala bench --ceilings`: bf16 GEMM, HBM read and copy, L2 read,
+#                 MUFU exp rate), the denominators of docs/PERF.md
 #        kernels  tests/test_cuda_* (each kernel against the CPU reference ops)
 #        golden   tests/test_golden with SALA_TEST_CUDA=1: every golden case on the GPU, fp32 mode with the
 #                 CPU tolerances (several chunk sizes) and bf16 mode against the README's band
@@ -85,6 +87,11 @@ run() {
         info)
             { nvidia-smi; ls $STAGE/lib; echo "commit $SALA_COMMIT"; } >"$out/info.log" 2>&1
             echo "info: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)" >>"$summary"
+            ;;
+        ceilings)
+            timeout 120 $STAGE/sala bench --device cuda --ceilings --contexts none >"$out/ceilings.log" 2>&1
+            echo "ceilings (exit $?):" >>"$summary"
+            grep -E '^  ' "$out/ceilings.log" >>"$summary"
             ;;
         kernels)
             : >"$out/kernels.log"

@@ -111,11 +111,13 @@ sala_status sala_session_new(sala_model *m, const sala_session_params *pp, sala_
     int64_t n_ctx = p.n_ctx > 0 ? p.n_ctx : c->max_pos;
     /* A context past max_position_embeddings is allowed (RoPE is plain and only in the linear layers; the
      * paper runs the released model to 2M tokens); the default is the config's value. */
+    /* the CPU's default chunk; the GPU picks its own (the largest of 8192..512 that fits, cuda_session_new),
+     * and checks the memory limit against its own plan */
     int chunk = p.chunk > 0 ? p.chunk : 512;
     if (m->params.device == SALA_DEVICE_CPU && m->params.precision == SALA_PRECISION_BF16)
         return sala_set_error(SALA_ERR_UNSUPPORTED, "bf16 activations are a GPU mode; the CPU engine computes in fp32");
     sala_mem_plan plan = sala_model_mem_plan(m, n_ctx, chunk, m->params.device == SALA_DEVICE_CPU ? 4 : 2);
-    if (p.mem_limit > 0 && plan.total_bytes > p.mem_limit) {
+    if (!m->cuda && p.mem_limit > 0 && plan.total_bytes > p.mem_limit) {
         char a[64], b[64];
         return sala_set_error(SALA_ERR_NOMEM, "a context of %lld tokens needs %s (weights, caches, activations), "
                               "more than the limit of %s. HINT: lower -c", (long long)n_ctx,
@@ -127,7 +129,7 @@ sala_status sala_session_new(sala_model *m, const sala_session_params *pp, sala_
     s->n_ctx = n_ctx;
     s->chunk = chunk;
     if (m->cuda) {
-        sala_status st = cuda_session_new(m->cuda, n_ctx, chunk, p.mem_limit, &s->cuda);
+        sala_status st = cuda_session_new(m->cuda, n_ctx, p.chunk, p.mem_limit, &s->cuda);
         if (st) {
             free(s);
             return st;

@@ -12,7 +12,8 @@
  * context reports TTFT, decode tok/s (greedy, the argmax taken on the GPU), the GPU memory in use (the
  * session's caches are allocated up front, so this is the peak), and the fractions of the card's bf16
  * GEMM rate (prefill: the weight GEMMs' FLOPs over TTFT) and memory bandwidth (decode: weight bytes per
- * step) against --peak-tflops / --peak-tbs (H100 SXM defaults: 788 TFLOP/s measured, 3.0 TB/s). */
+ * step) against --peak-tflops / --peak-tbs (H100 SXM defaults: 788 TFLOP/s measured, 3.0 TB/s), or with
+ * --ceilings against the limits measured on the card in the same call (src/cuda/ceilings.cu). */
 #include <math.h>
 
 #include "cli_common.h"
@@ -21,6 +22,7 @@
 #include "util.h"
 #ifdef SALA_CUDA
 #include "cuda/cuda_extra.h"
+#include "cuda/kernels.h"
 #include "model/config.h"
 #endif
 
@@ -32,14 +34,19 @@ static void usage(FILE *f) {
                "  --device cpu|cuda   (default cpu)\n"
                "  --precision fp32|bf16\n"
                "  -t THREADS          CPU threads (default: all cores)\n"
-               "  --chunk C           prefill chunk (default 512)\n"
+               "  --chunk C           prefill chunk (default: the engine's, 512 on the CPU, the largest of 8192..512\n"
+               "                      that fits on the GPU)\n"
                "  --json FILE         also write the rows as JSON\n"
                "GPU benchmark on synthetic weights (no -m, --device cuda):\n"
                "  --arch sala|full    the released SALA 9B shape, or every layer dense GQA (MiniCPM4-8B shape)\n"
                "  --budget-s S        skip contexts predicted to take longer than S seconds in all (default 480)\n"
                "  --commit HASH       recorded in the JSON rows (default $SALA_COMMIT)\n"
                "  --peak-tflops X     bf16 GEMM rate of the card (default 788)\n"
-               "  --peak-tbs X        memory bandwidth of the card in TB/s (default 3.0)\n");
+               "  --peak-tbs X        memory bandwidth of the card in TB/s (default 3.0)\n"
+               "  --ceilings          first measure the card's limits (bf16 GEMM, HBM read and copy, L2 read, MUFU\n"
+               "                      exp rate) and state gemm%% and bw%% against the measured sustained GEMM\n"
+               "                      rate and HBM read (unless --peak-* are given); --contexts none measures\n"
+               "                      only these\n");
 }
 
 /* GB/s of a parallel streaming read over `bytes` */
@@ -94,6 +101,33 @@ static double gemm_flops_per_token(const sala_config *c) {
         f += 2.0 * c->hidden * (in + qd + 3.0 * c->inter);
     }
     return f;
+}
+
+/* --ceilings: the card's limits measured now; the measured GEMM rate and HBM read rate become the peaks of
+ * the gemm% and bw% columns unless given (peak_set: 1 = --peak-tflops, 2 = --peak-tbs) */
+static int bench_ceilings(double *peak_tflops, double *peak_tbs, int peak_set) {
+    char dev[256];
+    int64_t used = 0, total = 0;
+    cuda_device_info(dev, sizeof dev, &used, &total);
+    cu_ceilings c;
+    int e = cu_measure_ceilings(&c);
+    if (e) {
+        fprintf(stderr, "sala bench: measuring the card's limits failed: %s\n", cu_error_str(e));
+        return 1;
+    }
+    printf("limits of %s, measured now:\n", dev);
+    printf("  bf16 GEMM (cuBLAS, 8192^3, fp32 accumulate)   %8.1f TFLOP/s (fastest of 10)\n", c.gemm_tflops);
+    printf("  the same, sustained (mean of 1 s after 2 s)   %8.1f TFLOP/s\n", c.gemm_sustained_tflops);
+    printf("  HBM read (4 GiB, 16-byte loads)               %8.3f TB/s\n", c.hbm_read_tbs);
+    printf("  HBM copy (2 GiB, bytes read + written)        %8.3f TB/s\n", c.hbm_copy_tbs);
+    printf("  L2 read (%3lld MiB buffer, L2 %3lld MiB)          %8.3f TB/s\n", (long long)(c.l2_buffer_bytes >> 20),
+           (long long)(c.l2_bytes >> 20), c.l2_read_tbs);
+    printf("  MUFU ex2.approx.f32                           %8.3f T/s\n", c.ex2_per_s / 1e12);
+    if (!(peak_set & 1)) *peak_tflops = c.gemm_sustained_tflops;
+    if (!(peak_set & 2)) *peak_tbs = c.hbm_read_tbs;
+    printf("gemm%% and bw%% below are against %.1f TFLOP/s and %.3f TB/s\n", *peak_tflops, *peak_tbs);
+    fflush(stdout);
+    return 0;
 }
 
 static int bench_cuda_synth(const cuda_bench_opts *o) {
@@ -155,7 +189,8 @@ static int bench_cuda_synth(const cuda_bench_opts *o) {
             printf("%9lld  does not fit: %s\n", (long long)N, sala_last_error());
             continue;
         }
-        cuda_mem_plan plan = cuda_model_plan(cm, N + o->gen + 1, (int)o->chunk);
+        const int chunk = cuda_session_chunk(s);
+        cuda_mem_plan plan = cuda_model_plan(cm, N + o->gen + 1, chunk);
         int32_t *ids = malloc(sizeof(int32_t) * (size_t)N);
         for (int64_t i = 0; i < N; i++) {
             rng = rng * 6364136223846793005ull + 1442695040888963407ull;
@@ -190,7 +225,7 @@ static int bench_cuda_synth(const cuda_bench_opts *o) {
                         "\"peak_gpu_gib\": %.3f, \"plan_gib\": %.3f, \"gemm_frac\": %.4f, \"bw_frac\": %.4f, "
                         "\"precision\": \"%s\", \"chunk\": %lld, \"device\": \"%s\", \"commit\": \"%s\"}\n",
                     o->arch, (long long)N, ttft, 1.0 / td, used / 1073741824.0, plan.total / 1073741824.0,
-                    gemm_pct / 100, bw_pct / 100, precision, (long long)o->chunk, dev, o->commit ? o->commit : "");
+                    gemm_pct / 100, bw_pct / 100, precision, (long long)chunk, dev, o->commit ? o->commit : "");
             fflush(jf);
         }
         last_t = sala_time() - ta;
@@ -208,7 +243,7 @@ int cmd_bench(int argc, char **argv) {
     int64_t gen = 8, threads = 0, chunk = 0;
     const char *arch = "sala", *commit = getenv("SALA_COMMIT");
     double budget_s = 480, peak_tflops = 788, peak_tbs = 3.0;
-    int contexts_set = 0;
+    int contexts_set = 0, ceilings = 0, peak_set = 0;
     sala_model_params mp = sala_model_default_params();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -216,14 +251,18 @@ int cmd_bench(int argc, char **argv) {
             usage(stdout);
             return 0;
         }
+        if (!strcmp(a, "--ceilings")) {
+            ceilings = 1;
+            continue;
+        }
         if (!(v = cli_value(argc, argv, &i))) return 2;
         if (!strcmp(a, "-m")) model = v;
         else if (!strcmp(a, "--contexts")) contexts = v, contexts_set = 1;
         else if (!strcmp(a, "--arch") && (!strcmp(v, "sala") || !strcmp(v, "full"))) arch = v;
         else if (!strcmp(a, "--commit")) commit = v;
         else if (!strcmp(a, "--budget-s") && (budget_s = atof(v)) > 0) {}
-        else if (!strcmp(a, "--peak-tflops") && (peak_tflops = atof(v)) > 0) {}
-        else if (!strcmp(a, "--peak-tbs") && (peak_tbs = atof(v)) > 0) {}
+        else if (!strcmp(a, "--peak-tflops") && (peak_tflops = atof(v)) > 0) peak_set |= 1;
+        else if (!strcmp(a, "--peak-tbs") && (peak_tbs = atof(v)) > 0) peak_set |= 2;
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--gen") && (gen = cli_parse_count(v)) > 0) {}
         else if (!strcmp(a, "-t") && (threads = cli_parse_count(v)) >= 0 && threads < 4096) {}
@@ -238,11 +277,16 @@ int cmd_bench(int argc, char **argv) {
             return 2;
         }
     }
+    if (ceilings && (model || mp.device != SALA_DEVICE_CUDA)) {
+        fprintf(stderr, "sala bench: --ceilings measures a GPU: it goes with --device cuda and no -m\n");
+        return 2;
+    }
     if (!model && mp.device != SALA_DEVICE_CUDA) {
         usage(stderr);
         return 2;
     }
     if (!model && !contexts_set) contexts = "8k,32k,128k,256k,512k,1024k";
+    if (!strcmp(contexts, "none")) contexts = "";
     int64_t ctx[32];
     int nctx = 0;
     for (const char *p = contexts; *p && nctx < 32;) {
@@ -260,11 +304,13 @@ int cmd_bench(int argc, char **argv) {
     }
     if (!model) {
 #ifdef SALA_CUDA
-        cuda_bench_opts o = {arch, json, commit, ctx, nctx, gen, chunk > 0 ? chunk : 2048, mp.precision, budget_s,
+        if (ceilings && bench_ceilings(&peak_tflops, &peak_tbs, peak_set)) return 1;
+        if (!nctx) return 0;
+        cuda_bench_opts o = {arch, json, commit, ctx, nctx, gen, chunk, mp.precision, budget_s,
                              peak_tflops, peak_tbs};
         return bench_cuda_synth(&o);
 #else
-        (void)arch, (void)commit, (void)budget_s, (void)peak_tflops, (void)peak_tbs;
+        (void)arch, (void)commit, (void)budget_s, (void)peak_tflops, (void)peak_tbs, (void)ceilings, (void)peak_set;
         fprintf(stderr, "sala bench: this sala was built without CUDA; the synthetic GPU benchmark needs `make CUDA=1`\n");
         return 1;
 #endif

@@ -7,7 +7,8 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: sala info -m DIR [-c CTX] [--chunk C] [--mem-limit BYTES]\n"
                "  -c CTX            context length for the plan (default: max_position_embeddings); k/m suffix ok\n"
-               "  --chunk C         prefill chunk size (default 512)\n"
+               "  --chunk C         prefill chunk size (default 512, the CPU's; the GPU engine takes the\n"
+               "                    largest of 8192..512 that fits)\n"
                "  --mem-limit B     check the plan against a memory limit (e.g. 31G); exit 1 if it does not fit\n");
 }
 

@@ -15,8 +15,9 @@ typedef struct cuda_session cuda_session;
 /* Upload the weights of a loaded model (m->cfg, m->w) to the GPU. */
 sala_status cuda_model_new(const struct sala_model *m, const sala_model_params *p, cuda_model **out);
 void cuda_model_free(cuda_model *cm);
-/* Allocate caches for n_ctx tokens and activations for `chunk`-token prefill chunks up front; refuses
- * (SALA_ERR_NOMEM, with the plan in the message) when it does not fit the card or mem_limit. */
+/* Allocate caches for n_ctx tokens and activations for `chunk`-token prefill chunks up front (chunk ≤ 0: the
+ * largest of 8192, 4096, ..., 512 that fits); refuses (SALA_ERR_NOMEM, with the plan in the message) when it
+ * does not fit the card or mem_limit. */
 sala_status cuda_session_new(cuda_model *cm, int64_t n_ctx, int chunk, int64_t mem_limit, cuda_session **out);
 void cuda_session_free(cuda_session *cs);
 void cuda_session_reset(cuda_session *cs);

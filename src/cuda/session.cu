@@ -149,20 +149,48 @@ static void session_arrays_free(cuda_session *s) {
     free(s->gexec_set[1]);
 }
 
-extern "C" cuda_mem_plan cuda_model_plan(const cuda_model *cm, int64_t n_ctx, int chunk) {
+/* The prefill chunk when the caller leaves it to the engine: the largest of 8192, 4096, ..., 512 tokens (and
+ * at most n_ctx) whose session fits the card's free memory and mem_limit. Larger chunks make larger GEMMs and
+ * fewer launches: H100, 128K-token prefill, chunk 2048 / 4096 / 8192 → 4.725 / 4.634 / 4.506 s (docs/PERF.md),
+ * for 1.2 GiB more activations at 8192. */
+#define CUDA_CHUNK_MAX 8192
+#define CUDA_CHUNK_MIN 512
+
+/* the plan of a session of n_ctx tokens with chunk-token prefill chunks, and the bytes of its pool */
+static cuda_mem_plan plan_of(const cuda_model *cm, int64_t n_ctx, int chunk, int64_t *pool_bytes) {
     cuda_session tmp;
     memset(&tmp, 0, sizeof tmp);
     tmp.cm = (cuda_model *)cm;
     tmp.n_ctx = n_ctx;
-    tmp.chunk = chunk > 0 ? chunk : 512;
+    tmp.chunk = chunk;
     session_arrays(&tmp, cm->cfg.n_layers);
     carver cv = {NULL, 0};
     cuda_mem_plan plan;
     memset(&plan, 0, sizeof plan);
     session_layout(&tmp, &cv, &plan);
     session_arrays_free(&tmp);
+    if (pool_bytes) *pool_bytes = cv.off;
     return plan;
 }
+
+static int default_chunk(const cuda_model *cm, int64_t n_ctx, int64_t mem_limit) {
+    int64_t fr = 0, tot = 0;
+    cu_mem_info(&fr, &tot);
+    int c = CUDA_CHUNK_MAX;
+    for (; c > CUDA_CHUNK_MIN; c /= 2) {
+        if (c / 2 >= n_ctx) continue; /* a chunk past the context would only be clamped to it */
+        int64_t pool = 0;
+        cuda_mem_plan p = plan_of(cm, n_ctx, c, &pool);
+        if ((mem_limit <= 0 || p.total <= mem_limit) && pool + (64ll << 20) <= fr) break;
+    }
+    return c;
+}
+
+extern "C" cuda_mem_plan cuda_model_plan(const cuda_model *cm, int64_t n_ctx, int chunk) {
+    return plan_of(cm, n_ctx, chunk > 0 ? chunk : CUDA_CHUNK_MAX, NULL);
+}
+
+extern "C" int cuda_session_chunk(const cuda_session *cs) { return cs->chunk; }
 
 static const char *plan_text(const cuda_mem_plan *p, char *buf, size_t cap) {
     char a[6][64];
@@ -181,7 +209,7 @@ extern "C" sala_status cuda_session_new(cuda_model *cm, int64_t n_ctx, int chunk
     cuda_session *s = (cuda_session *)xcalloc(1, sizeof *s);
     s->cm = cm;
     s->n_ctx = n_ctx;
-    s->chunk = chunk > 0 ? chunk : 512;
+    s->chunk = chunk > 0 ? chunk : default_chunk(cm, n_ctx, mem_limit);
     if (s->chunk > n_ctx) s->chunk = (int)n_ctx;
     session_arrays(s, cm->cfg.n_layers);
     carver cv = {NULL, 0};
