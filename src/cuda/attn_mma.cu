@@ -290,36 +290,9 @@ __global__ void __launch_bounds__(W * 32, W >= 8 ? 1 : 2)
         ns = (int)((pos0 + t0 + nvalid - 1) / MMA_BK) + 1;
     } else {
         if (thr > nvalid) thr = nvalid;
-        /* 1. the rows' lists and bitmaps */
-        for (int x = threadIdx.x; x < W * nbw; x += NT) bm[x] = 0u;
-        if (threadIdx.x < W) {
-            int n = threadIdx.x < nvalid ? nsel[(t0 + threadIdx.x) * nkv + g] : 0;
-            nl[threadIdx.x] = n < budget ? n : budget;
-            np[threadIdx.x] = ne[threadIdx.x] = 0;
-        }
-        __syncthreads();
-        for (int x = threadIdx.x; x < W * budget; x += NT) {
-            int r = x / budget, i = x - r * budget, b = -1;
-            if (i < nl[r]) {
-                b = blocks[((t0 + r) * nkv + g) * budget + i];
-                if (b >= 0 && b < 32 * nbw) atomicOr(&bm[r * nbw + (b >> 5)], 1u << (b & 31));
-            }
-            lists[x] = b;
-        }
-        __syncthreads();
-        /* 2. classify each row's entries (warp w: row w): shared when ≥ thr rows chose the block, emitted by
-         * the first row that chose it; otherwise private, compacted in place */
-        if (warp < nvalid) {
-            int npriv, nemit;
-            rows_classify(lists, eb, em, bm, nbw, budget, nl[warp], nvalid, thr, &npriv, &nemit);
-            if (lane == 0) np[warp] = npriv, ne[warp] = nemit;
-        }
-        __syncthreads();
-        for (int r = 0; r < W; r++) {
-            for (int k = threadIdx.x; k < ne[r]; k += NT)
-                sb[ns + k] = eb[r * budget + k], sm[ns + k] = em[r * budget + k];
-            ns += ne[r];
-        }
+        /* the rows' lists, their shared entries and private ones (rows_prepare) */
+        ns = rows_prepare<W, NT>(lists, eb, em, bm, sb, sm, nl, np, ne, nsel, blocks, t0, nvalid, nkv, g, budget, nbw,
+                                 thr);
         __syncthreads();
     }
 
@@ -495,34 +468,8 @@ __global__ void __launch_bounds__(W * 32, W >= 8 ? 1 : 2)
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     if (thr > nvalid) thr = nvalid;
-    /* 1. the rows' lists and bitmaps (as k_attn_rows) */
-    for (int x = threadIdx.x; x < W * nbw; x += NT) bm[x] = 0u;
-    if (threadIdx.x < W) {
-        int n = threadIdx.x < nvalid ? nsel[(t0 + threadIdx.x) * nkv + g] : 0;
-        nl[threadIdx.x] = n < budget ? n : budget;
-        np[threadIdx.x] = ne[threadIdx.x] = 0;
-    }
-    __syncthreads();
-    for (int x = threadIdx.x; x < W * budget; x += NT) {
-        int r = x / budget, i = x - r * budget, b = -1;
-        if (i < nl[r]) {
-            b = blocks[((t0 + r) * nkv + g) * budget + i];
-            if (b >= 0 && b < 32 * nbw) atomicOr(&bm[r * nbw + (b >> 5)], 1u << (b & 31));
-        }
-        lists[x] = b;
-    }
-    __syncthreads();
-    /* 2. classify: shared when ≥ thr rows chose the block (emitted by the first of them), else private */
-    if (warp < nvalid) {
-        int npriv, nemit;
-        rows_classify(lists, eb, em, bm, nbw, budget, nl[warp], nvalid, thr, &npriv, &nemit);
-        if (lane == 0) np[warp] = npriv, ne[warp] = nemit;
-    }
-    __syncthreads();
-    for (int r = 0; r < W; r++) {
-        for (int k = threadIdx.x; k < ne[r]; k += NT) sb[ns + k] = eb[r * budget + k], sm[ns + k] = em[r * budget + k];
-        ns += ne[r];
-    }
+    /* the rows' lists, their shared entries and private ones (rows_prepare) */
+    ns = rows_prepare<W, NT>(lists, eb, em, bm, sb, sm, nl, np, ne, nsel, blocks, t0, nvalid, nkv, g, budget, nbw, thr);
     /* the bitmaps' generic writes before the copy engine writes the same bytes */
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncthreads();

@@ -47,6 +47,49 @@ static __device__ __forceinline__ void rows_classify(int *lists, int *eb, unsign
     *npriv_out = npriv, *nemit_out = nemit;
 }
 
+/* The block's W rows t0 .. t0 + nvalid − 1 of KV group g, before any tile is read:
+ *   1. each row's chosen blocks into lists[r·budget ..] (−1 past its count nl[r] ≤ budget) and bitmap
+ *      bm[r·nbw ..];
+ *   2. rows_classify of row w by warp w into np[w] / ne[w] (shared entries of the row in eb / em);
+ *   3. every row's shared entries, in row order, into sb / sm.
+ * Returns the number of shared entries. Every thread of the block calls it; it synchronises the block at
+ * each step but not after step 3 (the caller's barrier, after its own fences, publishes sb / sm). */
+template <int W, int NT>
+static __device__ int rows_prepare(int *lists, int *eb, unsigned *em, unsigned *bm, int *sb, unsigned *sm, int *nl,
+                                   int *np, int *ne, const int32_t *nsel, const int32_t *blocks, int64_t t0,
+                                   int nvalid, int nkv, int g, int budget, int nbw, int thr) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int x = threadIdx.x; x < W * nbw; x += NT) bm[x] = 0u;
+    if (threadIdx.x < W) {
+        const int n = (int)threadIdx.x < nvalid ? nsel[(t0 + threadIdx.x) * nkv + g] : 0;
+        nl[threadIdx.x] = n < budget ? n : budget;
+        np[threadIdx.x] = ne[threadIdx.x] = 0;
+    }
+    __syncthreads();
+    for (int x = threadIdx.x; x < W * budget; x += NT) {
+        const int r = x / budget, i = x - r * budget;
+        int b = -1;
+        if (i < nl[r]) {
+            b = blocks[((t0 + r) * nkv + g) * budget + i];
+            if (b >= 0 && b < 32 * nbw) atomicOr(&bm[r * nbw + (b >> 5)], 1u << (b & 31));
+        }
+        lists[x] = b;
+    }
+    __syncthreads();
+    if (warp < nvalid) {
+        int npriv, nemit;
+        rows_classify(lists, eb, em, bm, nbw, budget, nl[warp], nvalid, thr, &npriv, &nemit);
+        if (lane == 0) np[warp] = npriv, ne[warp] = nemit;
+    }
+    __syncthreads();
+    int ns = 0;
+    for (int r = 0; r < W; r++) {
+        for (int k = threadIdx.x; k < ne[r]; k += NT) sb[ns + k] = eb[r * budget + k], sm[ns + k] = em[r * budget + k];
+        ns += ne[r];
+    }
+    return ns;
+}
+
 /* the warp's 16 query vectors (heads 0..15 of the group, row stride HD from qh) as bf16 A fragments */
 template <int HD>
 static __device__ __forceinline__ void rows_q_frags(const float *qh, uint32_t qf[HD / 16][4]) {

@@ -136,42 +136,10 @@ __global__ void __launch_bounds__(W * 32, 1)
             pub = vbase;
             *(volatile int *)&gprog[blockIdx.x] = vbase;
         }
-        /* 1. the rows' lists and bitmaps */
-        for (int x = threadIdx.x; x < W * nbw; x += NT)
-            bm[x] = 0u;
-        if (threadIdx.x < W) {
-            int n = threadIdx.x < nvalid ? nsel[(int64_t)(t0 + threadIdx.x) * nkv + g] : 0;
-            nl[threadIdx.x] = n < budget ? n : budget;
-            np[threadIdx.x] = ne[threadIdx.x] = 0;
-        }
-        __syncthreads();
-        for (int x = threadIdx.x; x < W * budget; x += NT) {
-            int r = x / budget, i = x - r * budget, b = -1;
-            if (i < nl[r]) {
-                b = blocks[((int64_t)(t0 + r) * nkv + g) * budget + i];
-                if (b >= 0 && b < 32 * nbw)
-                    atomicOr(&bm[r * nbw + (b >> 5)], 1u << (b & 31));
-            }
-            lists[x] = b;
-        }
-        __syncthreads();
-        /* 2. classify: shared when ≥ thr rows chose the block (emitted by the first of them), else private */
-        if (warp < nvalid) {
-            int npriv, nemit;
-            rows_classify(lists, eb, em, bm, nbw, budget, nl[warp], nvalid, thr, &npriv, &nemit);
-            if (lane == 0) {
-                np[warp] = npriv, ne[warp] = nemit;
-                wseg[warp] = npriv > 0 ? lists[warp * budget] >> sshift : INT_MAX;
-            }
-        } else if (lane == 0) {
-            wseg[warp] = INT_MAX;
-        }
-        __syncthreads();
-        for (int r = 0; r < W; r++) {
-            for (int k = threadIdx.x; k < ne[r]; k += NT)
-                sb[ns + k] = eb[r * budget + k], sm[ns + k] = em[r * budget + k];
-            ns += ne[r];
-        }
+        /* the rows' lists, their shared entries and private ones (rows_prepare); each warp's first segment */
+        ns = rows_prepare<W, NT>(lists, eb, em, bm, sb, sm, nl, np, ne, nsel, blocks, t0, nvalid, nkv, g, budget, nbw,
+                                 thr);
+        if (lane == 0) wseg[warp] = warp < nvalid && np[warp] > 0 ? lists[warp * budget] >> sshift : INT_MAX;
         /* the bitmaps' generic writes before the copy engine writes the same bytes */
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         __syncthreads();
