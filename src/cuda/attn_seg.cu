@@ -69,7 +69,6 @@ static __device__ __forceinline__ void seg_qk16(unsigned qa, unsigned base, int 
     const int lane = threadIdx.x & 31;
     const unsigned row = base + (unsigned)(n0 + (lane & 7) + ((lane >> 4) << 3)) * 128u;
     const unsigned y = (unsigned)((((lane >> 3) & 1) ^ (lane & 7)) << 4);
-    float Xa[4] = {0.f, 0.f, 0.f, 0.f}, Xb[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
         const uint4 qv = lds128(qa + (unsigned)kk * 512u);
@@ -77,12 +76,9 @@ static __device__ __forceinline__ void seg_qk16(unsigned qa, unsigned base, int 
         uint32_t r[4];
         ldsm_x4_a(r, row + (unsigned)((kk >> 2) * half) + ((unsigned)(32 * (kk & 3)) ^ y));
         uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
-        mma16816((kk & 1) ? Xa : Sa, qf, b0);
-        mma16816((kk & 1) ? Xb : Sb, qf, b1);
+        mma16816(Sa, qf, b0);
+        mma16816(Sb, qf, b1);
     }
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-        Sa[i] += Xa[i], Sb[i] += Xb[i];
 }
 #endif
 
