@@ -27,7 +27,18 @@ bool infllm_wg_ok(cudaStream_t st);
  * exps) and made both kernels slower (H100, 1M, last chunk: LSE 0.580 → 0.62–0.78 ms, stage 1 2.61 →
  * 2.85–3.29 ms): MUFU does not limit them. Timing without the exps (LSE 0.525 ms, stage 1 2.26) and without
  * the products (0.204, 1.27) showed that the tensor-core skeleton — products, their waits and the per-tile
- * barrier — takes the time. */
+ * barrier — takes the time.
+ * Round 5 changed that skeleton one thing at a time (variants measured, then removed) and found
+ * nothing faster (H100, last 2048-row chunk, 1M; today's kernel 2.55–2.65 ms in the same calls): 16 rows
+ * per block (4 warpgroups, each key tile loaded once for twice the rows) 2.91; 4 rows per block (4 blocks
+ * per SM) 3.04; the next product kept in flight across the barrier (wait_group 1) 2.73; mbarrier stages
+ * instead of __syncthreads (cp.async "full" arrivals, per-warp "empty" arrivals, warps up to 2–3 tiles
+ * apart) 3.11–3.23; 128 keys per product (m64n128k16) with one accumulator set and 2 blocks per SM 2.54–2.66
+ * (level), with two sets (one block per SM, 213 registers) 3.13–3.30. The LSE with 16 / 4 rows per block:
+ * 0.709 / 0.627 ms against 0.590. So the key-tile traffic (L2) is not the bound, mbarriers in place of the
+ * barrier do not help, and every layout other than two 8-warp blocks per SM lost. 2.6 ms is close to the sum
+ * of the two floors (products ≈ 1.4 ms at 788 TFLOP/s, exps ≈ 1.16 ms on MUFU); which pipe stalls the
+ * other (tensor vs XU activity, MIO throttle) needs a profile, not another variant. */
 
 /* A fragments of warp w's row t0 + w (heads g·16..), through `stage` (≥ 8·16·(HD+8) bf16), 8 rows at a
  * time; every thread of the block calls it (it synchronises the block) */
