@@ -60,8 +60,8 @@ static void gemm_case(cu_gemm *g, int64_t T, int64_t N, int64_t K, cu_dtype xt, 
     const size_t ys = yt == CU_BF16 ? 2 : 4;
     void *dy = yt == CU_BF16 ? dnew(ys * (size_t)(T * ldy)) : up(y0, sizeof(float) * (size_t)(T * ldy));
     if (beta == 0.0f) cu_memset(dy, 0xff, ys * (size_t)(T * ldy)); /* beta 0 must ignore y */
-    if (yt == CU_BF16 && T > 4) /* a tuned plan must compute the same product */
-        CHECK(cu_gemm_tune(g, NULL, yt, ldy, dx, ldx, dw, T, N, K, "test") == 0);
+    if (xt == CU_BF16 && T > 4) /* a tuned plan (timed with this beta) must compute the same product */
+        CHECK(cu_gemm_tune(g, NULL, yt, ldy, dx, ldx, dw, T, N, K, beta, "test") == 0);
     int e = cu_gemm_run(g, NULL, dy, yt, ldy, dx, xt, ldx, dw, T, N, K, alpha, beta);
     CHECK(e == 0, "cu_gemm_run: %s", cu_error_str(e));
     float *got = malloc(sizeof(float) * (size_t)(T * ldy)), *gp = malloc(sizeof(float) * (size_t)(T * N));
@@ -93,6 +93,7 @@ static void test_gemm(void) {
     gemm_case(g, 300, 1000, 1024, CU_BF16, 0.5f, 0.0f, 3, CU_BF16);
     gemm_case(g, 512, 2048, 1024, CU_BF16, 1.0f, 0.0f, 0, CU_BF16);
     gemm_case(g, 512, 2048, 1024, CU_BF16, 1.0f, 0.0f, 0, CU_F32);
+    gemm_case(g, 512, 2048, 1024, CU_BF16, 0.7f, 1.0f, 0, CU_F32); /* tuned residual update (o_proj, down) */
     { /* a bf16 product that would accumulate, or from fp32 operands, is refused */
         void *b = dnew(1 << 16);
         CHECK(cu_gemm_run(g, NULL, b, CU_BF16, 64, b, CU_BF16, 64, b, 8, 64, 64, 1.0f, 1.0f) != 0);

@@ -92,11 +92,12 @@ typedef struct {
     cudaStream_t st;
     const void *A, *B;
     void *D;
+    float beta; /* as the later calls: 1 reads D as C (its contents do not matter for the time) */
     const char *name;
 } tune_ctx;
 
 static float time_algo(cu_gemm *g, gemm_plan *p, const cublasLtMatmulAlgo_t *algo, const tune_ctx *tc) {
-    const float alpha = 1.0f, beta = 0.0f;
+    const float alpha = 1.0f, beta = tc->beta;
     cudaEvent_t e0, e1;
     cudaEventCreate(&e0);
     cudaEventCreate(&e1);
@@ -321,7 +322,7 @@ extern "C" int cu_gemm_run(cu_gemm *g, void *stream, void *yv, cu_dtype yt, int6
 }
 
 extern "C" int cu_gemm_tune(cu_gemm *g, void *stream, cu_dtype yt, int64_t ldy, const void *x, int64_t ldx,
-                            const uint16_t *W, int64_t T, int64_t N, int64_t K, const char *name) {
+                            const uint16_t *W, int64_t T, int64_t N, int64_t K, float beta, const char *name) {
     cudaStream_t st = (cudaStream_t)stream;
     if (T <= 4 || N <= 0) return 0; /* GEMV rows: nothing to tune */
     cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
@@ -334,7 +335,11 @@ extern "C" int cu_gemm_tune(cu_gemm *g, void *stream, cu_dtype yt, int64_t ldy, 
         cudaGetLastError(); /* no room for the scratch output: keep the heuristic's pick */
         return 0;
     }
-    tune_ctx tc = {st, W, x, d, name ? name : ""};
+    if (beta != 0.f && cudaMemsetAsync(d, 0, (size_t)(T * ldy * ys), st) != cudaSuccess) { /* C: defined values */
+        cudaFree(d);
+        return (int)cudaGetLastError();
+    }
+    tune_ctx tc = {st, W, x, d, beta, name ? name : ""};
     plan_get(g, CU_BF16, yt, N, T, K, K, ldx, ldy, align_of(W), align_of(x), align_of(d), &tc);
     e = (int)cudaStreamSynchronize(st);
     cudaFree(d);

@@ -45,8 +45,9 @@ int cu_f32_to_bf16(void *stream, uint16_t *y, const float *x, int64_t n);
  * fuses the residual update x += r · (a · Wᵀ). A bf16 y (rounded once from the fp32 sum) needs a bf16 x
  * and beta = 0 (cudaErrorInvalidValue otherwise).
  * cu_gemm_tune: pick the algorithm of this shape (T > 4, bf16 x; x, W and the strides as the later calls
- * will pass them, y 256-byte aligned) by timing cuBLASLt's candidates into a temporary buffer; later
- * cu_gemm_run calls of the shape use it. Synchronises the stream; does nothing while it is captured or
+ * will pass them, y 256-byte aligned) by timing cuBLASLt's candidates into a temporary buffer with the beta
+ * the later calls use (beta = 1 reads the output too: the residual update's epilogue is part of the time);
+ * later cu_gemm_run calls of the shape use it. Synchronises the stream; does nothing while it is captured or
  * when the temporary buffer cannot be allocated (the heuristic's pick stays).
  * SALA_GEMM_TUNE=2 prints each candidate's time. */
 typedef struct cu_gemm cu_gemm;
@@ -55,7 +56,7 @@ void cu_gemm_free(cu_gemm *g);
 int cu_gemm_run(cu_gemm *g, void *stream, void *y, cu_dtype yt, int64_t ldy, const void *x, cu_dtype xt, int64_t ldx,
                 const uint16_t *W, int64_t T, int64_t N, int64_t K, float alpha, float beta);
 int cu_gemm_tune(cu_gemm *g, void *stream, cu_dtype yt, int64_t ldy, const void *x, int64_t ldx, const uint16_t *W,
-                 int64_t T, int64_t N, int64_t K, const char *name);
+                 int64_t T, int64_t N, int64_t K, float beta, const char *name);
 
 /* ---- decode GEMV (gemv.cu): one row, W [N, K] bf16 streamed once, the ops around it fused ----
  * y = W·a, where the operand a (dtype `at`, built on chip) is, by `in`:

@@ -298,11 +298,11 @@ static int tune_gemms(cuda_session *s) {
     for (int l = 0; l < c->n_layers && !e; l++) {
         const cu_layer *L = &cm->layers[l];
         if (seen[L->sparse]++) continue;
-        e = cu_gemm_tune(cm->gemm, st, lin_dtype(s, L, C), L->n_in, s->a, H, L->w_in, C, L->n_in, H, "projection");
-        if (!e) e = cu_gemm_tune(cm->gemm, st, CU_F32, H, s->a, L->qd, L->w_o, C, H, L->qd, "o_proj");
+        e = cu_gemm_tune(cm->gemm, st, lin_dtype(s, L, C), L->n_in, s->a, H, L->w_in, C, L->n_in, H, 0.f, "projection");
+        if (!e) e = cu_gemm_tune(cm->gemm, st, CU_F32, H, s->a, L->qd, L->w_o, C, H, L->qd, 1.f, "o_proj");
         if (!e && l == 0) {
-            e = cu_gemm_tune(cm->gemm, st, ffn_dtype(s, C), 2 * I, s->a, H, L->w_gu, C, 2 * I, H, "gate/up");
-            if (!e) e = cu_gemm_tune(cm->gemm, st, CU_F32, H, s->a, I, L->w_down, C, H, I, "down");
+            e = cu_gemm_tune(cm->gemm, st, ffn_dtype(s, C), 2 * I, s->a, H, L->w_gu, C, 2 * I, H, 0.f, "gate/up");
+            if (!e) e = cu_gemm_tune(cm->gemm, st, CU_F32, H, s->a, I, L->w_down, C, H, I, 1.f, "down");
         }
     }
     return e;
