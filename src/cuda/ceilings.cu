@@ -9,9 +9,9 @@
  *   L2 read     every SM reading a buffer of half the L2 size again and again (loads cached in L2 only)
  *   MUFU ex2    ex2.approx.f32 at full occupancy, 16 independent chains a thread (the exps of InfLLM-v2's
  *               stage 1 and of softmax run on this unit)
- * Each figure is the best of several timed repetitions after a warm-up. Each kernel's result is checked
- * (the read sums against the known fill, a few GEMM outputs against the CPU, the exp chains against their
- * fixed point), so a figure never comes from work the compiler or the card skipped. */
+ * Each figure but the sustained GEMM is the best of several timed repetitions after a warm-up. Each kernel's
+ * result is checked (the read sums against the known fill, a few GEMM outputs against the CPU, the exp chains
+ * against their fixed point), so a figure never comes from work the compiler or the card skipped. */
 #include <cublas_v2.h>
 
 #include "cuda/common.cuh"
