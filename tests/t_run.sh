@@ -6,7 +6,8 @@
 #     `sala logits` is available, from iterating its logits too);
 #   * the same through stdin ids, a small prefill chunk, and an exact -c;
 #   * eos, stop strings (with the MiniCPM tokenizer over ids < 512), seeds, error paths (prompt past -c,
-#     ids outside the vocabulary, a tokenizer larger than the model, bad options), the random-weights note.
+#     ids outside the vocabulary, a tokenizer larger than the model, bad options), the random-weights note;
+#   * `sala info` plans the GPU and the CPU at the chunk each engine's session would take.
 # Prints "N passed, N failed" at the end. The binary is $SALA (default build/sala).
 set -u
 SALA=${SALA:-build/sala}
@@ -250,6 +251,13 @@ fi
 got=$("$SALA" run -m "$GOLD" --prompt-ids "$T/ids.txt" --print-ids -n 0 2>"$T/err7.txt"); rc=$?
 if [ $rc = 0 ] && [ -z "$got" ] && grep -q "generated: *0 tokens" "$T/err7.txt"; then ok "-n 0: prefill only"
 else bad "-n 0" "rc $rc [$got]"; fi
+
+# ---- sala info: each engine's plan at the chunk its session would allocate ----
+i1=$("$SALA" info -m "$GOLD" -c 20000 2>&1); i2=$("$SALA" info -m "$GOLD" -c 300 2>&1)
+i3=$("$SALA" info -m "$GOLD" -c 300 --chunk 100 2>&1)
+if grep -q "prefill chunk 8192 on the GPU, 512 on the CPU" <<<"$i1" && grep -q "prefill chunk 300 on the GPU, 512 on the CPU" <<<"$i2" &&
+  grep -q "prefill chunk 100 on the GPU, 100 on the CPU" <<<"$i3"; then ok "info: plans at each engine's chunk"
+else bad "info: plans at each engine's chunk" "$(grep 'prefill chunk' <<<"$i1$i2$i3")"; fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -7,14 +7,14 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: sala info -m DIR [-c CTX] [--chunk C] [--mem-limit BYTES]\n"
                "  -c CTX            context length for the plan (default: max_position_embeddings); k/m suffix ok\n"
-               "  --chunk C         prefill chunk size (default 512, the CPU's; the GPU engine takes the\n"
-               "                    largest of 8192..512 that fits)\n"
+               "  --chunk C         prefill chunk size for both plans (default: the engines' own, 512 on the\n"
+               "                    CPU, 8192 on the GPU, which takes less when the card's memory is short)\n"
                "  --mem-limit B     check the plan against a memory limit (e.g. 31G); exit 1 if it does not fit\n");
 }
 
 int cmd_info(int argc, char **argv) {
     const char *model = NULL;
-    int64_t ctx = 0, chunk = 512, limit = 0;
+    int64_t ctx = 0, chunk = 0, limit = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -57,9 +57,14 @@ int cmd_info(int argc, char **argv) {
     printf("linear attn  %d heads, head dim %d\n", in.lin_heads, in.lin_head_dim);
     printf("parameters   %lld (%.2f B)\n", (long long)in.n_params, in.n_params / 1e9);
     printf("max context  %d (max_position_embeddings)\n", in.max_position);
-    printf("\nmemory plan for a context of %lld tokens, prefill chunk %lld:\n", (long long)ctx, (long long)chunk);
+    /* each engine's chunk as its session allocates it (session.c: 512 unless given; cuda_session_new: the
+     * largest of 8192..512 that fits unless given, never past the context) */
+    int64_t chunk_g = chunk > 0 ? chunk : 8192, chunk_c = chunk > 0 ? chunk : 512;
+    if (chunk_g > ctx) chunk_g = ctx;
+    printf("\nmemory plan for a context of %lld tokens, prefill chunk %lld on the GPU, %lld on the CPU:\n",
+           (long long)ctx, (long long)chunk_g, (long long)chunk_c);
     printf("  %-26s %-28s %s\n", "", "GPU (bf16 caches)", "CPU (fp32 caches)");
-    sala_mem_plan g = sala_model_mem_plan(m, ctx, (int)chunk, 2), c = sala_model_mem_plan(m, ctx, (int)chunk, 4);
+    sala_mem_plan g = sala_model_mem_plan(m, ctx, (int)chunk_g, 2), c = sala_model_mem_plan(m, ctx, (int)chunk_c, 4);
 #define ROW(name, field) \
     printf("  %-26s %-28s %s\n", name, sala_fmt_bytes(g.field, b[0], 64), sala_fmt_bytes(c.field, b[1], 64))
     ROW("weights", weight_bytes);
