@@ -1,6 +1,7 @@
 /* cuda_test.h — helpers shared by the tests/test_cuda_*.c kernel tests (included only with SALA_CUDA):
  * a seeded uniform generator, host<->device copies with poisoned fresh buffers, the bf16 rounding the
- * reference must see, and the element-wise comparison that prints the worst difference. */
+ * reference must see, the element-wise comparison that prints the worst difference, and the top-k
+ * checks' comparators. */
 #ifndef SALA_CUDA_TEST_H
 #define SALA_CUDA_TEST_H
 
@@ -79,6 +80,25 @@ static inline void make_cache(float *K, float *V, int64_t n, int bf16, void **dK
         *dK = up(K, sizeof(float) * (size_t)n);
         *dV = up(V, sizeof(float) * (size_t)n);
     }
+}
+
+/* the CPU side of the top-k checks (test_cuda_topk.c, test_cuda_infllm.c): ascending block indices, and
+ * (score, block) pairs in the selection rule's order: descending score, ties to the lower block */
+static inline int cmp_i32_t(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct {
+    float s;
+    int32_t b;
+} ref_sc;
+
+static inline int cmp_ref_sc(const void *a, const void *b) {
+    const ref_sc *x = a, *y = b;
+    if (x->s > y->s) return -1;
+    if (x->s < y->s) return 1;
+    return (x->b > y->b) - (x->b < y->b);
 }
 
 #endif

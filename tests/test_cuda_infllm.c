@@ -226,23 +226,6 @@ static void test_infllm_decode(void) {
  * lower block index, ascending output; exact). Score sets stress ties: a few distinct values (many
  * equals at the threshold), all-equal rows, all-zero rows, −inf entries, continuous values; rows longer
  * than the kernel's shared-memory key capacity (16384 candidates) take its global-memory path. */
-static int cmp_i32_t(const void *a, const void *b) {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
-typedef struct {
-    float s;
-    int32_t b;
-} ref_sc;
-
-static int cmp_ref_sc(const void *a, const void *b) {
-    const ref_sc *x = a, *y = b;
-    if (x->s > y->s) return -1;
-    if (x->s < y->s) return 1;
-    return (x->b > y->b) - (x->b < y->b);
-}
-
 static float synth_score(int kind) {
     static const float few[4] = {0.0f, 0.25f, 0.5f, 1.0f};
     float u = 0.5f + 0.5f * frand();

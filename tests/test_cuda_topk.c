@@ -60,23 +60,6 @@ static float synth(int kind, int64_t b, int64_t qb) {
     }
 }
 
-static int cmp_i32_t(const void *a, const void *b) {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
-typedef struct {
-    float s;
-    int32_t b;
-} ref_sc;
-
-static int cmp_ref_sc(const void *a, const void *b) {
-    const ref_sc *x = a, *y = b;
-    if (x->s > y->s) return -1;
-    if (x->s < y->s) return 1;
-    return (x->b > y->b) - (x->b < y->b);
-}
-
 typedef struct {
     int block, s1, nkv, budget, init, local;
 } tk_shape;
