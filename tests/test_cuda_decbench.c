@@ -32,6 +32,7 @@ int main(void) {
 int cu_sdec_step_parts(void *stream, float *o, const float *q, const float *k, const float *v, void *K, void *V, void *C1,
                        void *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p, void *work,
                        int parts);
+int cu_sdec_stamps(unsigned long long t[8]);
 
 #define H 4096
 #define I 16384
@@ -309,6 +310,7 @@ int main(void) {
         (void)test_cur_failed_;
         TEST_END();
     }
+    setenv("SALA_SDEC_FUSED", "1", 0); /* plan the fused chain too: chain_parts 15 runs it, 31 the four kernels */
     cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking);
     struct cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, 0);
@@ -321,9 +323,14 @@ int main(void) {
         test_failed_ = 1;
         TEST_END();
     }
-    if (getenv("SALA_DECBENCH_NCU")) { /* one eager chain at 1M, for Nsight Compute (-k regex:k_sdec -c 4) */
-        m.chain_parts = 15;
-        if (set_ctx(&m, nmax) || enq_chain(&m) || cu_sync()) test_failed_ = 1;
+    if (getenv("SALA_DECBENCH_NCU")) { /* for Nsight Compute: "1" one eager chain at 1M (-k regex:k_sdec -c 4);
+                                          * "step" one eager whole step (GEMVs, Lightning, chains) at
+                                          * SALA_DECBENCH_CTX tokens (default 1M): every kernel of a step once */
+        const int whole = !strcmp(getenv("SALA_DECBENCH_NCU"), "step");
+        const char *c = getenv("SALA_DECBENCH_CTX");
+        const int64_t n = c && atoll(c) > 0 && atoll(c) <= nmax ? atoll(c) : nmax;
+        m.chain_parts = 15, m.with_gemv = 1, m.with_mix = 1, m.nlayers = NL, m.only_sparse = 0;
+        if (set_ctx(&m, n) || (whole ? enq_step(&m) : enq_chain(&m)) || cu_sync()) test_failed_ = 1;
         else test_passed_ = 1;
         TEST_END();
     }
@@ -342,26 +349,34 @@ int main(void) {
     for (int c = 0; c < 3; c++) {
         if (only && atoll(only) != ctxs[c]) continue;
         if (set_ctx(&m, ctxs[c])) break;
-        const char *pn[5] = {"append", "lse", "score+topk", "attn", "whole"};
-        const int pm[5] = {1, 2, 4, 8, 15};
-        double tp[5];
-        for (int i = 0; i < 5; i++) {
+        const int pm[6] = {1, 2, 4, 8, 31, 15};
+        double tp[6];
+        for (int i = 0; i < 6; i++) {
             m.chain_parts = pm[i];
             tp[i] = time_graph(enq_chain_only, &m, 50);
         }
-        printf("chain N=%-8lld alone (L2 warm): append %.1f  lse %.1f  score+topk %.1f  attn %.1f  | whole %.1f us  "
-               "[ctas lse %d score %d attn %d]\n",
-               (long long)ctxs[c], tp[0], tp[1], tp[2], tp[3], tp[4], m.plan.units2 / 4, m.plan.ctas_score,
-               m.plan.ctas_attn);
-        (void)pn;
-        /* the early PDL trigger (decode_knobs.h) of the Lightning kernel and of the chain's attention kernel */
-        static const int cfg[4][2] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}};
+        if (getenv("SALA_SDEC_PROF")) { /* the fused kernel's steps, CTA 0's view of the last replay */
+            unsigned long long ts[8];
+            if (!cu_sdec_stamps(ts))
+                printf("fused N=%-8lld steps (us): append %.2f  barrier %.2f  lse+barrier+merge %.2f  score+barrier %.2f"
+                       "  select %.2f  attn %.2f  barrier+o %.2f\n",
+                       (long long)ctxs[c], (ts[1] - ts[0]) / 1e3, (ts[2] - ts[1]) / 1e3, (ts[3] - ts[2]) / 1e3,
+                       (ts[4] - ts[3]) / 1e3, (ts[5] - ts[4]) / 1e3, (ts[6] - ts[5]) / 1e3, (ts[7] - ts[6]) / 1e3);
+        }
+        printf("chain N=%-8lld alone (L2 warm): append %.1f  lse %.1f  score+topk %.1f  attn %.1f  | four kernels %.1f us"
+               "  | fused %.1f us  [ctas lse %d score %d attn %d; fused grid %d]\n",
+               (long long)ctxs[c], tp[0], tp[1], tp[2], tp[3], tp[4], tp[5], m.plan.units2 / 4, m.plan.ctas_score,
+               m.plan.ctas_attn, m.plan.grid);
+        /* the chain as four kernels and fused (cfg[k][2]: chain_parts 31 / 15), and the early PDL trigger
+         * (decode_knobs.h) of the Lightning kernel and of the four-kernel chain's attention kernel */
+        static const int cfg[4][3] = {{1, 0, 31}, {1, 1, 31}, {0, 0, 15}, {1, 0, 15}};
         for (int k = 0; k < 4; k++) {
             cu_lightning_trig_early(cfg[k][0]), cu_sdec_trig_early(cfg[k][1]);
             char tag[64];
-            snprintf(tag, sizeof tag, "trig lt %d sd %d", cfg[k][0], cfg[k][1]);
+            snprintf(tag, sizeof tag, "%s, trig lt %d sd %d", cfg[k][2] == 15 ? "fused" : "4 kernels", cfg[k][0],
+                     cfg[k][1]);
             /* in a layer: 8 sparse layers with and without the chain */
-            m.chain_parts = 15, m.with_gemv = 1, m.nlayers = 8, m.only_sparse = 1;
+            m.chain_parts = cfg[k][2], m.with_gemv = 1, m.nlayers = 8, m.only_sparse = 1;
             m.with_mix = 1;
             double t1 = time_graph(enq_step, &m, 5);
             m.with_mix = 0;

@@ -230,6 +230,9 @@ static int set_diff(const int32_t *a, int na, const int32_t *b, int nb) {
     return d;
 }
 
+/* 1: the four kernels of the chain (plan.grid = 0), 0: the fused kernel, which an H100 must be planned */
+static int sdec_four;
+
 /* steps at positions P and P + 1 (rows P, P + 1 appended by the chain) in a session of n_ctx tokens */
 static void sdec_case(const sel_cfg *c, int64_t P, int64_t n_ctx) {
     infllm_dims d;
@@ -244,6 +247,8 @@ static void sdec_case(const sel_cfg *c, int64_t P, int64_t n_ctx) {
     int e = cu_sdec_plan_make(&plan, &gd, n_ctx);
     CHECK(e == 0, "%s: plan: %s", c->name, cu_error_str(e));
     if (e) return;
+    if (sdec_four) plan.grid = 0;
+    else CHECK(plan.grid > 0, "%s: no fused plan (the GPU cannot hold one CTA per SM)", c->name);
     const int64_t kvrow = (int64_t)d.nkv * d.hd, qd = (int64_t)d.nh * d.hd, rows = P + 2, kn = rows * kvrow;
     float *K = malloc(sizeof(float) * (size_t)kn), *V = malloc(sizeof(float) * (size_t)kn);
     void *dK, *dV;
@@ -283,7 +288,8 @@ static void sdec_case(const sel_cfg *c, int64_t P, int64_t n_ctx) {
         e = cu_sdec_step(NULL, dout, dqkv, dqkv + qd, dqkv + qd + kvrow, dK, dV, dC1, dC2, dpos, &gd, &plan, work);
         CHECK(e == 0, "cu_sdec_step: %s", cu_error_str(e));
         char what[160];
-        snprintf(what, sizeof what, "%s decode pos %lld (n_ctx %lld)", c->name, (long long)pos, (long long)n_ctx);
+        snprintf(what, sizeof what, "%s decode pos %lld (n_ctx %lld, %s)", c->name, (long long)pos, (long long)n_ctx,
+                 plan.grid ? "fused" : "four kernels");
         /* caches: the appended row and every compressed key so far */
         uint16_t *raw = malloc(2 * (size_t)((n1 + 1) * kvrow));
         float *g = malloc(sizeof(float) * (size_t)((n1 + 1) * kvrow));
@@ -345,7 +351,7 @@ static const sel_cfg tiny_sparse = {"tiny-sparse", 16, 1, 16, 4, 4, 1};
 static const sel_cfg tiny_gqa2 = {"tiny-gqa2", 32, 2, 16, 8, 8, 1};
 static const sel_cfg released = {"released", 32, 2, 128, 64, 32, 1};
 
-static void test_sparse_decode(void) {
+static void sparse_decode_cases(void) {
     sdec_case(&tiny_sparse, 1023, 1100);    /* pos 1023: a level-1 and a level-2 window end at the first step */
     sdec_case(&tiny_sparse, 1600, 20000);   /* most CTAs past the context: early exits */
     sdec_case(&tiny_gqa2, 2163, 2200);
@@ -354,6 +360,19 @@ static void test_sparse_decode(void) {
     sdec_case(&released, 70015, 1 << 20);   /* the grids of a 1M session; both windows end at pos + 1 */
     sdec_case(&released, 150000, 160000);   /* several stage-1 CTAs with candidates: the bounded rank select */
     sdec_case(&released, 64 * 266 + 5, 20000); /* two CTAs, the second with 11 blocks: too few for the bound */
+}
+
+static void test_sparse_decode(void) { /* the four kernels, then the fused one (opt-in, SALA_SDEC_FUSED=1) */
+    const char *was = getenv("SALA_SDEC_FUSED");
+    char keep[8] = "";
+    if (was) snprintf(keep, sizeof keep, "%s", was);
+    sdec_four = 1;
+    sparse_decode_cases();
+    setenv("SALA_SDEC_FUSED", "1", 1);
+    sdec_four = 0;
+    sparse_decode_cases();
+    if (was) setenv("SALA_SDEC_FUSED", keep, 1);
+    else unsetenv("SALA_SDEC_FUSED");
 }
 
 int main(void) {

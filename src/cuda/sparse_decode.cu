@@ -108,27 +108,83 @@ static __device__ __forceinline__ uint64_t sd_comp(uint32_t key, int32_t blk) {
 }
 
 /* ---- 1. append + compress ---- */
-__global__ void k_sdec_append(bf16 *K, bf16 *V, bf16 *C1, bf16 *C2, const float *k, const float *v,
-                              const int64_t *dpos, int kvrow, int l1, int s1, int l2, int s2) {
-    pdl_wait();
-    pdl_trigger();
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= kvrow) return;
-    const int64_t pos = *dpos, kv = pos + 1;
+
+/* column c of K[pos], V[pos] = k, v, and of the level-1 / level-2 compressed keys whose windows end at pos: the
+ * same fp32 sums in key order as k_compress (the key at pos is this thread's own write) */
+static __device__ __forceinline__ void sd_append_col(bf16 *K, bf16 *V, bf16 *C1, bf16 *C2, const float *k, const float *v,
+                                                     int64_t pos, int kvrow, int c, int l1, int s1, int l2, int s2) {
+    const int64_t kv = pos + 1;
     K[pos * kvrow + c] = __float2bfloat16_rn(__ldcg(k + c));
     V[pos * kvrow + c] = __float2bfloat16_rn(__ldcg(v + c));
     for (int lev = 0; lev < 2; lev++) {
         const int l = lev ? l2 : l1, s = lev ? s2 : s1;
         if (kv < l || (kv - l) % s) continue;
         const int64_t j = (kv - l) / s;
-        float acc = 0.f; /* fp32 in key order, as k_compress (the key at pos is this thread's own write) */
+        float acc = 0.f;
 #pragma unroll 8
         for (int64_t tk = j * s; tk < j * s + l; tk++) acc += __bfloat162float(__ldcg(K + tk * kvrow + c));
         (lev ? C2 : C1)[j * kvrow + c] = __float2bfloat16_rn(acc / (float)l);
     }
 }
 
+__global__ void k_sdec_append(bf16 *K, bf16 *V, bf16 *C1, bf16 *C2, const float *k, const float *v,
+                              const int64_t *dpos, int kvrow, int l1, int s1, int l2, int s2) {
+    pdl_wait();
+    pdl_trigger();
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= kvrow) return;
+    sd_append_col(K, V, C1, C2, k, v, *dpos, kvrow, c, l1, s1, l2, s2);
+}
+
 /* ---- 2. LSE over the level-2 keys ---- */
+
+/* the online (m, l), log2 units, of heads g and g + 8 (this lane's quad) of group grp over level-2 keys [k0, k1):
+ * one warp, 32 keys a step */
+template <int HD>
+static __device__ __forceinline__ void sd_lse_range(const uint32_t qf[HD / 16][4], const bf16 *C2, int grp, int nkv,
+                                                    int64_t k0, int64_t k1, float scale, float m[2], float l[2]) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const float sl2 = scale * LOG2E_F;
+    for (int64_t n0 = k0; n0 < k1; n0 += 32) { /* four n-tiles of 8 keys */
+        uint4 kr[4][sd_shape<HD>::NV];
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++) {
+            const int64_t key = n0 + 8 * nt + g;
+            sd_load_key<HD>(kr[nt], C2 + (key * nkv + grp) * HD, key < k1);
+        }
+        float S[4][4];
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++) {
+            sd_qk<HD>(qf, kr[nt], S[nt]);
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                S[nt][j] = n0 + 8 * nt + 2 * t + (j & 1) < k1 ? S[nt][j] * sl2 : -INFINITY;
+        }
+#pragma unroll
+        for (int r = 0; r < 2; r++) { /* online log-sum-exp of head g (r = 0) / g + 8 (r = 1), as mma_softmax */
+            float mx = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) mx = fmaxf(mx, fmaxf(S[nt][2 * r], S[nt][2 * r + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float mnew = fmaxf(m[r], mx);
+            float alpha = 1.f, rs = 0.f;
+            if (mnew != -INFINITY) alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    const float sv = S[nt][2 * r + j];
+                    rs += (mnew == -INFINITY || sv == -INFINITY) ? 0.f : exp2f(sv - mnew);
+                }
+            rs += __shfl_xor_sync(0xffffffffu, rs, 1);
+            rs += __shfl_xor_sync(0xffffffffu, rs, 2);
+            l[r] = l[r] * alpha + rs;
+            m[r] = mnew;
+        }
+    }
+}
+
 template <int HD>
 __global__ void __launch_bounds__(128) k_sdec_lse(float *part, float *lse, int *counter, const float *q, const bf16 *C2,
                                                   const int64_t *dpos, int nkv, int l2, int s2, float scale, int tpu,
@@ -143,45 +199,7 @@ __global__ void __launch_bounds__(128) k_sdec_lse(float *part, float *lse, int *
     if (u < units && k0 < k1) {
         uint32_t qf[HD / 16][4];
         sd_q_frags<HD>(q + (int64_t)grp * SD_G * HD, qf);
-        const float sl2 = scale * LOG2E_F;
-        for (int64_t n0 = k0; n0 < k1; n0 += 32) { /* four n-tiles of 8 keys */
-            uint4 kr[4][sd_shape<HD>::NV];
-#pragma unroll
-            for (int nt = 0; nt < 4; nt++) {
-                const int64_t key = n0 + 8 * nt + g;
-                sd_load_key<HD>(kr[nt], C2 + (key * nkv + grp) * HD, key < k1);
-            }
-            float S[4][4];
-#pragma unroll
-            for (int nt = 0; nt < 4; nt++) {
-                sd_qk<HD>(qf, kr[nt], S[nt]);
-#pragma unroll
-                for (int j = 0; j < 4; j++)
-                    S[nt][j] = n0 + 8 * nt + 2 * t + (j & 1) < k1 ? S[nt][j] * sl2 : -INFINITY;
-            }
-#pragma unroll
-            for (int r = 0; r < 2; r++) { /* online log-sum-exp of head g (r = 0) / g + 8 (r = 1), as mma_softmax */
-                float mx = -INFINITY;
-#pragma unroll
-                for (int nt = 0; nt < 4; nt++) mx = fmaxf(mx, fmaxf(S[nt][2 * r], S[nt][2 * r + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float mnew = fmaxf(m[r], mx);
-                float alpha = 1.f, rs = 0.f;
-                if (mnew != -INFINITY) alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
-#pragma unroll
-                for (int nt = 0; nt < 4; nt++)
-#pragma unroll
-                    for (int j = 0; j < 2; j++) {
-                        const float sv = S[nt][2 * r + j];
-                        rs += (mnew == -INFINITY || sv == -INFINITY) ? 0.f : exp2f(sv - mnew);
-                    }
-                rs += __shfl_xor_sync(0xffffffffu, rs, 1);
-                rs += __shfl_xor_sync(0xffffffffu, rs, 2);
-                l[r] = l[r] * alpha + rs;
-                m[r] = mnew;
-            }
-        }
+        sd_lse_range<HD>(qf, C2, grp, nkv, k0, k1, scale, m, l);
     }
     if (u < units && t == 0) {
         float *rec = part + ((int64_t)grp * units + u) * SD_G * 2;
@@ -227,27 +245,24 @@ __global__ void __launch_bounds__(128) k_sdec_lse(float *part, float *lse, int *
 
 /* ---- 3. stage-1 scores, pooling, top-k ---- */
 
+/* Stage-1 scores of blocks [SD_BPC·unit, +SD_BPC) of group grp (the CTA's 16 warps, one 64-key tile each) max-pooled
+ * into sort keys, then the unit's candidates (valid blocks of rank < budget, ties to the lower block, in block order,
+ * the rank in the top byte) into slot grp·nunits + unit of cand_key / cand_blk and their count into cand_n. L0, L1:
+ * the LSE (log2 units) of heads g and g + 8 of the lane's quad. 512 threads. */
 template <int HD>
-__global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *nsel, uint32_t *cand_key,
-                                                    int32_t *cand_blk, int *cand_n, int *counter, const float *q,
-                                                    const float *lse, const bf16 *C1, const int64_t *dpos, int nkv,
-                                                    int l1, int s1, float scale, int init_blocks, int local_blocks,
-                                                    int budget) {
-    extern __shared__ uint4 sd_smem[]; /* last CTA: candidate keys [cap], blocks [cap] */
+static __device__ void sd_score_unit(uint32_t *cand_key, int32_t *cand_blk, int *cand_n, const float *q, float L0,
+                                     float L1, const bf16 *C1, int64_t pos, int grp, int unit, int nunits, int nkv, int l1,
+                                     int s1, float scale, int init_blocks, int local_blocks, int budget) {
     __shared__ float sc[16][68];       /* per warp: score of key 64·tile − 1, then the tile's 64 keys */
     __shared__ uint32_t bkey[SD_BPC];
-    __shared__ int hist[256], sel_digit, sel_k, s_ns, s_nv;
-    __shared__ uint64_t s_thr;
-    const int grp = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    pdl_wait();
-    pdl_trigger();
-    const int64_t pos = *dpos, kv = pos + 1, n1 = nwin64(kv, l1, s1), qb = pos / 64;
-    const int64_t b0 = (int64_t)blockIdx.x * SD_BPC, jt = (int64_t)blockIdx.x * 16 + warp, key0 = 64 * jt;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int64_t kv = pos + 1, n1 = nwin64(kv, l1, s1), qb = pos / 64;
+    const int64_t b0 = (int64_t)unit * SD_BPC, jt = (int64_t)unit * 16 + warp, key0 = 64 * jt;
+    __syncthreads(); /* sc and bkey of a previous unit are read */
     /* scores of keys key0 − 1 .. key0 + 63 of this warp's tile (blocks 16·jt ..) */
     if (16 * jt <= qb) {
         uint32_t qf[HD / 16][4];
         sd_q_frags<HD>(q + (int64_t)grp * SD_G * HD, qf);
-        const float L0 = __ldcg(lse + grp * SD_G + g) * LOG2E_F, L1 = __ldcg(lse + grp * SD_G + g + 8) * LOG2E_F;
         const float sl2 = scale * LOG2E_F;
         for (int nb = -1; nb < 8; nb += 3) { /* n-tiles −1 (the key before the tile) .. 7, three at a time */
             uint4 kr[3][sd_shape<HD>::NV];
@@ -298,17 +313,22 @@ __global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *ns
     }
     int total;
     const int off = scan_block<512>(cand ? 1 : 0, &total);
-    const int64_t slot = (int64_t)grp * gridDim.x + blockIdx.x;
+    const int64_t slot = (int64_t)grp * nunits + unit;
     if (cand) {
         cand_key[slot * budget + off] = mykey;
         cand_blk[slot * budget + off] = (int32_t)((uint32_t)(b0 + threadIdx.x) | (uint32_t)rank << 24); /* + the rank */
     }
     if (threadIdx.x == 0) cand_n[slot] = total;
-    if (!sd_last_cta(counter + grp)) return;
+}
 
-    /* ---- last CTA of the group: the top `budget` of all candidates ---- */
-    uint32_t *skey = (uint32_t *)sd_smem;
-    const int ncta = gridDim.x;
+/* The top `budget` of group grp's candidates (the ncta lists of sd_score_unit) in ascending block order into out
+ * (global or shared memory); returns their number (every thread). 512 threads, smem: sd_score_smem bytes. */
+static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const int32_t *cand_blk, const int *cand_n,
+                                int grp, int ncta, int budget, void *smem) {
+    __shared__ int hist[256], sel_digit, sel_k, s_ns, s_nv;
+    __shared__ uint64_t s_thr;
+    const int lane = threadIdx.x & 31;
+    uint32_t *skey = (uint32_t *)smem;
     const int cap = ncta * budget;
     int32_t *sblk = (int32_t *)(skey + cap);
     int *soff = (int *)(sblk + cap); /* [ncta + 1] */
@@ -362,11 +382,9 @@ __global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *ns
             }
     }
     __syncthreads();
-    int32_t *out = blocks + (int64_t)grp * budget;
     if (n <= budget) { /* every candidate is chosen (they are the blocks 0..qb, or exactly `budget`) */
         for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = sblk[i];
-        if (threadIdx.x == 0) nsel[grp] = n, counter[grp] = 0;
-        return;
+        return n;
     }
     /* Composite keys (score key, then the lower block) order the candidates totally, as the radix select below
      * with its ties to the lower block. The budget-th largest of the subset sS is a lower bound of the
@@ -408,8 +426,7 @@ __global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *ns
                 for (int j = 0; j < budget; j++) pos += sslot[j] < b;
                 out[pos] = b;
             }
-            if (threadIdx.x == 0) nsel[grp] = budget, counter[grp] = 0;
-            return;
+            return budget;
         }
     }
     /* radix select of the budget-th largest key, 8 bits a pass (as k_infllm_topk) */
@@ -482,7 +499,26 @@ __global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *ns
         if (u == thr) take = e++ < k;
         if (take) out[ob++] = sblk[i];
     }
-    if (threadIdx.x == 0) nsel[grp] = outn, counter[grp] = 0;
+    return outn;
+}
+
+template <int HD>
+__global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *nsel, uint32_t *cand_key,
+                                                    int32_t *cand_blk, int *cand_n, int *counter, const float *q,
+                                                    const float *lse, const bf16 *C1, const int64_t *dpos, int nkv,
+                                                    int l1, int s1, float scale, int init_blocks, int local_blocks,
+                                                    int budget) {
+    extern __shared__ uint4 sd_smem[]; /* last CTA: sd_select's */
+    const int grp = blockIdx.y, g = (threadIdx.x & 31) >> 2;
+    pdl_wait();
+    pdl_trigger();
+    const int64_t pos = *dpos;
+    const float L0 = __ldcg(lse + grp * SD_G + g) * LOG2E_F, L1 = __ldcg(lse + grp * SD_G + g + 8) * LOG2E_F;
+    sd_score_unit<HD>(cand_key, cand_blk, cand_n, q, L0, L1, C1, pos, grp, blockIdx.x, gridDim.x, nkv, l1, s1, scale,
+                      init_blocks, local_blocks, budget);
+    if (!sd_last_cta(counter + grp)) return;
+    const int n = sd_select(blocks + (int64_t)grp * budget, cand_key, cand_blk, cand_n, grp, gridDim.x, budget, sd_smem);
+    if (threadIdx.x == 0) nsel[grp] = n, counter[grp] = 0;
 }
 
 /* ---- 4. attention over the chosen blocks ---- */
@@ -501,6 +537,60 @@ static __device__ __forceinline__ void sd_async_rows(bf16 *dst, const bf16 *src,
     }
 }
 
+/* one chosen block (keys k0 .. k0 + 63, those ≤ pos) into the warp's online softmax (m, l in log2 units, O): its K
+ * and V tiles were requested by cp.async, K's group first */
+template <int HD>
+static __device__ __forceinline__ void sd_attn_tile(const bf16 *Qs, const bf16 *myK, const bf16 *myV, int64_t k0,
+                                                    int64_t pos, float scale, float m[2], float l[2], float O[HD / 8][4]) {
+    constexpr int QP = mma_shape<HD>::QP;
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    cp_async_wait<1>();
+    __syncwarp();
+    float S[8][4];
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) S[nt][0] = S[nt][1] = S[nt][2] = S[nt][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) { /* mma_qk with q's fragments read per k-step (fewer live registers) */
+        uint32_t a[4];
+        const bf16 *p0 = Qs + g * QP + kk * 16 + 2 * t, *p1 = p0 + 8 * QP;
+        a[0] = *(const uint32_t *)p0, a[1] = *(const uint32_t *)p1;
+        a[2] = *(const uint32_t *)(p0 + 8), a[3] = *(const uint32_t *)(p1 + 8);
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+            const bf16 *kr = myK + (nt * 8 + g) * QP + kk * 16 + 2 * t;
+            uint32_t b[2] = {*(const uint32_t *)kr, *(const uint32_t *)(kr + 8)};
+            mma16816(S[nt], a, b);
+        }
+    }
+    const float sl2 = scale * LOG2E_F;
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) S[nt][j] = k0 + nt * 8 + 2 * t + (j & 1) <= pos ? S[nt][j] * sl2 : -INFINITY;
+    mma_softmax<HD>(S, m, l, O, true);
+    cp_async_wait<0>();
+    __syncwarp();
+    mma_pv_rows<HD>(S, myV, O);
+}
+
+/* the warp's record [16 heads][HD + 4]: m, l (log2 units), -, -, O[HD] */
+template <int HD>
+static __device__ __forceinline__ void sd_attn_record(float *rec, const float m[2], const float l[2],
+                                                      const float O[HD / 8][4]) {
+    constexpr int RP = HD + 4;
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    if (t == 0) {
+        rec[g * RP] = m[0], rec[g * RP + 1] = l[0];
+        rec[(g + 8) * RP] = m[1], rec[(g + 8) * RP + 1] = l[1];
+    }
+#pragma unroll
+    for (int dt = 0; dt < HD / 8; dt++) {
+        const int d = 4 + dt * 8 + 2 * t;
+        rec[g * RP + d] = O[dt][0], rec[g * RP + d + 1] = O[dt][1];
+        rec[(g + 8) * RP + d] = O[dt][2], rec[(g + 8) * RP + d + 1] = O[dt][3];
+    }
+}
+
 template <int HD>
 __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part, int *counter, const float *q,
                                                           const bf16 *K, const bf16 *V, const int32_t *blocks,
@@ -510,7 +600,7 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
     extern __shared__ uint4 sd_smem[];
     bf16 *Qs = (bf16 *)sd_smem;             /* [16][QP] */
     bf16 *Ks = Qs + SD_G * QP;              /* per warp: K tile, V tile */
-    const int grp = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int grp = blockIdx.y, warp = threadIdx.x >> 5;
     bf16 *myK = Ks + warp * 2 * TILE, *myV = myK + TILE;
     float *rec = (float *)myK; /* [16][RP]: m, l, -, -, O[HD], after the tile is used; fits in the K tile */
     if (trig0) pdl_trigger(); /* o_proj's blocks may start loading weights now (decode_knobs.h) */
@@ -550,36 +640,9 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, O[HD / 8][4];
 #pragma unroll
     for (int dt = 0; dt < HD / 8; dt++) O[dt][0] = O[dt][1] = O[dt][2] = O[dt][3] = 0.f;
-    if (u < ns) {
-        uint32_t qf[HD / 16][4];
-        mma_q_frags<HD>(Qs, 0, qf);
-        cp_async_wait<1>();
-        __syncwarp();
-        float S[8][4];
-        mma_qk<HD>(qf, myK, S);
-        const float sl2 = scale * LOG2E_F;
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++)
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-                S[nt][j] = k0 + nt * 8 + 2 * t + (j & 1) <= pos ? S[nt][j] * sl2 : -INFINITY;
-        mma_softmax<HD>(S, m, l, O, true);
-        cp_async_wait<0>();
-        __syncwarp();
-        mma_pv_rows<HD>(S, myV, O);
-    }
+    if (u < ns) sd_attn_tile<HD>(Qs, myK, myV, k0, pos, scale, m, l, O);
     __syncwarp();
-    /* the warp's record (log2 units) */
-    if (t == 0) {
-        rec[g * RP] = m[0], rec[g * RP + 1] = l[0];
-        rec[(g + 8) * RP] = m[1], rec[(g + 8) * RP + 1] = l[1];
-    }
-#pragma unroll
-    for (int dt = 0; dt < HD / 8; dt++) {
-        const int d = 4 + dt * 8 + 2 * t;
-        rec[g * RP + d] = O[dt][0], rec[g * RP + d + 1] = O[dt][1];
-        rec[(g + 8) * RP + d] = O[dt][2], rec[(g + 8) * RP + d + 1] = O[dt][3];
-    }
+    sd_attn_record<HD>(rec, m, l, O);
     __syncthreads();
     /* merge the CTA's warps into one record in global memory */
     float *cta_rec = part + ((int64_t)grp * gridDim.x + blockIdx.x) * RECF;
@@ -677,12 +740,286 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
     if (threadIdx.x == 0) counter[grp] = 0;
 }
 
+/* ---- the fused chain: one kernel, one CTA per SM, the steps separated by grid barriers ----
+ * Each of the four kernels above costs a launch, a wait for its predecessor and a last-CTA merge. k_sdec_fused
+ * runs the same steps in one grid of P = nkv·half CTAs (CTAs [grp·half, +half)
+ * serve group grp), every CTA resident at once (one CTA per SM, checked at plan time):
+ *   0  append (CTA 0)                                                          | barrier
+ *   1  LSE: warp w of the group's CTA c takes level-2 keys [(16c + w)·kpu, +kpu); the CTA merges its 16 warps'
+ *      (m, l) into one record                                                 | barrier
+ *   2  every CTA merges its group's `half` records into the LSE (one warp per head), then scores the stage-1
+ *      units c, c + half, .. (sd_score_unit)                                  | barrier
+ *   3  every CTA of the group selects the same top `budget` blocks (sd_select, into shared memory; CTA c = 0
+ *      also writes them out for cu_sdec_blocks), then its SF_AW attention warps take the chosen blocks
+ *      c + half·(w + SF_AW·i) and the CTA writes one record                   | barrier
+ *   4  CTA j < nkv·16·DS merges (group, head, dims quarter) over the group's `half` records into o.
+ * Merge orders are fixed, so the result does not depend on scheduling; they differ from the four kernels'
+ * (LSE and attention are merged in other groupings), which the tests' tolerances cover.
+ * Opt-in (SALA_SDEC_FUSED=1): on an H100 it was no faster alone (43.8 against 44.0 µs at 8K, 77.3 against 78.2
+ * at 1M) and slower inside a step (52 against 48 µs per layer at 8K, 98 against 86 at 1M): the launches were not
+ * the cost. SALA_SDEC_PROF=1 stamps each step (CTA 0's view, cu_sdec_stamps); at 1M: append 6.6 µs, barrier
+ * 1.3, LSE with its barrier and merge 14.9, stage 1 with its barrier 25.2, selection 13.4, attention 8.8, the
+ * last barrier and o 5.5 — those steps themselves are what to make faster, in either form. */
+#define SF_T 512 /* threads of a fused CTA (sd_score_unit's 16 warps) */
+#define SF_AW 2  /* attention warps per CTA */
+#define SF_RMAX 8 /* records a lane holds in the merges: half ≤ 32·SF_RMAX */
+
+struct sf_args {
+    float *o;
+    const float *q, *k, *v;
+    bf16 *K, *V, *C1, *C2;
+    const int64_t *dpos;
+    unsigned long long *bar;
+    float *lse_part, *attn_part;
+    uint32_t *cand_key;
+    int32_t *cand_blk, *blocks, *nsel;
+    int *cand_n;
+    int nkv, l1, s1, l2, s2, init_blocks, local_blocks, budget, half, nunits, kpu, ds;
+    float scale;
+    int prof; /* SALA_SDEC_PROF: CTA 0 stamps the global timer at each step's end into sf_stamps */
+};
+
+/* the global timer (ns) at the fused kernel's start and after each step, CTA 0 (cu_sdec_stamps) */
+__device__ unsigned long long sf_stamps[8];
+static __device__ __forceinline__ void sf_stamp(int on, int i) {
+    if (on && blockIdx.x == 0 && threadIdx.x == 0) {
+        unsigned long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        sf_stamps[i] = t;
+    }
+}
+
+/* all CTAs of the grid here (arrivals counted on a 64-bit word that only grows: every launch passes the same
+ * number of barriers with the same grid, so the target is the next multiple of the grid size) */
+static __device__ __forceinline__ void sf_grid_sync(unsigned long long *bar) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const unsigned long long n = gridDim.x;
+        __threadfence();
+        const unsigned long long old = atomicAdd(bar, 1ull), target = old - old % n + n;
+        unsigned long long cur;
+        do {
+            asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(cur) : "l"(bar) : "memory");
+        } while (cur < target);
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+/* (M, L) over n records (m at rec[r·stride], l at rec[r·stride + 1], log2 units; l = 0: empty): one warp, every
+ * lane gets both */
+static __device__ __forceinline__ void sf_merge_ml(const float *rec, int n, int stride, float *M_, float *L_) {
+    const int lane = threadIdx.x & 31;
+    float mm[SF_RMAX], ll[SF_RMAX];
+#pragma unroll
+    for (int i = 0; i < SF_RMAX; i++) {
+        const int r = lane + 32 * i;
+        mm[i] = r < n ? __ldcg(rec + (int64_t)r * stride) : -INFINITY;
+        ll[i] = r < n ? __ldcg(rec + (int64_t)r * stride + 1) : 0.f;
+    }
+    float M = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < SF_RMAX; i++)
+        if (ll[i] > 0.f) M = fmaxf(M, mm[i]);
+    M = warp_max(M);
+    float L = 0.f;
+#pragma unroll
+    for (int i = 0; i < SF_RMAX; i++)
+        if (ll[i] > 0.f) L += ll[i] * exp2f(mm[i] - M);
+    *M_ = M, *L_ = warp_sum(L);
+}
+
+template <int HD>
+__global__ void __launch_bounds__(SF_T, 1) k_sdec_fused(sf_args a) {
+    constexpr int QP = mma_shape<HD>::QP, TILE = MMA_BK * QP, RP = HD + 4, RECF = SD_G * RP;
+    extern __shared__ uint4 sd_smem[]; /* step 3: sd_select's, then Qs [16][QP] and SF_AW × (K tile, V tile) */
+    __shared__ float s_ml[SF_T / 32][SD_G][2];
+    __shared__ float s_lse[SD_G];
+    __shared__ int32_t s_blk[SD_BPC];
+    __shared__ float s_red[SF_T];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int grp = blockIdx.x / a.half, cg = blockIdx.x % a.half;
+    /* the position comes from a copy made before the step's first kernel (session.cu), not from the kernel before
+     * this one, so it may be read before pdl_wait() */
+    const int64_t pos = __ldcg(a.dpos), kv = pos + 1;
+    pdl_wait();
+    pdl_trigger();
+    sf_stamp(a.prof, 0);
+
+    /* 0. append */
+    const int kvrow = a.nkv * HD;
+    for (int c = blockIdx.x * SF_T + tid; c < kvrow; c += gridDim.x * SF_T)
+        sd_append_col(a.K, a.V, a.C1, a.C2, a.k, a.v, pos, kvrow, c, a.l1, a.s1, a.l2, a.s2);
+    sf_stamp(a.prof, 1);
+    sf_grid_sync(a.bar);
+    sf_stamp(a.prof, 2);
+
+    /* 1. LSE over the level-2 keys: one record per CTA */
+    {
+        const int64_t n2 = nwin64(kv, a.l2, a.s2), k0 = (int64_t)(cg * (SF_T / 32) + warp) * a.kpu;
+        const int64_t k1 = k0 + a.kpu < n2 ? k0 + a.kpu : n2;
+        float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+        if (k0 < k1) {
+            uint32_t qf[HD / 16][4];
+            sd_q_frags<HD>(a.q + (int64_t)grp * SD_G * HD, qf);
+            sd_lse_range<HD>(qf, a.C2, grp, a.nkv, k0, k1, a.scale, m, l);
+        }
+        if (t == 0) {
+            s_ml[warp][g][0] = m[0], s_ml[warp][g][1] = l[0];
+            s_ml[warp][g + 8][0] = m[1], s_ml[warp][g + 8][1] = l[1];
+        }
+        __syncthreads();
+        if (warp == 0) { /* head h = lane / 2 over the 16 warps */
+            const int h = lane >> 1;
+            float M = -INFINITY, L = 0.f;
+            for (int w = 0; w < SF_T / 32; w++)
+                if (s_ml[w][h][1] > 0.f) M = fmaxf(M, s_ml[w][h][0]);
+            for (int w = 0; w < SF_T / 32; w++)
+                if (s_ml[w][h][1] > 0.f) L += s_ml[w][h][1] * exp2f(s_ml[w][h][0] - M);
+            if ((lane & 1) == 0) {
+                float *rec = a.lse_part + ((int64_t)blockIdx.x * SD_G + h) * 2;
+                rec[0] = M, rec[1] = L;
+            }
+        }
+    }
+    sf_grid_sync(a.bar);
+
+    /* 2. the group's LSE, then its stage-1 units cg, cg + half, .. */
+    if (warp < SD_G) {
+        float M, L;
+        sf_merge_ml(a.lse_part + ((int64_t)grp * a.half * SD_G + warp) * 2, a.half, SD_G * 2, &M, &L);
+        const float lse = L > 0.f ? (M + log2f(L)) * LN2_F : -INFINITY; /* as k_sdec_lse stores it */
+        if (lane == 0) s_lse[warp] = lse * LOG2E_F;
+    }
+    __syncthreads();
+    sf_stamp(a.prof, 3);
+    {
+        const float L0 = s_lse[g], L1 = s_lse[g + 8];
+        for (int u = cg; u < a.nunits; u += a.half)
+            sd_score_unit<HD>(a.cand_key, a.cand_blk, a.cand_n, a.q, L0, L1, a.C1, pos, grp, u, a.nunits, a.nkv, a.l1,
+                              a.s1, a.scale, a.init_blocks, a.local_blocks, a.budget);
+    }
+    sf_grid_sync(a.bar);
+
+    /* 3. selection (every CTA of the group alike), attention over the chosen blocks, the CTA's record */
+    sf_stamp(a.prof, 4);
+    const int ns = sd_select(s_blk, a.cand_key, a.cand_blk, a.cand_n, grp, a.nunits, a.budget, sd_smem);
+    __syncthreads();
+    sf_stamp(a.prof, 5);
+    if (cg == 0) {
+        for (int i = tid; i < ns; i += SF_T) a.blocks[(int64_t)grp * a.budget + i] = s_blk[i];
+        if (tid == 0) a.nsel[grp] = ns;
+    }
+    bf16 *Qs = (bf16 *)sd_smem, *Ks = Qs + SD_G * QP;
+    {
+        constexpr int NQ4 = SD_G * HD / 4;
+        const float4 *q4 = (const float4 *)(a.q + (int64_t)grp * SD_G * HD);
+        for (int e4 = tid; e4 < NQ4; e4 += SF_T) {
+            const float4 x = __ldcg(q4 + e4);
+            bf16 *dq = Qs + (4 * e4 / HD) * QP + (4 * e4) % HD;
+            dq[0] = __float2bfloat16_rn(x.x), dq[1] = __float2bfloat16_rn(x.y);
+            dq[2] = __float2bfloat16_rn(x.z), dq[3] = __float2bfloat16_rn(x.w);
+        }
+    }
+    __syncthreads();
+    if (warp < SF_AW) {
+        bf16 *myK = Ks + warp * 2 * TILE, *myV = myK + TILE;
+        float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, O[HD / 8][4];
+#pragma unroll
+        for (int dt = 0; dt < HD / 8; dt++) O[dt][0] = O[dt][1] = O[dt][2] = O[dt][3] = 0.f;
+        const int64_t kstride = (int64_t)a.nkv * HD;
+        for (int i = cg + a.half * warp; i < ns; i += a.half * SF_AW) {
+            const int64_t k0 = (int64_t)s_blk[i] * MMA_BK;
+            sd_async_rows<HD>(myK, a.K + (int64_t)grp * HD, kstride, k0, kv);
+            cp_async_commit();
+            sd_async_rows<HD>(myV, a.V + (int64_t)grp * HD, kstride, k0, kv);
+            cp_async_commit();
+            sd_attn_tile<HD>(Qs, myK, myV, k0, pos, a.scale, m, l, O);
+            __syncwarp(); /* every lane is done with the tiles before the next block's copies */
+        }
+        sd_attn_record<HD>((float *)myK, m, l, O);
+    }
+    __syncthreads();
+    {
+        float *cta_rec = a.attn_part + (int64_t)blockIdx.x * RECF;
+        for (int e = tid; e < SD_G * HD; e += SF_T) {
+            const int hh = e / HD, d = e % HD;
+            float M = -INFINITY;
+#pragma unroll
+            for (int w = 0; w < SF_AW; w++) {
+                const float *r = (const float *)(Ks + w * 2 * TILE) + hh * RP;
+                if (r[1] > 0.f) M = fmaxf(M, r[0]);
+            }
+            float L = 0.f, A = 0.f;
+#pragma unroll
+            for (int w = 0; w < SF_AW; w++) {
+                const float *r = (const float *)(Ks + w * 2 * TILE) + hh * RP;
+                if (r[1] > 0.f) {
+                    const float f = exp2f(r[0] - M);
+                    L += r[1] * f;
+                    A += r[4 + d] * f;
+                }
+            }
+            if (d == 0) cta_rec[hh * RP] = M, cta_rec[hh * RP + 1] = L;
+            cta_rec[hh * RP + 4 + d] = A;
+        }
+    }
+    sf_stamp(a.prof, 6);
+    sf_grid_sync(a.bar);
+
+    /* 4. o: unit j = (group, head, dims part) over the group's records, each thread a column of records */
+    {
+        constexpr int PARTS_MAX = SF_T / 16;
+        __shared__ float s_f[32 * SF_RMAX];
+        const int dn = HD / a.ds, parts = SF_T / dn; /* dims per unit, threads per dim */
+        for (int j = blockIdx.x; j < a.nkv * SD_G * a.ds; j += gridDim.x) {
+            const int g2 = j / (SD_G * a.ds), h = (j / a.ds) % SD_G, d0 = (j % a.ds) * dn;
+            const float *all = a.attn_part + (int64_t)g2 * a.half * RECF + h * RP;
+            if (warp == 0) {
+                float M, L;
+                sf_merge_ml(all, a.half, RECF, &M, &L);
+                for (int r = lane; r < a.half; r += 32) {
+                    const float mr = __ldcg(all + (int64_t)r * RECF), lr = __ldcg(all + (int64_t)r * RECF + 1);
+                    s_f[r] = lr > 0.f && L > 0.f ? exp2f(mr - M) / L : 0.f;
+                }
+            }
+            __syncthreads();
+            const int d = d0 + tid % dn, pt = tid / dn;
+            float acc = 0.f;
+            for (int r0 = pt; r0 < a.half; r0 += parts * 4) { /* 4 records of the column in flight */
+                float x[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int r = r0 + parts * i;
+                    x[i] = r < a.half && s_f[r] != 0.f ? __ldcg(all + (int64_t)r * RECF + 4 + d) : 0.f;
+                }
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int r = r0 + parts * i;
+                    if (r < a.half && s_f[r] != 0.f) acc += s_f[r] * x[i];
+                }
+            }
+            s_red[tid] = acc;
+            __syncthreads();
+            if (tid < dn) {
+                float sum = 0.f;
+                for (int p2 = 0; p2 < parts && p2 < PARTS_MAX; p2++) sum += s_red[p2 * dn + tid];
+                a.o[(int64_t)(g2 * SD_G + h) * HD + d0 + tid] = sum;
+            }
+            __syncthreads();
+        }
+    }
+    sf_stamp(a.prof, 7);
+}
+
 /* ---- host side ---- */
 
 /* work area layout (byte offsets, 256-aligned) */
 typedef struct {
-    int64_t counters, lse_part, lse, cand_key, cand_blk, cand_n, blocks, nsel, attn_part, total;
+    int64_t counters, bar, lse_part, lse, cand_key, cand_blk, cand_n, blocks, nsel, attn_part, total;
 } sd_layout;
+
+static int64_t sd_max(int64_t a, int64_t b) { return a > b ? a : b; }
 
 static int64_t sd_al(int64_t x) { return (x + 255) & ~(int64_t)255; }
 
@@ -690,14 +1027,16 @@ static sd_layout sd_lay(const cu_infllm_dims *d, const cu_sdec_plan *p) {
     sd_layout L;
     int64_t o = 0;
     L.counters = o, o = sd_al(o + 4 * 3 * (int64_t)d->nkv);
-    L.lse_part = o, o = sd_al(o + 4 * (int64_t)d->nkv * p->units2 * SD_G * 2);
+    L.bar = o, o = sd_al(o + 8);
+    /* the four kernels' records, or the fused kernel's (one per CTA): room for either */
+    L.lse_part = o, o = sd_al(o + 4 * sd_max((int64_t)d->nkv * p->units2, p->grid) * SD_G * 2);
     L.lse = o, o = sd_al(o + 4 * (int64_t)d->nh);
     L.cand_key = o, o = sd_al(o + 4 * (int64_t)d->nkv * p->ctas_score * d->budget);
     L.cand_blk = o, o = sd_al(o + 4 * (int64_t)d->nkv * p->ctas_score * d->budget);
     L.cand_n = o, o = sd_al(o + 4 * (int64_t)d->nkv * p->ctas_score);
     L.blocks = o, o = sd_al(o + 4 * (int64_t)d->nkv * d->budget);
     L.nsel = o, o = sd_al(o + 4 * (int64_t)d->nkv);
-    L.attn_part = o, o = sd_al(o + 4 * (int64_t)d->nkv * p->ctas_attn * SD_G * (d->hd + 4));
+    L.attn_part = o, o = sd_al(o + 4 * sd_max((int64_t)d->nkv * p->ctas_attn, p->grid) * SD_G * (d->hd + 4));
     L.total = o;
     return L;
 }
@@ -708,6 +1047,10 @@ static size_t sd_score_smem(const cu_infllm_dims *d, const cu_sdec_plan *p) {
 }
 static size_t sd_lse_bytes(const cu_sdec_plan *p) { return sizeof(float) * (size_t)p->units2 * SD_G * 2; }
 static size_t sd_attn_smem(int hd) { return sizeof(bf16) * (size_t)(hd + 8) * (SD_G + SD_AW * 2 * MMA_BK); }
+static size_t sf_smem(const cu_infllm_dims *d, const cu_sdec_plan *p) {
+    const size_t att = sizeof(bf16) * (size_t)(d->hd + 8) * (SD_G + SF_AW * 2 * MMA_BK), sel = sd_score_smem(d, p);
+    return att > sel ? att : sel;
+}
 
 /* the largest dynamic shared memory any plan asks for (the attribute is per kernel, plans per session) */
 #define SD_LSE_SMEM_MAX (512 * SD_G * 2 * 4)
@@ -716,6 +1059,35 @@ template <int HD> static void sd_attrs(void) {
     cudaFuncSetAttribute(k_sdec_lse<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, SD_LSE_SMEM_MAX);
     cudaFuncSetAttribute(k_sdec_score<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, SD_SCORE_SMEM_MAX);
     cudaFuncSetAttribute(k_sdec_attn<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sd_attn_smem(HD));
+}
+
+/* the fused kernel's grid for this plan (p->grid etc.), when every CTA can be resident at once; else p->grid = 0 */
+template <int HD> static void sf_plan(cu_sdec_plan *p, const cu_infllm_dims *d) {
+    p->grid = 0;
+    const char *e = getenv("SALA_SDEC_FUSED"); /* opt-in: measured slower in a step than the four kernels */
+    if (!e || *e != '1') return;
+    const int sms = cu_sm_count();
+    int half = sms / d->nkv;
+    if (half > 32 * SF_RMAX) half = 32 * SF_RMAX;
+    if (half < 1) return;
+    const size_t smem = sf_smem(d, p);
+    int dev = 0, optin = 0, per_sm = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    if (smem > (size_t)optin) return;
+    if (cudaFuncSetAttribute(k_sdec_fused<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_sdec_fused<HD>, SF_T, smem) != cudaSuccess || per_sm < 1) {
+        cudaGetLastError();
+        return;
+    }
+    p->half = half;
+    p->grid = half * d->nkv; /* ≤ one CTA per SM: all resident */
+    const int64_t n2 = nwin64(p->n_ctx, d->l2, d->s2), warps = (int64_t)half * (SF_T / 32);
+    p->kpu = (int)(32 * ((n2 + 32 * warps - 1) / (32 * warps)));
+    if (p->kpu < 32) p->kpu = 32;
+    p->ds = 1;
+    while (p->ds < 4 && HD / (2 * p->ds) >= 16 && (int64_t)d->nkv * SD_G * 2 * p->ds <= p->grid) p->ds *= 2;
+    p->fused_smem = (int64_t)smem;
 }
 
 extern "C" int cu_sdec_plan_make(cu_sdec_plan *p, const cu_infllm_dims *d, int64_t n_ctx) {
@@ -736,13 +1108,13 @@ extern "C" int cu_sdec_plan_make(cu_sdec_plan *p, const cu_infllm_dims *d, int64
     p->ctas_attn = (d->budget + SD_AW - 1) / SD_AW;
     size_t ss = sd_score_smem(d, p);
     if (ss > (size_t)SD_SCORE_SMEM_MAX || sd_lse_bytes(p) > (size_t)SD_LSE_SMEM_MAX) return (int)cudaErrorInvalidValue;
-    p->work_bytes = sd_lay(d, p).total;
     switch (d->hd) {
-    case 16: sd_attrs<16>(); break;
-    case 32: sd_attrs<32>(); break;
-    case 64: sd_attrs<64>(); break;
-    default: sd_attrs<128>(); break;
+    case 16: sd_attrs<16>(), sf_plan<16>(p, d); break;
+    case 32: sd_attrs<32>(), sf_plan<32>(p, d); break;
+    case 64: sd_attrs<64>(), sf_plan<64>(p, d); break;
+    default: sd_attrs<128>(), sf_plan<128>(p, d); break;
     }
+    p->work_bytes = sd_lay(d, p).total;
     return LAUNCH_CHECK();
 }
 
@@ -760,6 +1132,23 @@ static int sd_step(cudaStream_t st, float *o, const float *q, const float *k, co
     int32_t *blocks = (int32_t *)(work + L.blocks), *nsel = (int32_t *)(work + L.nsel);
     const int kvrow = d->nkv * HD;
     int e = 0;
+    if (parts == 15 && p->grid > 0) { /* the whole step: the fused kernel */
+        sf_args a;
+        a.o = o, a.q = q, a.k = k, a.v = v, a.K = K, a.V = V, a.C1 = C1, a.C2 = C2, a.dpos = dpos;
+        a.bar = (unsigned long long *)(work + L.bar);
+        a.lse_part = (float *)(work + L.lse_part), a.attn_part = (float *)(work + L.attn_part);
+        a.cand_key = (uint32_t *)(work + L.cand_key), a.cand_blk = (int32_t *)(work + L.cand_blk);
+        a.cand_n = (int *)(work + L.cand_n), a.blocks = blocks, a.nsel = nsel;
+        a.nkv = d->nkv, a.l1 = d->l1, a.s1 = d->s1, a.l2 = d->l2, a.s2 = d->s2, a.init_blocks = d->init_blocks;
+        a.local_blocks = d->local_blocks, a.budget = d->budget, a.half = p->half, a.nunits = p->ctas_score;
+        a.kpu = p->kpu, a.ds = p->ds, a.scale = d->scale;
+        static int prof = -1;
+        if (prof < 0) prof = getenv("SALA_SDEC_PROF") && *getenv("SALA_SDEC_PROF") == '1';
+        a.prof = prof;
+        e = pdl_launch(PDL_CHAIN, k_sdec_fused<HD>, dim3(p->grid), dim3(SF_T), (size_t)p->fused_smem, st, a);
+        return e ? e : LAUNCH_CHECK();
+    }
+    parts &= 15;
     if (parts & 1)
         e = pdl_launch(PDL_CHAIN, k_sdec_append, dim3((kvrow + 127) / 128), dim3(kvrow < 128 ? kvrow : 128), 0, st, K, V, C1, C2,
                        k, v, dpos, kvrow, d->l1, d->s1, d->l2, d->s2);
@@ -780,8 +1169,9 @@ static int sd_step(cudaStream_t st, float *o, const float *q, const float *k, co
     return e ? e : LAUNCH_CHECK();
 }
 
-/* parts: a mask of the kernels to launch (1 append, 2 LSE, 4 stage 1 + top-k, 8 attention; 15 = the step), for
- * the per-kernel timings of tests/test_cuda_decbench.c (declared there) */
+/* parts: a mask of the kernels to launch (1 append, 2 LSE, 4 stage 1 + top-k, 8 attention; 15 = the step: the
+ * fused kernel where the plan has one, 31 = the four kernels in any case), for the per-kernel timings of
+ * tests/test_cuda_decbench.c and the tests of both forms (declared there) */
 extern "C" int cu_sdec_step_parts(void *stream, float *o, const float *q, const float *k, const float *v, void *K, void *V,
                                   void *C1, void *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p,
                                   void *work, int parts) {
@@ -802,6 +1192,12 @@ extern "C" int cu_sdec_step(void *stream, float *o, const float *q, const float 
                             void *C1, void *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p,
                             void *work) {
     return cu_sdec_step_parts(stream, o, q, k, v, K, V, C1, C2, dpos, d, p, work, 15);
+}
+
+/* the fused kernel's stamps of its last launch with SALA_SDEC_PROF=1 (8 global-timer values, ns; for
+ * tests/test_cuda_decbench.c, declared there) */
+extern "C" int cu_sdec_stamps(unsigned long long t[8]) {
+    return (int)cudaMemcpyFromSymbol(t, sf_stamps, 8 * sizeof(unsigned long long));
 }
 
 extern "C" int cu_sdec_blocks(const cu_infllm_dims *d, const cu_sdec_plan *p, const void *work, const int32_t **blocks,
