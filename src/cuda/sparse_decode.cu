@@ -591,6 +591,32 @@ static __device__ __forceinline__ void sd_attn_record(float *rec, const float m[
     }
 }
 
+/* the CTA's record [16][HD + 4] in global memory = the merge of its NW warps' records (in the K tiles, SD_AW-style
+ * layout: warp w's at Ks + 2w·TILE), the warps in order; NT threads */
+template <int HD, int NW, int NT>
+static __device__ __forceinline__ void sd_cta_record(float *cta_rec, const bf16 *Ks) {
+    constexpr int TILE = MMA_BK * mma_shape<HD>::QP, RP = HD + 4;
+    for (int e = threadIdx.x; e < SD_G * HD; e += NT) {
+        const int hh = e / HD, d = e % HD;
+        float M = -INFINITY;
+        for (int w = 0; w < NW; w++) {
+            const float *r = (const float *)(Ks + w * 2 * TILE) + hh * RP;
+            if (r[1] > 0.f) M = fmaxf(M, r[0]);
+        }
+        float L = 0.f, A = 0.f;
+        for (int w = 0; w < NW; w++) {
+            const float *r = (const float *)(Ks + w * 2 * TILE) + hh * RP;
+            if (r[1] > 0.f) {
+                const float f = exp2f(r[0] - M);
+                L += r[1] * f;
+                A += r[4 + d] * f;
+            }
+        }
+        if (d == 0) cta_rec[hh * RP] = M, cta_rec[hh * RP + 1] = L;
+        cta_rec[hh * RP + 4 + d] = A;
+    }
+}
+
 template <int HD>
 __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part, int *counter, const float *q,
                                                           const bf16 *K, const bf16 *V, const int32_t *blocks,
@@ -645,26 +671,7 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
     sd_attn_record<HD>(rec, m, l, O);
     __syncthreads();
     /* merge the CTA's warps into one record in global memory */
-    float *cta_rec = part + ((int64_t)grp * gridDim.x + blockIdx.x) * RECF;
-    for (int e = threadIdx.x; e < SD_G * HD; e += blockDim.x) {
-        const int hh = e / HD, d = e % HD;
-        float M = -INFINITY;
-        for (int w = 0; w < SD_AW; w++) {
-            const float *r = (const float *)(Ks + w * 2 * TILE) + hh * RP;
-            if (r[1] > 0.f) M = fmaxf(M, r[0]);
-        }
-        float L = 0.f, A = 0.f;
-        for (int w = 0; w < SD_AW; w++) {
-            const float *r = (const float *)(Ks + w * 2 * TILE) + hh * RP;
-            if (r[1] > 0.f) {
-                const float f = exp2f(r[0] - M);
-                L += r[1] * f;
-                A += r[4 + d] * f;
-            }
-        }
-        if (d == 0) cta_rec[hh * RP] = M, cta_rec[hh * RP + 1] = L;
-        cta_rec[hh * RP + 4 + d] = A;
-    }
+    sd_cta_record<HD, SD_AW, SD_AW * 32>(part + ((int64_t)grp * gridDim.x + blockIdx.x) * RECF, Ks);
     if (!sd_last_cta(counter + grp)) return;
     /* last CTA: per head, M and L over the CTAs' records, then each output as one float4 sum over them */
     const int ncta = gridDim.x;
@@ -940,30 +947,7 @@ __global__ void __launch_bounds__(SF_T, 1) k_sdec_fused(sf_args a) {
         sd_attn_record<HD>((float *)myK, m, l, O);
     }
     __syncthreads();
-    {
-        float *cta_rec = a.attn_part + (int64_t)blockIdx.x * RECF;
-        for (int e = tid; e < SD_G * HD; e += SF_T) {
-            const int hh = e / HD, d = e % HD;
-            float M = -INFINITY;
-#pragma unroll
-            for (int w = 0; w < SF_AW; w++) {
-                const float *r = (const float *)(Ks + w * 2 * TILE) + hh * RP;
-                if (r[1] > 0.f) M = fmaxf(M, r[0]);
-            }
-            float L = 0.f, A = 0.f;
-#pragma unroll
-            for (int w = 0; w < SF_AW; w++) {
-                const float *r = (const float *)(Ks + w * 2 * TILE) + hh * RP;
-                if (r[1] > 0.f) {
-                    const float f = exp2f(r[0] - M);
-                    L += r[1] * f;
-                    A += r[4 + d] * f;
-                }
-            }
-            if (d == 0) cta_rec[hh * RP] = M, cta_rec[hh * RP + 1] = L;
-            cta_rec[hh * RP + 4 + d] = A;
-        }
-    }
+    sd_cta_record<HD, SF_AW, SF_T>(a.attn_part + (int64_t)blockIdx.x * RECF, Ks);
     sf_stamp(a.prof, 6);
     sf_grid_sync(a.bar);
 
