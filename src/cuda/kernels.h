@@ -198,14 +198,14 @@ int cu_attn_sparse(void *stream, float *o, int64_t ldo, const float *q, int64_t 
  * n_ctx by cu_sdec_plan_make (which fails, cudaErrorInvalidValue, for what the kernels do not cover: fp32
  * caches, G != 16, blocks other than 64 tokens pooled over 4 keys). `work` holds p->work_bytes, zeroed once
  * before the first step (cu_memset) and not touched otherwise; cu_sdec_blocks points at the chosen blocks
- * [nkv, budget] and counts [nkv] in it (for tests). Where one CTA per SM can hold it, the step is one kernel
- * (k_sdec_fused, grid barriers between its parts; SALA_SDEC_FUSED=0 keeps the four kernels). */
+ * [nkv, budget] and counts [nkv] in it (for tests). With SALA_SDEC_FUSED=1 (and one CTA per SM able to hold it)
+ * the step is one kernel instead (k_sdec_fused, grid barriers between its parts; measured slower, kept opt-in). */
 typedef struct {
     int64_t n_ctx;
     int units2, tpu2;      /* LSE: warps per group, level-2 key tiles per warp */
     int ctas_score;        /* stage-1 CTAs per group (256 blocks each) */
     int ctas_attn;         /* attention CTAs per group (4 chosen blocks each) */
-    int grid, half;        /* the fused kernel: CTAs (0: the four kernels instead), CTAs per group */
+    int grid, half;        /* the fused kernel (opt-in): CTAs (0: the four kernels), CTAs per group */
     int kpu, ds;           /* fused: level-2 keys per LSE warp, dims parts of the output merge */
     int64_t fused_smem;    /* fused: dynamic shared memory */
     int64_t work_bytes;
