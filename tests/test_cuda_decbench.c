@@ -284,6 +284,7 @@ static void bench_gemv(model *m, int var) {
     } kinds[] = {
         {"w_in lightning NORM", CU_GV_NORM, CU_GV_STORE, m->w_in_l, 4 * H, H},
         {"o_proj GATE", CU_GV_GATE, CU_GV_STORE, m->w_o, H, H},
+        {"o_proj PLAIN (bf16 a)", CU_GV_PLAIN, CU_GV_STORE, m->w_o, H, H},
         {"gate/up NORM+SWIGLU", CU_GV_NORM, CU_GV_SWIGLU, m->w_gu, 2 * I, H},
         {"down PLAIN", CU_GV_PLAIN, CU_GV_STORE, m->w_down, H, I},
         {"lm_head NORM", CU_GV_NORM, CU_GV_STORE, m->lm, VOCAB, H},
@@ -292,7 +293,7 @@ static void bench_gemv(model *m, int var) {
      * behind a GEMV as in the step): time([gate/up, kind] × 4) − time(gate/up × 4), over 4 */
     gv_one gu = {m, CU_GV_NORM, CU_GV_SWIGLU, m->w_gu, 2 * I, H, 4, NULL};
     const double tgu = time_graph(enq_gv_one, &gu, 5);
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         gv_one g = {m, kinds[i].in, kinds[i].out, kinds[i].W, kinds[i].N, kinds[i].K, 4, &gu};
         double t = (time_graph(enq_gv_one, &g, 5) - tgu) / 4;
         printf("  var %d %-22s N=%6lld K=%6lld: %8.2f us  %.3f TB/s (after gate/up)\n", var, kinds[i].name,

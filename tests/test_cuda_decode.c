@@ -147,7 +147,15 @@ static void test_gemv(void) {
         gemv_case(CU_GV_GATE, CU_GV_STORE, t, 129, 1024, 0.7f, 1.0f, 0, 1); /* sparse layer: gate only */
         gemv_case(CU_GV_GATE, CU_GV_STORE, t, 64, 128, 1.0f, 0.0f, 0, 0);   /* no gate: a = x */
     }
-    cu_gemv_config(2, 1, 2, 0); /* the default */
+    /* the default (blocks per SM chosen per call): long GEMVs (≥ 4 items a warp at 2 blocks per SM on up to 160
+     * SMs) run in two waves of blocks */
+    cu_gemv_config(2, 1, 0, 0);
+    printf("   default:\n");
+    for (int at = 0; at < 2; at++) {
+        gemv_case(CU_GV_NORM, CU_GV_STORE, (cu_dtype)at, 4 * 160 * 16 + 7, 512, 1.0f, 0.0f, 0, 0);
+        gemv_case(CU_GV_NORM, CU_GV_SWIGLU, (cu_dtype)at, 2 * (4 * 160 * 16 + 3), 256, 1.0f, 0.0f, 0, 0);
+        gemv_case(CU_GV_GATE, CU_GV_STORE, (cu_dtype)at, 513, 4096, 0.7f, 1.0f, 1, 1);
+    }
 }
 
 /* ---- Lightning decode with qk-norm + RoPE ---- */

@@ -313,12 +313,12 @@ extern "C" int cu_pdl_on(void) {
 }
 
 /* the variant, trigger and blocks per SM in use (cu_gemv_config; SALA_GV_VAR, SALA_GV_TRIG, SALA_GV_BPS) */
-static int gv_var = 2, gv_trig = 1, gv_bps = 2, gv_pf = 0;
+static int gv_var = 2, gv_trig = 1, gv_bps = 0, gv_pf = 0; /* gv_bps 0: automatic (cu_gemv) */
 
 extern "C" void cu_gemv_config(int var, int trig, int bps, int pf) {
     if (var >= 0 && var <= 2) gv_var = var;
     if (trig >= 0 && trig <= 2) gv_trig = trig;
-    if (bps >= 1 && bps <= 8) gv_bps = bps;
+    if (bps >= 0 && bps <= 8) gv_bps = bps;
     if (pf >= 0) gv_pf = pf;
 }
 
@@ -355,7 +355,7 @@ extern "C" int cu_gemv_prepare(void) {
         const char *e;
         if ((e = getenv("SALA_GV_VAR"))) gv_var = atoi(e) >= 0 && atoi(e) <= 2 ? atoi(e) : gv_var;
         if ((e = getenv("SALA_GV_TRIG"))) gv_trig = atoi(e) >= 0 && atoi(e) <= 2 ? atoi(e) : gv_trig;
-        if ((e = getenv("SALA_GV_BPS"))) gv_bps = atoi(e) >= 1 && atoi(e) <= 8 ? atoi(e) : gv_bps;
+        if ((e = getenv("SALA_GV_BPS"))) gv_bps = atoi(e) >= 0 && atoi(e) <= 8 ? atoi(e) : gv_bps;
         if ((e = getenv("SALA_GV_PF"))) gv_pf = atoi(e) >= 0 ? atoi(e) : gv_pf;
         for (int var = 0; var < 3; var++)
             for (int in = 0; in < 3; in++)
@@ -384,7 +384,14 @@ extern "C" int cu_gemv(void *stream, const cu_gemv_op *op, cu_dtype at, const ui
     const size_t smem = (size_t)K * (at == CU_BF16 ? 2 : 4);
     if (smem > (48 << 10)) cu_gemv_prepare();
     const int64_t items = op->out == CU_GV_SWIGLU ? N / 2 : N;
-    const int64_t wmax = (int64_t)cu_sm_count() * gv_bps * 8;
+    int bps = gv_bps;
+    if (bps == 0) { /* 2 blocks per SM (all resident at once); a long GEMV (≥ 4 items a warp at that) in two waves
+                     * of blocks instead: the 9B shape's w_in and gate|up measured 3 % faster that way, o_proj
+                     * and down (2 items a warp) slower (H100, docs/PERF.md round 6) */
+        const int64_t w2 = (int64_t)cu_sm_count() * 2 * 8;
+        bps = (items + w2 - 1) / w2 >= 4 ? 4 : 2;
+    }
+    const int64_t wmax = (int64_t)cu_sm_count() * bps * 8;
     const int64_t rounds = (items + wmax - 1) / wmax, warps = (items + rounds - 1) / rounds;
     const unsigned blocks = (unsigned)((warps + 7) / 8);
     gv_kernel kern = at == CU_BF16 ? gv_pick_io<bf16>(op->in, op->out, gv_var) : gv_pick_io<float>(op->in, op->out, gv_var);

@@ -82,8 +82,9 @@ typedef struct {
 } cu_gemv_op;
 int cu_gemv_supported(cu_dtype at, int64_t K);
 int cu_gemv_prepare(void); /* one-time setup (kernel attributes, PDL switch); called at session creation */
-/* tuning knobs for benchmarks (-1 keeps a setting): kernel variant 0..2, PDL trigger point 0..2, blocks per SM,
- * bytes of each warp's rows prefetched into L2 before the previous kernel is done (0 = none) */
+/* tuning knobs for benchmarks (-1 keeps a setting): kernel variant 0..2, PDL trigger point 0..2, blocks per SM
+ * (1..8, or 0: chosen per call, the default), bytes of each warp's rows prefetched into L2 before the previous
+ * kernel is done (0 = none) */
 void cu_gemv_config(int var, int trig, int bps, int pf);
 void cu_pdl_set(int on); /* benchmarks: programmatic dependent launch for the kinds in the mask `on` (1 GEMV, 2
                           * Lightning, 4 InfLLM-v2 chain; where the GPU has it) */

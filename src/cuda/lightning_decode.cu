@@ -73,9 +73,10 @@ __global__ void __launch_bounds__(256) k_lightning_decode1(float *o, const float
 #pragma unroll
     for (int a = 0; a < RPT; a++) S[a] = active ? Sg[(int64_t)(rg * RPT + a) * D + col] : 0.f;
     const float lam = (float)lambda[h];
-    pdl_wait();
+    /* the rotation's cos/sin before the wait too: the position is written by a copy before the step's first
+     * kernel (session.cu) and inv_freq is a weight, neither by an earlier kernel of the step */
     if (do_rope) {
-        const int64_t pos = dpos ? *dpos : pos0;
+        const int64_t pos = dpos ? __ldcg(dpos) : pos0;
         for (int i = threadIdx.x; i < HALF; i += blockDim.x) {
             float p = (float)pos;
             float ang = p * inv_freq[i];
@@ -83,6 +84,7 @@ __global__ void __launch_bounds__(256) k_lightning_decode1(float *o, const float
             cs[i][1] = sin((double)ang);
         }
     }
+    pdl_wait();
     __syncthreads();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (warp < 2) { /* warp 0: q, warp 1: k (as k_qknorm_rope does per head) */

@@ -129,11 +129,14 @@ static __device__ __forceinline__ void sd_append_col(bf16 *K, bf16 *V, bf16 *C1,
 
 __global__ void k_sdec_append(bf16 *K, bf16 *V, bf16 *C1, bf16 *C2, const float *k, const float *v,
                               const int64_t *dpos, int kvrow, int l1, int s1, int l2, int s2) {
+    /* the position is written by a copy before the step's first kernel (session.cu), never by a kernel of the
+     * step, so every kernel of the chain may read it before pdl_wait() */
+    const int64_t pos = __ldcg(dpos);
     pdl_wait();
     pdl_trigger();
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= kvrow) return;
-    sd_append_col(K, V, C1, C2, k, v, *dpos, kvrow, c, l1, s1, l2, s2);
+    sd_append_col(K, V, C1, C2, k, v, pos, kvrow, c, l1, s1, l2, s2);
 }
 
 /* ---- 2. LSE over the level-2 keys ---- */
@@ -190,9 +193,9 @@ __global__ void __launch_bounds__(128) k_sdec_lse(float *part, float *lse, int *
                                                   const int64_t *dpos, int nkv, int l2, int s2, float scale, int tpu,
                                                   int units) {
     const int grp = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int64_t kv = __ldcg(dpos) + 1, n2 = nwin64(kv, l2, s2); /* the position: readable before the wait */
     pdl_wait();
     pdl_trigger();
-    const int64_t kv = *dpos + 1, n2 = nwin64(kv, l2, s2);
     const int u = blockIdx.x * 4 + warp;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     const int64_t k0 = (int64_t)u * tpu * 64, k1 = k0 + tpu * 64 < n2 ? k0 + tpu * 64 : n2;
@@ -510,9 +513,9 @@ __global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *ns
                                                     int budget) {
     extern __shared__ uint4 sd_smem[]; /* last CTA: sd_select's */
     const int grp = blockIdx.y, g = (threadIdx.x & 31) >> 2;
+    const int64_t pos = __ldcg(dpos); /* readable before the wait (k_sdec_append) */
     pdl_wait();
     pdl_trigger();
-    const int64_t pos = *dpos;
     const float L0 = __ldcg(lse + grp * SD_G + g) * LOG2E_F, L1 = __ldcg(lse + grp * SD_G + g + 8) * LOG2E_F;
     sd_score_unit<HD>(cand_key, cand_blk, cand_n, q, L0, L1, C1, pos, grp, blockIdx.x, gridDim.x, nkv, l1, s1, scale,
                       init_blocks, local_blocks, budget);
@@ -630,14 +633,16 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
     bf16 *myK = Ks + warp * 2 * TILE, *myV = myK + TILE;
     float *rec = (float *)myK; /* [16][RP]: m, l, -, -, O[HD], after the tile is used; fits in the K tile */
     if (trig0) pdl_trigger(); /* o_proj's blocks may start loading weights now (decode_knobs.h) */
+    const int64_t pos = __ldcg(dpos); /* readable before the wait (k_sdec_append) */
     pdl_wait();
     if (!trig0) pdl_trigger();
-    const int64_t pos = *dpos;
-    const int ns = __ldcg(nsel + grp), u = blockIdx.x * SD_AW + warp;
+    const int u = blockIdx.x * SD_AW + warp;
+    const int ns = __ldcg(nsel + grp); /* the count and this warp's block in flight together */
+    const int32_t bu = __ldcg(blocks + (int64_t)grp * budget + (u < budget ? u : budget - 1));
     const int64_t kstride = (int64_t)nkv * HD;
     int64_t k0 = 0;
     if (u < ns) { /* start both tiles now, q meanwhile */
-        k0 = (int64_t)__ldcg(blocks + (int64_t)grp * budget + u) * MMA_BK;
+        k0 = (int64_t)bu * MMA_BK;
         sd_async_rows<HD>(myK, K + (int64_t)grp * HD, kstride, k0, pos + 1);
         cp_async_commit();
         sd_async_rows<HD>(myV, V + (int64_t)grp * HD, kstride, k0, pos + 1);
