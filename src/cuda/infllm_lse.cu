@@ -198,6 +198,19 @@ static int launch_lse_mma(cudaStream_t st, float *lse, const float *q, int64_t l
  * exp stays ≤ 2^8 (exact in the sum's result, which is m + log2 l whatever m is). */
 #define LSE2_STAGES 3
 #define LSE2_SLACK 8.f
+/* row t, head h's result of split `split` from its (M, L) in log2 units: the LSE itself when there is one split,
+ * else the record (m·ln 2, l) that the combine merges in natural units */
+static __device__ __forceinline__ void lse_store(float *lse, float *part, int nsplit, int split, int64_t T, int nh,
+                                                 int64_t t, int64_t h, float M, float L) {
+    if (nsplit == 1) {
+        lse[t * nh + h] = L > 0.f ? (M + log2f(L)) * LN2_F : -INFINITY;
+    } else {
+        float *rec = part + ((int64_t)split * T * nh + t * nh + h) * 2;
+        rec[0] = L > 0.f ? M * LN2_F : -INFINITY;
+        rec[1] = L;
+    }
+}
+
 template <int HD, int NW, int MINB, bool LEAN>
 __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_lse_g16(float *lse, const float *q, int64_t ldq, const bf16 *C2,
                                                            int64_t n2_avail, int64_t T, int64_t pos0, int64_t kv_len,
@@ -339,14 +352,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_lse_g16(float *lse, co
 #pragma unroll
         for (int x = 0; x < 4; x++) {
             const int64_t h = g * 16 + (x >> 1) * 8 + 2 * tq + (x & 1);
-            const float L = l[r][x], M = m[r][x];
-            if (nsplit == 1) {
-                lse[t * nh + h] = L > 0.f ? (M + log2f(L)) * LN2_F : -INFINITY;
-            } else { /* the combine works in natural units: m·ln 2 with the same l */
-                float *rec = part + ((int64_t)split * T * nh + t * nh + h) * 2;
-                rec[0] = L > 0.f ? M * LN2_F : -INFINITY;
-                rec[1] = L;
-            }
+            lse_store(lse, part, nsplit, split, T, nh, t, h, m[r][x], l[r][x]);
         }
     }
 }
@@ -519,14 +525,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_infllm_lse_wg(float *lse, con
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         const int64_t hh = g * 16 + gq + 8 * h;
-        const float L = l[h], M = m[h];
-        if (nsplit == 1) {
-            lse[t * nh + hh] = L > 0.f ? (M + log2f(L)) * LN2_F : -INFINITY;
-        } else { /* the combine works in natural units: m·ln 2 with the same l */
-            float *rec = part + ((int64_t)split * T * nh + t * nh + hh) * 2;
-            rec[0] = L > 0.f ? M * LN2_F : -INFINITY;
-            rec[1] = L;
-        }
+        lse_store(lse, part, nsplit, split, T, nh, t, hh, m[h], l[h]);
     }
 #else
     __trap(); /* launched only on sm_90, whose code this build lacks (build with sm_90a) */
