@@ -87,9 +87,16 @@ sala_mem_plan sala_model_mem_plan(const sala_model *m, int64_t n_ctx, int chunk,
 
 /* ---- sessions: one sequence, its caches and position ---- */
 
+/* The prefill chunk a session takes when sala_session_params.chunk is 0: SALA_CHUNK_CPU tokens on the CPU; on
+ * the GPU the largest of SALA_CHUNK_GPU_MAX, half that, ..., SALA_CHUNK_GPU_MIN whose session fits the card's free
+ * memory and mem_limit (and at most the context). */
+#define SALA_CHUNK_CPU 512
+#define SALA_CHUNK_GPU_MAX 8192
+#define SALA_CHUNK_GPU_MIN 512
+
 typedef struct {
     int64_t n_ctx;           /* context length (tokens); 0 = max_position_embeddings of the config */
-    int chunk;               /* prefill chunk size in tokens (bounds activation memory); 0 = default */
+    int chunk;               /* prefill chunk size in tokens (bounds activation memory); 0 = default (below) */
     int64_t mem_limit;       /* refuse a session whose caches + activations exceed this (bytes); 0 = none */
     /* progress of long calls: done/total tokens; return non-zero to abort (SALA_ERR_INTERRUPTED) */
     int (*progress)(void *ud, int64_t done, int64_t total);

@@ -111,9 +111,9 @@ sala_status sala_session_new(sala_model *m, const sala_session_params *pp, sala_
     int64_t n_ctx = p.n_ctx > 0 ? p.n_ctx : c->max_pos;
     /* A context past max_position_embeddings is allowed (RoPE is plain and only in the linear layers; the
      * paper runs the released model to 2M tokens); the default is the config's value. */
-    /* the CPU's default chunk; the GPU picks its own (the largest of 8192..512 that fits, cuda_session_new),
-     * and checks the memory limit against its own plan */
-    int chunk = p.chunk > 0 ? p.chunk : 512;
+    /* the CPU's default chunk; the GPU picks its own (sala.h, cuda_session_new) and checks the memory limit
+     * against its own plan */
+    int chunk = p.chunk > 0 ? p.chunk : SALA_CHUNK_CPU;
     if (m->params.device == SALA_DEVICE_CPU && m->params.precision == SALA_PRECISION_BF16)
         return sala_set_error(SALA_ERR_UNSUPPORTED, "bf16 activations are a GPU mode; the CPU engine computes in fp32");
     sala_mem_plan plan = sala_model_mem_plan(m, n_ctx, chunk, m->params.device == SALA_DEVICE_CPU ? 4 : 2);

@@ -57,9 +57,9 @@ int cmd_info(int argc, char **argv) {
     printf("linear attn  %d heads, head dim %d\n", in.lin_heads, in.lin_head_dim);
     printf("parameters   %lld (%.2f B)\n", (long long)in.n_params, in.n_params / 1e9);
     printf("max context  %d (max_position_embeddings)\n", in.max_position);
-    /* each engine's chunk as its session allocates it (session.c: 512 unless given; cuda_session_new: the
-     * largest of 8192..512 that fits unless given, never past the context) */
-    int64_t chunk_g = chunk > 0 ? chunk : 8192, chunk_c = chunk > 0 ? chunk : 512;
+    /* each engine's chunk as its session allocates it (sala.h: the CPU's default, and the GPU's largest, which
+     * it takes where it fits, never past the context) */
+    int64_t chunk_g = chunk > 0 ? chunk : SALA_CHUNK_GPU_MAX, chunk_c = chunk > 0 ? chunk : SALA_CHUNK_CPU;
     if (chunk_g > ctx) chunk_g = ctx;
     printf("\nmemory plan for a context of %lld tokens, prefill chunk %lld on the GPU, %lld on the CPU:\n",
            (long long)ctx, (long long)chunk_g, (long long)chunk_c);

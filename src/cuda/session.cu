@@ -149,12 +149,10 @@ static void session_arrays_free(cuda_session *s) {
     free(s->gexec_set[1]);
 }
 
-/* The prefill chunk when the caller leaves it to the engine: the largest of 8192, 4096, ..., 512 tokens (and
- * at most n_ctx) whose session fits the card's free memory and mem_limit. Larger chunks make larger GEMMs and
- * fewer launches: H100, 128K-token prefill, chunk 2048 / 4096 / 8192 → 4.725 / 4.634 / 4.506 s (docs/PERF.md),
- * for 1.2 GiB more activations at 8192. */
-#define CUDA_CHUNK_MAX 8192
-#define CUDA_CHUNK_MIN 512
+/* The prefill chunk when the caller leaves it to the engine: the largest of SALA_CHUNK_GPU_MAX (8192), 4096, ...,
+ * SALA_CHUNK_GPU_MIN (512) tokens (and at most n_ctx) whose session fits the card's free memory and mem_limit.
+ * Larger chunks make larger GEMMs and fewer launches: H100, 128K-token prefill, chunk 2048 / 4096 / 8192 →
+ * 4.725 / 4.634 / 4.506 s (docs/PERF.md), for 1.2 GiB more activations at 8192. */
 
 /* the plan of a session of n_ctx tokens with chunk-token prefill chunks, and the bytes of its pool */
 static cuda_mem_plan plan_of(const cuda_model *cm, int64_t n_ctx, int chunk, int64_t *pool_bytes) {
@@ -176,8 +174,8 @@ static cuda_mem_plan plan_of(const cuda_model *cm, int64_t n_ctx, int chunk, int
 static int default_chunk(const cuda_model *cm, int64_t n_ctx, int64_t mem_limit) {
     int64_t fr = 0, tot = 0;
     cu_mem_info(&fr, &tot);
-    int c = CUDA_CHUNK_MAX;
-    for (; c > CUDA_CHUNK_MIN; c /= 2) {
+    int c = SALA_CHUNK_GPU_MAX;
+    for (; c > SALA_CHUNK_GPU_MIN; c /= 2) {
         if (c / 2 >= n_ctx) continue; /* a chunk past the context would only be clamped to it */
         int64_t pool = 0;
         cuda_mem_plan p = plan_of(cm, n_ctx, c, &pool);
@@ -187,7 +185,7 @@ static int default_chunk(const cuda_model *cm, int64_t n_ctx, int64_t mem_limit)
 }
 
 extern "C" cuda_mem_plan cuda_model_plan(const cuda_model *cm, int64_t n_ctx, int chunk) {
-    return plan_of(cm, n_ctx, chunk > 0 ? chunk : CUDA_CHUNK_MAX, NULL);
+    return plan_of(cm, n_ctx, chunk > 0 ? chunk : SALA_CHUNK_GPU_MAX, NULL);
 }
 
 extern "C" int cuda_session_chunk(const cuda_session *cs) { return cs->chunk; }

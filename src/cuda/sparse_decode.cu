@@ -540,6 +540,29 @@ static __device__ __forceinline__ void sd_async_rows(bf16 *dst, const bf16 *src,
     }
 }
 
+/* Qs [16][QP] = bf16 of the group's 16 query vectors qg (fp32, HD each): NT threads, every thread's float4
+ * loads in flight at once */
+template <int HD, int NT>
+static __device__ __forceinline__ void sd_q_smem(bf16 *Qs, const float *qg) {
+    constexpr int QP = mma_shape<HD>::QP, NQ4 = SD_G * HD / 4, NQ = (NQ4 + NT - 1) / NT;
+    const float4 *q4 = (const float4 *)qg;
+    float4 qv[NQ];
+#pragma unroll
+    for (int j = 0; j < NQ; j++) {
+        const int e4 = threadIdx.x + NT * j;
+        if (e4 < NQ4) qv[j] = __ldcg(q4 + e4);
+    }
+#pragma unroll
+    for (int j = 0; j < NQ; j++) {
+        const int e4 = threadIdx.x + NT * j;
+        if (e4 < NQ4) {
+            bf16 *dq = Qs + (4 * e4 / HD) * QP + (4 * e4) % HD;
+            dq[0] = __float2bfloat16_rn(qv[j].x), dq[1] = __float2bfloat16_rn(qv[j].y);
+            dq[2] = __float2bfloat16_rn(qv[j].z), dq[3] = __float2bfloat16_rn(qv[j].w);
+        }
+    }
+}
+
 /* one chosen block (keys k0 .. k0 + 63, those ≤ pos) into the warp's online softmax (m, l in log2 units, O): its K
  * and V tiles were requested by cp.async, K's group first */
 template <int HD>
@@ -648,25 +671,7 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
         sd_async_rows<HD>(myV, V + (int64_t)grp * HD, kstride, k0, pos + 1);
         cp_async_commit();
     }
-    { /* q: every thread's float4 loads in flight at once */
-        constexpr int NQ4 = SD_G * HD / 4, NQ = (NQ4 + SD_AW * 32 - 1) / (SD_AW * 32);
-        const float4 *q4 = (const float4 *)(q + (int64_t)grp * SD_G * HD);
-        float4 qv[NQ];
-#pragma unroll
-        for (int j = 0; j < NQ; j++) {
-            const int e4 = threadIdx.x + SD_AW * 32 * j;
-            if (e4 < NQ4) qv[j] = __ldcg(q4 + e4);
-        }
-#pragma unroll
-        for (int j = 0; j < NQ; j++) {
-            const int e4 = threadIdx.x + SD_AW * 32 * j;
-            if (e4 < NQ4) {
-                bf16 *dq = Qs + (4 * e4 / HD) * QP + (4 * e4) % HD;
-                dq[0] = __float2bfloat16_rn(qv[j].x), dq[1] = __float2bfloat16_rn(qv[j].y);
-                dq[2] = __float2bfloat16_rn(qv[j].z), dq[3] = __float2bfloat16_rn(qv[j].w);
-            }
-        }
-    }
+    sd_q_smem<HD, SD_AW * 32>(Qs, q + (int64_t)grp * SD_G * HD);
     __syncthreads();
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, O[HD / 8][4];
 #pragma unroll
@@ -819,8 +824,8 @@ static __device__ __forceinline__ void sf_grid_sync(unsigned long long *bar) {
 }
 
 /* (M, L) over n records (m at rec[r·stride], l at rec[r·stride + 1], log2 units; l = 0: empty): one warp, every
- * lane gets both */
-static __device__ __forceinline__ void sf_merge_ml(const float *rec, int n, int stride, float *M_, float *L_) {
+ * lane gets both; f (if not NULL) gets each record's weight in the merged result, exp2(m − M) / L (0 if empty) */
+static __device__ __forceinline__ void sf_merge_ml(const float *rec, int n, int stride, float *M_, float *L_, float *f) {
     const int lane = threadIdx.x & 31;
     float mm[SF_RMAX], ll[SF_RMAX];
 #pragma unroll
@@ -838,7 +843,14 @@ static __device__ __forceinline__ void sf_merge_ml(const float *rec, int n, int 
 #pragma unroll
     for (int i = 0; i < SF_RMAX; i++)
         if (ll[i] > 0.f) L += ll[i] * exp2f(mm[i] - M);
-    *M_ = M, *L_ = warp_sum(L);
+    L = warp_sum(L);
+    *M_ = M, *L_ = L;
+    if (f)
+#pragma unroll
+        for (int i = 0; i < SF_RMAX; i++) {
+            const int r = lane + 32 * i;
+            if (r < n) f[r] = ll[i] > 0.f && L > 0.f ? exp2f(mm[i] - M) / L : 0.f;
+        }
 }
 
 template <int HD>
@@ -899,7 +911,7 @@ __global__ void __launch_bounds__(SF_T, 1) k_sdec_fused(sf_args a) {
     /* 2. the group's LSE, then its stage-1 units cg, cg + half, .. */
     if (warp < SD_G) {
         float M, L;
-        sf_merge_ml(a.lse_part + ((int64_t)grp * a.half * SD_G + warp) * 2, a.half, SD_G * 2, &M, &L);
+        sf_merge_ml(a.lse_part + ((int64_t)grp * a.half * SD_G + warp) * 2, a.half, SD_G * 2, &M, &L, NULL);
         const float lse = L > 0.f ? (M + log2f(L)) * LN2_F : -INFINITY; /* as k_sdec_lse stores it */
         if (lane == 0) s_lse[warp] = lse * LOG2E_F;
     }
@@ -923,16 +935,7 @@ __global__ void __launch_bounds__(SF_T, 1) k_sdec_fused(sf_args a) {
         if (tid == 0) a.nsel[grp] = ns;
     }
     bf16 *Qs = (bf16 *)sd_smem, *Ks = Qs + SD_G * QP;
-    {
-        constexpr int NQ4 = SD_G * HD / 4;
-        const float4 *q4 = (const float4 *)(a.q + (int64_t)grp * SD_G * HD);
-        for (int e4 = tid; e4 < NQ4; e4 += SF_T) {
-            const float4 x = __ldcg(q4 + e4);
-            bf16 *dq = Qs + (4 * e4 / HD) * QP + (4 * e4) % HD;
-            dq[0] = __float2bfloat16_rn(x.x), dq[1] = __float2bfloat16_rn(x.y);
-            dq[2] = __float2bfloat16_rn(x.z), dq[3] = __float2bfloat16_rn(x.w);
-        }
-    }
+    sd_q_smem<HD, SF_T>(Qs, a.q + (int64_t)grp * SD_G * HD);
     __syncthreads();
     if (warp < SF_AW) {
         bf16 *myK = Ks + warp * 2 * TILE, *myV = myK + TILE;
@@ -966,11 +969,7 @@ __global__ void __launch_bounds__(SF_T, 1) k_sdec_fused(sf_args a) {
             const float *all = a.attn_part + (int64_t)g2 * a.half * RECF + h * RP;
             if (warp == 0) {
                 float M, L;
-                sf_merge_ml(all, a.half, RECF, &M, &L);
-                for (int r = lane; r < a.half; r += 32) {
-                    const float mr = __ldcg(all + (int64_t)r * RECF), lr = __ldcg(all + (int64_t)r * RECF + 1);
-                    s_f[r] = lr > 0.f && L > 0.f ? exp2f(mr - M) / L : 0.f;
-                }
+                sf_merge_ml(all, a.half, RECF, &M, &L, s_f);
             }
             __syncthreads();
             const int d = d0 + tid % dn, pt = tid / dn;
@@ -1035,9 +1034,10 @@ static size_t sd_score_smem(const cu_infllm_dims *d, const cu_sdec_plan *p) {
     return nc * d->budget * 8 + 4 * (nc + 1) + 8 + 8 * (d->budget + 2 * nc) + 8 * SD_SURV + 4 * (size_t)d->budget;
 }
 static size_t sd_lse_bytes(const cu_sdec_plan *p) { return sizeof(float) * (size_t)p->units2 * SD_G * 2; }
-static size_t sd_attn_smem(int hd) { return sizeof(bf16) * (size_t)(hd + 8) * (SD_G + SD_AW * 2 * MMA_BK); }
+/* Qs and `warps` × (K tile, V tile) of the attention step */
+static size_t sd_attn_smem(int hd, int warps) { return sizeof(bf16) * (size_t)(hd + 8) * (SD_G + warps * 2 * MMA_BK); }
 static size_t sf_smem(const cu_infllm_dims *d, const cu_sdec_plan *p) {
-    const size_t att = sizeof(bf16) * (size_t)(d->hd + 8) * (SD_G + SF_AW * 2 * MMA_BK), sel = sd_score_smem(d, p);
+    const size_t att = sd_attn_smem(d->hd, SF_AW), sel = sd_score_smem(d, p);
     return att > sel ? att : sel;
 }
 
@@ -1047,7 +1047,7 @@ static size_t sf_smem(const cu_infllm_dims *d, const cu_sdec_plan *p) {
 template <int HD> static void sd_attrs(void) {
     cudaFuncSetAttribute(k_sdec_lse<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, SD_LSE_SMEM_MAX);
     cudaFuncSetAttribute(k_sdec_score<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, SD_SCORE_SMEM_MAX);
-    cudaFuncSetAttribute(k_sdec_attn<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sd_attn_smem(HD));
+    cudaFuncSetAttribute(k_sdec_attn<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sd_attn_smem(HD, SD_AW));
 }
 
 /* the fused kernel's grid for this plan (p->grid etc.), when every CTA can be resident at once; else p->grid = 0 */
@@ -1151,7 +1151,7 @@ static int sd_step(cudaStream_t st, float *o, const float *q, const float *k, co
                        cnt + d->nkv, q, (const float *)lse, (const bf16 *)C1, dpos, d->nkv, d->l1, d->s1, d->scale,
                        d->init_blocks, d->local_blocks, d->budget);
     if (!e && (parts & 8))
-        e = pdl_launch(PDL_CHAIN, k_sdec_attn<HD>, dim3(p->ctas_attn, d->nkv), dim3(SD_AW * 32), sd_attn_smem(HD), st, o,
+        e = pdl_launch(PDL_CHAIN, k_sdec_attn<HD>, dim3(p->ctas_attn, d->nkv), dim3(SD_AW * 32), sd_attn_smem(HD, SD_AW), st, o,
                        (float *)(work + L.attn_part), cnt + 2 * d->nkv, q, (const bf16 *)K, (const bf16 *)V,
                        (const int32_t *)blocks, (const int32_t *)nsel, dpos, d->nkv, d->budget, d->scale,
                        sd_trig0 < 0 ? (sd_trig0 = (cu_dec_trig_mask() >> 1) & 1) : sd_trig0);
