@@ -33,6 +33,7 @@ int cu_sdec_step_parts(void *stream, float *o, const float *q, const float *k, c
                        void *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p, void *work,
                        int parts);
 int cu_sdec_stamps(unsigned long long t[8]);
+int cu_sdec_stamps4(unsigned long long t[16]);
 
 #define H 4096
 #define I 16384
@@ -384,6 +385,16 @@ int main(void) {
             double t0 = time_graph(enq_step, &m, 5);
             printf("chain N=%-8lld %s: 8 sparse layers %.1f us, without the chain %.1f us: %.1f us per chain\n",
                    (long long)ctxs[c], tag, t1, t0, (t1 - t0) / 8);
+            if (getenv("SALA_SDEC_PROF") && cfg[k][2] == 31) { /* the last layer's four kernels, last replay */
+                m.with_mix = 1;
+                time_graph(enq_step, &m, 1);
+                unsigned long long u[16];
+                if (!cu_sdec_stamps4(u)) {
+                    printf("  stamps (us from the append's wait):");
+                    for (int i = 1; i < 16; i++) printf(" %d:%.2f", i, ((double)u[i] - (double)u[0]) / 1e3);
+                    printf("\n");
+                }
+            }
             if (c != 1) {
                 m.only_sparse = 0, m.nlayers = NL, m.with_mix = 1;
                 double ts = time_graph(enq_step, &m, 5);

@@ -145,7 +145,7 @@ extern "C" int cu_dec_trig_mask(void) {
     static int mask = -1;
     if (mask < 0) {
         const char *e = getenv("SALA_DEC_TRIG");
-        mask = e && *e ? (atoi(e) & 3) : 1;
+        mask = e && *e ? (atoi(e) & 7) : 1;
     }
     return mask;
 }

@@ -7,6 +7,7 @@
  * qk is fp32, or bf16 (the bf16-output projection GEMM of a prefill chunk): the math is the same, in fp32 and
  * double, and the result is rounded to bf16 once when stored. */
 #include "cuda/common.cuh"
+#include "cuda/pdl.cuh"
 
 template <class QT>
 __global__ void k_qknorm_rope(QT *qk, int64_t ld, int nheads, int nq, int hd, const float *qw, const float *kw,
@@ -92,6 +93,8 @@ __global__ void k_qknorm_rope128(QT *qk, int64_t ld, int nheads, int nq, int hpb
         }
     float4 gq = make_float4(1, 1, 1, 1), gk = gq;
     if (do_norm) gq = load4(qw + c0), gk = load4(kw + c0);
+    pdl_wait(); /* the angles and weights above need nothing an earlier kernel writes */
+    pdl_trigger();
     for (int hb = blockIdx.y * hpb + warp * NB; hb < h1; hb += nw * NB) {
         float4 x[NB];
 #pragma unroll
@@ -148,13 +151,14 @@ extern "C" int cu_qknorm_rope_dev(void *st, void *qk, cu_dtype qt, int64_t ld, i
         /* a prefill chunk: one block per row (the cos/sin table once per row); a few rows: 8 heads per block */
         const int hpb = T >= 256 ? nheads : 8;
         dim3 grid((unsigned)T, (unsigned)((nheads + hpb - 1) / hpb));
-        if (qt == CU_BF16)
-            k_qknorm_rope128<bf16><<<grid, 256, 0, (cudaStream_t)st>>>((bf16 *)qk, ld, nheads, nq, hpb, qw, kw, eps,
-                                                                       do_norm, inv_freq, pos0, dpos, do_rope);
-        else
-            k_qknorm_rope128<float><<<grid, 256, 0, (cudaStream_t)st>>>((float *)qk, ld, nheads, nq, hpb, qw, kw, eps,
-                                                                        do_norm, inv_freq, pos0, dpos, do_rope);
-        return LAUNCH_CHECK();
+        /* a replayable decode launch (dpos) goes with PDL, as the decode GEMV before it and the InfLLM-v2 chain
+         * after it: it starts during the projection's tail and computes its angles before pdl_wait() */
+        const int kind = dpos ? PDL_CHAIN : 0;
+        int e = qt == CU_BF16 ? pdl_launch(kind, k_qknorm_rope128<bf16>, grid, dim3(256), 0, (cudaStream_t)st, (bf16 *)qk, ld,
+                                           nheads, nq, hpb, qw, kw, eps, do_norm, inv_freq, pos0, dpos, do_rope)
+                              : pdl_launch(kind, k_qknorm_rope128<float>, grid, dim3(256), 0, (cudaStream_t)st, (float *)qk,
+                                           ld, nheads, nq, hpb, qw, kw, eps, do_norm, inv_freq, pos0, dpos, do_rope);
+        return e ? e : LAUNCH_CHECK();
     }
     size_t smem = sizeof(double) * (size_t)hd;
     dim3 grid((unsigned)T, (unsigned)((nheads + 7) / 8));

@@ -3,20 +3,28 @@
  * n_ctx, the parts beyond the current length exiting at once. bf16 caches (the bf16 mode), G = 16 query
  * heads per KV group (one m16 tensor-core tile), 64-token blocks pooled over 4 level-1 keys.
  *
- * Four kernels, each launched with PDL (pdl.cuh) after the one before it:
+ * Four kernels, each launched with PDL (pdl.cuh) after the one before it. Each does before pdl_wait() whatever
+ * needs only what is final by then: q is final once the LSE kernel starts (the append triggers after its own
+ * wait), the compressed keys but the one this step's append writes, the K rows of earlier steps.
  *   append   K[pos], V[pos] = k, v; the level-1 / level-2 compressed key whose window ends at pos (the same
- *            fp32 sums in key order as infllm_compress.cu, so the caches equal a prefill's).
+ *            fp32 sums in key order as infllm_compress.cu, so the caches equal a prefill's; the window's older
+ *            rows copied into shared memory before the wait).
  *   lse      LSE_h over the level-2 keys: one warp per key range, q as mma A fragments, keys straight from
  *            global memory into B fragments (the head dimension is permuted identically in both operands,
- *            so each lane loads 16 contiguous bytes of a key); (m, l) records merged by the last CTA.
- *   score    stage-1 scores Σ_h exp(s·q_h·C1[j] − LSE_h), max-pooled into block scores [4b−1, 4b+3]; each
+ *            so each lane loads 16 contiguous bytes of a key); (m, l) records merged by the last CTA. All
+ *            but the newest key's 32-key step before the wait.
+ *   score    stage-1 scores Σ_h exp(s·q_h·C1[j] − LSE_h), max-pooled into block scores [4b−1, 4b+3] (the
+ *            dot products before the wait, held in shared memory until the LSE is there); each
  *            CTA keeps its top `budget` blocks (rank by key, ties to the lower block), the last CTA of the
  *            group selects the top `budget` of all candidates and writes them in ascending block order:
  *            the budget-th best of the CTAs' top few is a lower bound that drops nearly all candidates,
  *            the rest are ranked directly (a radix select as infllm_topk.cu when more than SD_SURV remain).
  *   attn     attention of the 16 heads over the chosen blocks (keys ≤ pos): one warp per block, K and V
  *            tiles by cp.async, scores and P·V on tensor cores (q and P rounded to bf16 as attn_mma.cu),
- *            records merged per CTA and by the last CTA into o.
+ *            records merged per CTA and by the last CTA into o. It lets o_proj launch after its tile (o_proj
+ *            then streams its first weights during the merges, not during the tile loads).
+ * Measured per sparse layer inside a step (H100, tests/test_cuda_decbench.c, docs/PERF.md round 7): 85 → 70 µs
+ * at 1M, 46 → 38 µs at 8K; SALA_SDEC_PROF=1 stamps each kernel's phases (cu_sdec_stamps4).
  * "Last CTA" = the one whose atomicAdd on the group's counter completes the grid (threadfence reduction);
  * it resets the counter, so the work area is zeroed once and reused by every layer and step. The merge
  * orders are fixed, so the results do not depend on scheduling. */
@@ -28,6 +36,7 @@
 #define SD_G 16        /* heads per group */
 #define SD_BPC 256     /* blocks per score CTA (16 warps × one 64-key tile = 16 blocks each) */
 #define SD_AW 4        /* warps (= chosen blocks) per attention CTA */
+#define SD_MCTA 8      /* attention: CTA records a thread loads at once in the last CTA's merge */
 #define SD_SURV 1024   /* top-k: candidates kept above the lower bound, ranked directly (else radix select) */
 
 /* ---- operand fragments with the head dimension permuted (see the top) ----
@@ -107,6 +116,17 @@ static __device__ __forceinline__ uint64_t sd_comp(uint32_t key, int32_t blk) {
     return (uint64_t)key << 32 | (0xffffffu - (uint32_t)blk);
 }
 
+/* SALA_SDEC_PROF=1: the four kernels' global-timer stamps (ns) of their last launch, one thread's view each
+ * (cu_sdec_stamps4, for tests/test_cuda_decbench.c) */
+__device__ unsigned long long sd_stamps4[16];
+static __device__ __forceinline__ void sd_stamp(bool on, int i) {
+    if (on) {
+        unsigned long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        sd_stamps4[i] = t;
+    }
+}
+
 /* ---- 1. append + compress ---- */
 
 /* column c of K[pos], V[pos] = k, v, and of the level-1 / level-2 compressed keys whose windows end at pos: the
@@ -127,16 +147,63 @@ static __device__ __forceinline__ void sd_append_col(bf16 *K, bf16 *V, bf16 *C1,
     }
 }
 
-__global__ void k_sdec_append(bf16 *K, bf16 *V, bf16 *C1, bf16 *C2, const float *k, const float *v,
-                              const int64_t *dpos, int kvrow, int l1, int s1, int l2, int s2) {
+/* The window's older keys (positions < pos: earlier steps wrote them) are copied into shared memory before
+ * pdl_wait() (T [rows][nc], the CTA's nc columns, the newest row last); after it each thread writes its column of
+ * K[pos], V[pos] and sums the window in key order from T, the key at pos as the bf16 it is stored as — the same
+ * fp32 sums as sd_append_col, without a chain of loads. One thread per column, 128 a CTA. */
+__global__ void __launch_bounds__(128) k_sdec_append(bf16 *K, bf16 *V, bf16 *C1, bf16 *C2, const float *k, const float *v,
+                                                     const int64_t *dpos, int kvrow, int l1, int s1, int l2, int s2,
+                                                     int prof) {
+    extern __shared__ uint4 sd_app[];
+    bf16 *T = (bf16 *)sd_app;
     /* the position is written by a copy before the step's first kernel (session.cu), never by a kernel of the
      * step, so every kernel of the chain may read it before pdl_wait() */
-    const int64_t pos = __ldcg(dpos);
+    const int64_t pos = __ldcg(dpos), kv = pos + 1;
+    const int c0 = blockIdx.x * blockDim.x, nc = kvrow - c0 < (int)blockDim.x ? kvrow - c0 : (int)blockDim.x;
+    const int tid = threadIdx.x;
+    int rows = 0; /* the longest window ending at pos */
+    for (int lev = 0; lev < 2; lev++) {
+        const int l = lev ? l2 : l1, s = lev ? s2 : s1;
+        if (kv >= l && (kv - l) % s == 0 && l > rows) rows = l;
+    }
+    const int cpr = nc / 8; /* 16-byte chunks of a row */
+    for (int e = tid; e < (rows - 1) * cpr; e += blockDim.x) {
+        const int r = e / cpr, ch = e % cpr;
+        cp_async16(T + (int64_t)r * nc + 8 * ch, K + (pos - rows + 1 + r) * kvrow + c0 + 8 * ch, true);
+    }
+    cp_async_commit();
     pdl_wait();
     pdl_trigger();
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= kvrow) return;
-    sd_append_col(K, V, C1, C2, k, v, pos, kvrow, c, l1, s1, l2, s2);
+    const bool st0 = prof && blockIdx.x == 0 && tid == 0;
+    sd_stamp(st0, 0);
+    const int c = c0 + tid;
+    bf16 kb = __float2bfloat16_rn(0.f);
+    if (tid < nc) {
+        kb = __float2bfloat16_rn(__ldcg(k + c));
+        K[pos * kvrow + c] = kb;
+        V[pos * kvrow + c] = __float2bfloat16_rn(__ldcg(v + c));
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+    if (tid >= nc) return;
+    for (int lev = 0; lev < 2; lev++) {
+        const int l = lev ? l2 : l1, s = lev ? s2 : s1;
+        if (kv < l || (kv - l) % s) continue;
+        const int64_t j = (kv - l) / s;
+        const bf16 *col = T + (int64_t)(rows - l) * nc + tid; /* the window's first key */
+        float acc = 0.f;
+#pragma unroll 8
+        for (int r = 0; r < l - 1; r++) acc += __bfloat162float(col[(int64_t)r * nc]);
+        acc += __bfloat162float(kb);
+        (lev ? C2 : C1)[j * kvrow + c] = __float2bfloat16_rn(acc / (float)l);
+    }
+    sd_stamp(st0, 1);
+}
+
+/* k_sdec_append's shared memory: the longer window's rows of a CTA's columns */
+static size_t sd_append_smem(const cu_infllm_dims *d) {
+    const int kvrow = d->nkv * d->hd, nc = kvrow < 128 ? kvrow : 128, rows = d->l1 > d->l2 ? d->l1 : d->l2;
+    return sizeof(bf16) * (size_t)rows * nc;
 }
 
 /* ---- 2. LSE over the level-2 keys ---- */
@@ -188,22 +255,33 @@ static __device__ __forceinline__ void sd_lse_range(const uint32_t qf[HD / 16][4
     }
 }
 
+/* Everything but the level-2 key this step's append writes runs before pdl_wait(): q is final once this kernel
+ * starts (k_sdec_append triggers after its own wait). With trig0 the kernel lets k_sdec_score start at once, so
+ * that the level-1 keys stream while the append and this kernel run. */
 template <int HD>
 __global__ void __launch_bounds__(128) k_sdec_lse(float *part, float *lse, int *counter, const float *q, const bf16 *C2,
                                                   const int64_t *dpos, int nkv, int l2, int s2, float scale, int tpu,
-                                                  int units) {
+                                                  int units, int trig0, int prof) {
     const int grp = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const bool st0 = prof && blockIdx.x == 0 && grp == 0 && threadIdx.x == 0;
+    sd_stamp(st0, 2);
+    if (trig0) pdl_trigger();
     const int64_t kv = __ldcg(dpos) + 1, n2 = nwin64(kv, l2, s2); /* the position: readable before the wait */
-    pdl_wait();
-    pdl_trigger();
+    const int64_t n2_old = nwin64(kv - 1, l2, s2);                   /* keys n2_old.. are this step's */
     const int u = blockIdx.x * 4 + warp;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     const int64_t k0 = (int64_t)u * tpu * 64, k1 = k0 + tpu * 64 < n2 ? k0 + tpu * 64 : n2;
+    /* the 32-key steps of [k0, k1) before `split` hold only older keys */
+    const int64_t split = n2_old < k1 ? (n2_old < k0 ? k0 : k0 + (n2_old - k0) / 32 * 32) : k1;
+    uint32_t qf[HD / 16][4];
     if (u < units && k0 < k1) {
-        uint32_t qf[HD / 16][4];
         sd_q_frags<HD>(q + (int64_t)grp * SD_G * HD, qf);
-        sd_lse_range<HD>(qf, C2, grp, nkv, k0, k1, scale, m, l);
+        sd_lse_range<HD>(qf, C2, grp, nkv, k0, split, scale, m, l);
     }
+    pdl_wait();
+    if (!trig0) pdl_trigger();
+    sd_stamp(st0, 3);
+    if (u < units && split < k1) sd_lse_range<HD>(qf, C2, grp, nkv, split, k1, scale, m, l);
     if (u < units && t == 0) {
         float *rec = part + ((int64_t)grp * units + u) * SD_G * 2;
         rec[2 * g] = m[0], rec[2 * g + 1] = l[0];
@@ -244,53 +322,80 @@ __global__ void __launch_bounds__(128) k_sdec_lse(float *part, float *lse, int *
     for (int o = 1; o < 8; o <<= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
     if (sub == 0) lse[grp * SD_G + hh] = L > 0.f ? (M + log2f(L)) * LN2_F : -INFINITY;
     if (threadIdx.x == 0) counter[grp] = 0;
+    sd_stamp(prof && grp == 0 && threadIdx.x == 0, 4);
 }
 
 /* ---- 3. stage-1 scores, pooling, top-k ---- */
 
-/* Stage-1 scores of blocks [SD_BPC·unit, +SD_BPC) of group grp (the CTA's 16 warps, one 64-key tile each) max-pooled
- * into sort keys, then the unit's candidates (valid blocks of rank < budget, ties to the lower block, in block order,
- * the rank in the top byte) into slot grp·nunits + unit of cand_key / cand_blk and their count into cand_n. L0, L1:
- * the LSE (log2 units) of heads g and g + 8 of the lane's quad. 512 threads. */
+/* Raw stage-1 dot products q_h·C1[key] (fp32, unscaled) of a warp's 64-key tile (keys key0 − 8 .. key0 + 63 as
+ * n-tiles i = 0..8 of 8 keys: key0 + 8(i − 1) + [0, 8)), each lane's mma fragment into S[(4i + j)·32 + lane]
+ * (shared memory, SD_SW floats a warp). `sel` picks the n-tiles: 0 those holding no key of [nlo, nhi) (the keys
+ * this step's append writes, so they may run before pdl_wait()), 1 those that do, 2 all. Keys past n1 are 0. */
+#define SD_SW (9 * 4 * 32)
 template <int HD>
-static __device__ void sd_score_unit(uint32_t *cand_key, int32_t *cand_blk, int *cand_n, const float *q, float L0,
-                                     float L1, const bf16 *C1, int64_t pos, int grp, int unit, int nunits, int nkv, int l1,
-                                     int s1, float scale, int init_blocks, int local_blocks, int budget) {
+static __device__ __forceinline__ void sd_unit_dots(float *S, const float *q, const bf16 *C1, int64_t key0, int64_t n1,
+                                                    int64_t nlo, int64_t nhi, int sel, int grp, int nkv) {
+    const int lane = threadIdx.x & 31, g = lane >> 2;
+    auto want = [&](int i) {
+        const int64_t first = key0 + 8 * (i - 1);
+        const bool touch = first < nhi && first + 8 > nlo;
+        return sel == 2 || (sel == 1) == touch;
+    };
+    bool any = false;
+#pragma unroll
+    for (int i = 0; i < 9; i++) any = any || want(i);
+    if (!any) return;
+    uint32_t qf[HD / 16][4];
+    sd_q_frags<HD>(q + (int64_t)grp * SD_G * HD, qf);
+    for (int nb = -1; nb < 8; nb += 3) { /* n-tiles −1 (the key before the tile) .. 7, three at a time */
+        uint4 kr[3][sd_shape<HD>::NV];
+#pragma unroll
+        for (int i = 0; i < 3; i++) {
+            const int64_t key = key0 + 8 * (nb + i) + g;
+            sd_load_key<HD>(kr[i], C1 + (key * nkv + grp) * HD, want(nb + 1 + i) && key >= 0 && key < n1);
+        }
+#pragma unroll
+        for (int i = 0; i < 3; i++)
+            if (want(nb + 1 + i)) {
+                float c[4];
+                sd_qk<HD>(qf, kr[i], c);
+#pragma unroll
+                for (int j = 0; j < 4; j++) S[(4 * (nb + 1 + i) + j) * 32 + lane] = c[j];
+            }
+    }
+}
+
+/* Stage-1 scores of blocks [SD_BPC·unit, +SD_BPC) of group grp (the CTA's 16 warps, one 64-key tile each, their dot
+ * products in S by sd_unit_dots: warp w's at S + w·SD_SW) max-pooled into sort keys, then the unit's candidates
+ * (valid blocks of rank < budget, ties to the lower block, in block order, the rank in the top byte) into slot
+ * grp·nunits + unit of cand_key / cand_blk and their count into cand_n. L0, L1: the LSE (log2 units) of heads g and
+ * g + 8 of the lane's quad. 512 threads; S is free again on return. */
+template <int HD>
+static __device__ void sd_unit_finish(uint32_t *cand_key, int32_t *cand_blk, int *cand_n, const float *S, float L0,
+                                      float L1, int64_t pos, int grp, int unit, int nunits, int l1, int s1, float scale,
+                                      int init_blocks, int local_blocks, int budget) {
     __shared__ float sc[16][68];       /* per warp: score of key 64·tile − 1, then the tile's 64 keys */
     __shared__ uint32_t bkey[SD_BPC];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int64_t kv = pos + 1, n1 = nwin64(kv, l1, s1), qb = pos / 64;
     const int64_t b0 = (int64_t)unit * SD_BPC, jt = (int64_t)unit * 16 + warp, key0 = 64 * jt;
-    __syncthreads(); /* sc and bkey of a previous unit are read */
-    /* scores of keys key0 − 1 .. key0 + 63 of this warp's tile (blocks 16·jt ..) */
     if (16 * jt <= qb) {
-        uint32_t qf[HD / 16][4];
-        sd_q_frags<HD>(q + (int64_t)grp * SD_G * HD, qf);
         const float sl2 = scale * LOG2E_F;
-        for (int nb = -1; nb < 8; nb += 3) { /* n-tiles −1 (the key before the tile) .. 7, three at a time */
-            uint4 kr[3][sd_shape<HD>::NV];
+        const float *Sw = S + warp * SD_SW;
 #pragma unroll
-            for (int i = 0; i < 3; i++) {
-                const int64_t key = key0 + 8 * (nb + i) + g;
-                sd_load_key<HD>(kr[i], C1 + (key * nkv + grp) * HD, key >= 0 && key < n1);
+        for (int i = 0; i < 9; i++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const int64_t key = key0 + 8 * (i - 1) + 2 * t + j;
+                const bool ok = key >= 0 && key < n1;
+                const float c0 = Sw[(4 * i + j) * 32 + lane], c1 = Sw[(4 * i + 2 + j) * 32 + lane];
+                float v = ok ? exp2f(c0 * sl2 - L0) + exp2f(c1 * sl2 - L1) : 0.f;
+                v += __shfl_xor_sync(0xffffffffu, v, 4);
+                v += __shfl_xor_sync(0xffffffffu, v, 8);
+                v += __shfl_xor_sync(0xffffffffu, v, 16);
+                const int idx = 1 + 8 * (i - 1) + 2 * t + j;
+                if (g == 0 && idx >= 0) sc[warp][idx] = ok ? v : -INFINITY;
             }
-#pragma unroll
-            for (int i = 0; i < 3; i++) {
-                float c[4];
-                sd_qk<HD>(qf, kr[i], c);
-#pragma unroll
-                for (int j = 0; j < 2; j++) {
-                    const int64_t key = key0 + 8 * (nb + i) + 2 * t + j;
-                    const bool ok = key >= 0 && key < n1;
-                    float v = ok ? exp2f(c[j] * sl2 - L0) + exp2f(c[2 + j] * sl2 - L1) : 0.f;
-                    v += __shfl_xor_sync(0xffffffffu, v, 4);
-                    v += __shfl_xor_sync(0xffffffffu, v, 8);
-                    v += __shfl_xor_sync(0xffffffffu, v, 16);
-                    const int idx = 1 + 8 * (nb + i) + 2 * t + j;
-                    if (g == 0 && idx >= 0) sc[warp][idx] = ok ? v : -INFINITY;
-                }
-            }
-        }
         __syncwarp();
         if (lane < 16) {
             const int64_t b = 16 * jt + lane;
@@ -324,8 +429,22 @@ static __device__ void sd_score_unit(uint32_t *cand_key, int32_t *cand_blk, int 
     if (threadIdx.x == 0) cand_n[slot] = total;
 }
 
+/* sd_unit_dots (all n-tiles) then sd_unit_finish for one unit: S is the CTA's 16·SD_SW floats of shared memory */
+template <int HD>
+static __device__ void sd_score_unit(uint32_t *cand_key, int32_t *cand_blk, int *cand_n, float *S, const float *q,
+                                     float L0, float L1, const bf16 *C1, int64_t pos, int grp, int unit, int nunits,
+                                     int nkv, int l1, int s1, float scale, int init_blocks, int local_blocks, int budget) {
+    const int warp = threadIdx.x >> 5;
+    const int64_t jt = (int64_t)unit * 16 + warp;
+    __syncthreads(); /* S, sc and bkey of a previous unit are read */
+    if (16 * jt <= pos / 64) sd_unit_dots<HD>(S + warp * SD_SW, q, C1, 64 * jt, nwin64(pos + 1, l1, s1), 0, 0, 2, grp, nkv);
+    __syncwarp();
+    sd_unit_finish<HD>(cand_key, cand_blk, cand_n, S, L0, L1, pos, grp, unit, nunits, l1, s1, scale, init_blocks,
+                       local_blocks, budget);
+}
+
 /* The top `budget` of group grp's candidates (the ncta lists of sd_score_unit) in ascending block order into out
- * (global or shared memory); returns their number (every thread). 512 threads, smem: sd_score_smem bytes. */
+ * (global or shared memory); returns their number (every thread). 512 threads, smem: sd_select_smem bytes. */
 static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const int32_t *cand_blk, const int *cand_n,
                                 int grp, int ncta, int budget, void *smem) {
     __shared__ int hist[256], sel_digit, sel_k, s_ns, s_nv;
@@ -505,23 +624,39 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
     return outn;
 }
 
+/* The dot products need only q and C1, so they run before pdl_wait() (this kernel starts when the LSE kernel does,
+ * see k_sdec_lse: q is final by then), all but the n-tiles holding the level-1 key this step's append writes; the
+ * LSE is read after the wait. ≤ 96 registers, so that a CTA fits beside the LSE kernel's on an SM. */
 template <int HD>
-__global__ void __launch_bounds__(512) k_sdec_score(int32_t *blocks, int32_t *nsel, uint32_t *cand_key,
-                                                    int32_t *cand_blk, int *cand_n, int *counter, const float *q,
-                                                    const float *lse, const bf16 *C1, const int64_t *dpos, int nkv,
-                                                    int l1, int s1, float scale, int init_blocks, int local_blocks,
-                                                    int budget) {
-    extern __shared__ uint4 sd_smem[]; /* last CTA: sd_select's */
-    const int grp = blockIdx.y, g = (threadIdx.x & 31) >> 2;
-    const int64_t pos = __ldcg(dpos); /* readable before the wait (k_sdec_append) */
+__global__ void __maxnreg__(96)
+    k_sdec_score(int32_t *blocks, int32_t *nsel, uint32_t *cand_key, int32_t *cand_blk, int *cand_n, int *counter,
+                 const float *q, const float *lse, const bf16 *C1, const int64_t *dpos, int nkv, int l1, int s1,
+                 float scale, int init_blocks, int local_blocks, int budget, int prof) {
+    extern __shared__ uint4 sd_smem[]; /* the dot products [16][SD_SW], then (last CTA) sd_select's */
+    float *S = (float *)sd_smem;
+    const int grp = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
+    const int64_t pos = __ldcg(dpos); /* the position: readable before the wait (k_sdec_append) */
+    const int64_t n1 = nwin64(pos + 1, l1, s1), n1_old = nwin64(pos, l1, s1); /* key n1_old.. is this step's */
+    const int64_t jt = (int64_t)blockIdx.x * 16 + warp, key0 = 64 * jt;
+    const bool live = 16 * jt <= pos / 64, st0 = prof && blockIdx.x == 0 && grp == 0 && threadIdx.x == 0;
+    sd_stamp(st0, 5);
+    if (live) sd_unit_dots<HD>(S + warp * SD_SW, q, C1, key0, n1, n1_old, n1, 0, grp, nkv);
+    sd_stamp(st0, 6);
     pdl_wait();
     pdl_trigger();
+    sd_stamp(st0, 7);
+    if (live) sd_unit_dots<HD>(S + warp * SD_SW, q, C1, key0, n1, n1_old, n1, 1, grp, nkv);
+    __syncwarp();
     const float L0 = __ldcg(lse + grp * SD_G + g) * LOG2E_F, L1 = __ldcg(lse + grp * SD_G + g + 8) * LOG2E_F;
-    sd_score_unit<HD>(cand_key, cand_blk, cand_n, q, L0, L1, C1, pos, grp, blockIdx.x, gridDim.x, nkv, l1, s1, scale,
-                      init_blocks, local_blocks, budget);
+    sd_unit_finish<HD>(cand_key, cand_blk, cand_n, S, L0, L1, pos, grp, blockIdx.x, gridDim.x, l1, s1, scale,
+                       init_blocks, local_blocks, budget);
+    sd_stamp(st0, 8);
     if (!sd_last_cta(counter + grp)) return;
+    const bool stl = prof && grp == 0 && threadIdx.x == 0;
+    sd_stamp(stl, 9);
     const int n = sd_select(blocks + (int64_t)grp * budget, cand_key, cand_blk, cand_n, grp, gridDim.x, budget, sd_smem);
     if (threadIdx.x == 0) nsel[grp] = n, counter[grp] = 0;
+    sd_stamp(stl, 10);
 }
 
 /* ---- 4. attention over the chosen blocks ---- */
@@ -647,7 +782,7 @@ template <int HD>
 __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part, int *counter, const float *q,
                                                           const bf16 *K, const bf16 *V, const int32_t *blocks,
                                                           const int32_t *nsel, const int64_t *dpos, int nkv,
-                                                          int budget, float scale, int trig0) {
+                                                          int budget, float scale, int trig0, int prof) {
     constexpr int QP = mma_shape<HD>::QP, TILE = MMA_BK * QP, RP = HD + 4, RECF = SD_G * RP;
     extern __shared__ uint4 sd_smem[];
     bf16 *Qs = (bf16 *)sd_smem;             /* [16][QP] */
@@ -655,10 +790,11 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
     const int grp = blockIdx.y, warp = threadIdx.x >> 5;
     bf16 *myK = Ks + warp * 2 * TILE, *myV = myK + TILE;
     float *rec = (float *)myK; /* [16][RP]: m, l, -, -, O[HD], after the tile is used; fits in the K tile */
-    if (trig0) pdl_trigger(); /* o_proj's blocks may start loading weights now (decode_knobs.h) */
+    if (trig0 == 1) pdl_trigger(); /* o_proj's blocks may start loading weights now (decode_knobs.h) */
     const int64_t pos = __ldcg(dpos); /* readable before the wait (k_sdec_append) */
     pdl_wait();
-    if (!trig0) pdl_trigger();
+    const bool st0 = prof && blockIdx.x == 0 && grp == 0 && threadIdx.x == 0;
+    sd_stamp(st0, 11);
     const int u = blockIdx.x * SD_AW + warp;
     const int ns = __ldcg(nsel + grp); /* the count and this warp's block in flight together */
     const int32_t bu = __ldcg(blocks + (int64_t)grp * budget + (u < budget ? u : budget - 1));
@@ -677,12 +813,19 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
 #pragma unroll
     for (int dt = 0; dt < HD / 8; dt++) O[dt][0] = O[dt][1] = O[dt][2] = O[dt][3] = 0.f;
     if (u < ns) sd_attn_tile<HD>(Qs, myK, myV, k0, pos, scale, m, l, O);
+    /* o_proj may start streaming its weights now, not while the tiles load: measured faster (H100, decbench) */
+    if (trig0 == 0) pdl_trigger();
+    sd_stamp(st0, 12);
     __syncwarp();
     sd_attn_record<HD>(rec, m, l, O);
     __syncthreads();
     /* merge the CTA's warps into one record in global memory */
     sd_cta_record<HD, SD_AW, SD_AW * 32>(part + ((int64_t)grp * gridDim.x + blockIdx.x) * RECF, Ks);
+    if (trig0 == 2) pdl_trigger();
+    sd_stamp(st0, 13);
     if (!sd_last_cta(counter + grp)) return;
+    const bool stl = prof && grp == 0 && threadIdx.x == 0;
+    sd_stamp(stl, 14);
     /* last CTA: per head, M and L over the CTAs' records, then each output as one float4 sum over them */
     const int ncta = gridDim.x;
     const float *all = part + (int64_t)grp * ncta * RECF;
@@ -720,17 +863,17 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
         fm[e] = fl[e] > 0.f && Lh[hh] > 0.f ? exp2f(fm[e] - Mh[hh]) / Lh[hh] : 0.f;
     }
     __syncthreads();
-    { /* each output float4 summed over the CTAs in order; a thread's outputs × 4 CTAs of loads in flight */
+    { /* each output float4 summed over the CTAs in order; a thread's outputs × SD_MCTA CTAs of loads in flight */
         constexpr int NOUT = SD_G * HD / 4, NO = (NOUT + SD_AW * 32 - 1) / (SD_AW * 32);
         float4 acc[NO];
 #pragma unroll
         for (int j = 0; j < NO; j++) acc[j] = make_float4(0.f, 0.f, 0.f, 0.f);
-        for (int c0 = 0; c0 < ncta; c0 += 4) {
-            float4 a[NO][4];
+        for (int c0 = 0; c0 < ncta; c0 += SD_MCTA) {
+            float4 a[NO][SD_MCTA];
 #pragma unroll
             for (int j = 0; j < NO; j++)
 #pragma unroll
-                for (int cc = 0; cc < 4; cc++) {
+                for (int cc = 0; cc < SD_MCTA; cc++) {
                     const int e = threadIdx.x + SD_AW * 32 * j, c = c0 + cc;
                     if (e < NOUT && c < ncta)
                         a[j][cc] = __ldcg((const float4 *)(all + (int64_t)c * RECF + (e / (HD / 4)) * RP + 4 +
@@ -739,7 +882,7 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
 #pragma unroll
             for (int j = 0; j < NO; j++)
 #pragma unroll
-                for (int cc = 0; cc < 4; cc++) {
+                for (int cc = 0; cc < SD_MCTA; cc++) {
                     const int e = threadIdx.x + SD_AW * 32 * j, c = c0 + cc;
                     if (e < NOUT && c < ncta) {
                         const float f = fm[c * SD_G + e / (HD / 4)];
@@ -755,6 +898,7 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
         }
     }
     if (threadIdx.x == 0) counter[grp] = 0;
+    sd_stamp(stl, 15);
 }
 
 /* ---- the fused chain: one kernel, one CTA per SM, the steps separated by grid barriers ----
@@ -920,7 +1064,7 @@ __global__ void __launch_bounds__(SF_T, 1) k_sdec_fused(sf_args a) {
     {
         const float L0 = s_lse[g], L1 = s_lse[g + 8];
         for (int u = cg; u < a.nunits; u += a.half)
-            sd_score_unit<HD>(a.cand_key, a.cand_blk, a.cand_n, a.q, L0, L1, a.C1, pos, grp, u, a.nunits, a.nkv, a.l1,
+            sd_score_unit<HD>(a.cand_key, a.cand_blk, a.cand_n, (float *)sd_smem, a.q, L0, L1, a.C1, pos, grp, u, a.nunits, a.nkv, a.l1,
                               a.s1, a.scale, a.init_blocks, a.local_blocks, a.budget);
     }
     sf_grid_sync(a.bar);
@@ -1029,9 +1173,14 @@ static sd_layout sd_lay(const cu_infllm_dims *d, const cu_sdec_plan *p) {
     return L;
 }
 
-static size_t sd_score_smem(const cu_infllm_dims *d, const cu_sdec_plan *p) {
+static size_t sd_select_smem(const cu_infllm_dims *d, const cu_sdec_plan *p) {
     const size_t nc = (size_t)p->ctas_score;
     return nc * d->budget * 8 + 4 * (nc + 1) + 8 + 8 * (d->budget + 2 * nc) + 8 * SD_SURV + 4 * (size_t)d->budget;
+}
+/* the stage-1 kernels' shared memory: the dot products of 16 warps, then the selection's */
+static size_t sd_score_smem(const cu_infllm_dims *d, const cu_sdec_plan *p) {
+    const size_t dots = sizeof(float) * 16 * SD_SW, sel = sd_select_smem(d, p);
+    return dots > sel ? dots : sel;
 }
 static size_t sd_lse_bytes(const cu_sdec_plan *p) { return sizeof(float) * (size_t)p->units2 * SD_G * 2; }
 /* Qs and `warps` × (K tile, V tile) of the attention step */
@@ -1044,7 +1193,9 @@ static size_t sf_smem(const cu_infllm_dims *d, const cu_sdec_plan *p) {
 /* the largest dynamic shared memory any plan asks for (the attribute is per kernel, plans per session) */
 #define SD_LSE_SMEM_MAX (512 * SD_G * 2 * 4)
 #define SD_SCORE_SMEM_MAX (200 << 10)
+#define SD_APPEND_SMEM_MAX (128 << 10)
 template <int HD> static void sd_attrs(void) {
+    cudaFuncSetAttribute(k_sdec_append, cudaFuncAttributeMaxDynamicSharedMemorySize, SD_APPEND_SMEM_MAX);
     cudaFuncSetAttribute(k_sdec_lse<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, SD_LSE_SMEM_MAX);
     cudaFuncSetAttribute(k_sdec_score<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, SD_SCORE_SMEM_MAX);
     cudaFuncSetAttribute(k_sdec_attn<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sd_attn_smem(HD, SD_AW));
@@ -1096,7 +1247,9 @@ extern "C" int cu_sdec_plan_make(cu_sdec_plan *p, const cu_infllm_dims *d, int64
     p->ctas_score = (int)((nblk + SD_BPC - 1) / SD_BPC);
     p->ctas_attn = (d->budget + SD_AW - 1) / SD_AW;
     size_t ss = sd_score_smem(d, p);
-    if (ss > (size_t)SD_SCORE_SMEM_MAX || sd_lse_bytes(p) > (size_t)SD_LSE_SMEM_MAX) return (int)cudaErrorInvalidValue;
+    if (ss > (size_t)SD_SCORE_SMEM_MAX || sd_lse_bytes(p) > (size_t)SD_LSE_SMEM_MAX ||
+        sd_append_smem(d) > (size_t)SD_APPEND_SMEM_MAX)
+        return (int)cudaErrorInvalidValue;
     switch (d->hd) {
     case 16: sd_attrs<16>(), sf_plan<16>(p, d); break;
     case 32: sd_attrs<32>(), sf_plan<32>(p, d); break;
@@ -1107,10 +1260,21 @@ extern "C" int cu_sdec_plan_make(cu_sdec_plan *p, const cu_infllm_dims *d, int64
     return LAUNCH_CHECK();
 }
 
-/* PDL trigger at the top of k_sdec_attn (decode_knobs.h; -1: not read yet) */
-static int sd_trig0 = -1;
+/* PDL triggers at the top of k_sdec_attn and of k_sdec_lse (decode_knobs.h; -1: not read yet) */
+static int sd_trig0 = -1, sd_lse_trig0 = -1;
 
-extern "C" void cu_sdec_trig_early(int on) { sd_trig0 = on ? 1 : 0; }
+/* the attention kernel's trigger: 1 at its top (SALA_DEC_TRIG & 2), else after its tile (0) or after its CTA's
+ * record (2, SALA_SDEC_ATRIG=2) */
+static int sd_attn_trig_late(void) {
+    const char *e = getenv("SALA_SDEC_ATRIG");
+    return e && *e == '2' ? 2 : 0;
+}
+static int sd_attn_trig(void) {
+    if (sd_trig0 < 0) sd_trig0 = (cu_dec_trig_mask() >> 1) & 1 ? 1 : sd_attn_trig_late();
+    return sd_trig0;
+}
+extern "C" void cu_sdec_trig_early(int on) { sd_trig0 = on ? 1 : sd_attn_trig_late(); }
+extern "C" void cu_sdec_lse_trig_early(int on) { sd_lse_trig0 = on ? 1 : 0; }
 
 template <int HD>
 static int sd_step(cudaStream_t st, float *o, const float *q, const float *k, const float *v, bf16 *K, bf16 *V, bf16 *C1,
@@ -1120,6 +1284,8 @@ static int sd_step(cudaStream_t st, float *o, const float *q, const float *k, co
     float *lse = (float *)(work + L.lse);
     int32_t *blocks = (int32_t *)(work + L.blocks), *nsel = (int32_t *)(work + L.nsel);
     const int kvrow = d->nkv * HD;
+    static int prof = -1; /* SALA_SDEC_PROF=1: the kernels' stamps (cu_sdec_stamps, cu_sdec_stamps4) */
+    if (prof < 0) prof = getenv("SALA_SDEC_PROF") && *getenv("SALA_SDEC_PROF") == '1';
     int e = 0;
     if (parts == 15 && p->grid > 0) { /* the whole step: the fused kernel */
         sf_args a;
@@ -1131,30 +1297,29 @@ static int sd_step(cudaStream_t st, float *o, const float *q, const float *k, co
         a.nkv = d->nkv, a.l1 = d->l1, a.s1 = d->s1, a.l2 = d->l2, a.s2 = d->s2, a.init_blocks = d->init_blocks;
         a.local_blocks = d->local_blocks, a.budget = d->budget, a.half = p->half, a.nunits = p->ctas_score;
         a.kpu = p->kpu, a.ds = p->ds, a.scale = d->scale;
-        static int prof = -1;
-        if (prof < 0) prof = getenv("SALA_SDEC_PROF") && *getenv("SALA_SDEC_PROF") == '1';
         a.prof = prof;
         e = pdl_launch(PDL_CHAIN, k_sdec_fused<HD>, dim3(p->grid), dim3(SF_T), (size_t)p->fused_smem, st, a);
         return e ? e : LAUNCH_CHECK();
     }
     parts &= 15;
     if (parts & 1)
-        e = pdl_launch(PDL_CHAIN, k_sdec_append, dim3((kvrow + 127) / 128), dim3(kvrow < 128 ? kvrow : 128), 0, st, K, V, C1, C2,
-                       k, v, dpos, kvrow, d->l1, d->s1, d->l2, d->s2);
+        e = pdl_launch(PDL_CHAIN, k_sdec_append, dim3((kvrow + 127) / 128), dim3(kvrow < 128 ? kvrow : 128), sd_append_smem(d), st, K, V, C1, C2,
+                       k, v, dpos, kvrow, d->l1, d->s1, d->l2, d->s2, prof);
     if (!e && (parts & 2))
         e = pdl_launch(PDL_CHAIN, k_sdec_lse<HD>, dim3(p->units2 / 4, d->nkv), dim3(128), sd_lse_bytes(p), st,
                        (float *)(work + L.lse_part), lse,
-                       cnt, q, (const bf16 *)C2, dpos, d->nkv, d->l2, d->s2, d->scale, p->tpu2, p->units2);
+                       cnt, q, (const bf16 *)C2, dpos, d->nkv, d->l2, d->s2, d->scale, p->tpu2, p->units2,
+                       sd_lse_trig0 < 0 ? (sd_lse_trig0 = (cu_dec_trig_mask() >> 2) & 1) : sd_lse_trig0, prof);
     if (!e && (parts & 4))
         e = pdl_launch(PDL_CHAIN, k_sdec_score<HD>, dim3(p->ctas_score, d->nkv), dim3(512), sd_score_smem(d, p), st, blocks, nsel,
                        (uint32_t *)(work + L.cand_key), (int32_t *)(work + L.cand_blk), (int *)(work + L.cand_n),
                        cnt + d->nkv, q, (const float *)lse, (const bf16 *)C1, dpos, d->nkv, d->l1, d->s1, d->scale,
-                       d->init_blocks, d->local_blocks, d->budget);
+                       d->init_blocks, d->local_blocks, d->budget, prof);
     if (!e && (parts & 8))
         e = pdl_launch(PDL_CHAIN, k_sdec_attn<HD>, dim3(p->ctas_attn, d->nkv), dim3(SD_AW * 32), sd_attn_smem(HD, SD_AW), st, o,
                        (float *)(work + L.attn_part), cnt + 2 * d->nkv, q, (const bf16 *)K, (const bf16 *)V,
                        (const int32_t *)blocks, (const int32_t *)nsel, dpos, d->nkv, d->budget, d->scale,
-                       sd_trig0 < 0 ? (sd_trig0 = (cu_dec_trig_mask() >> 1) & 1) : sd_trig0);
+                       sd_attn_trig(), prof);
     return e ? e : LAUNCH_CHECK();
 }
 
@@ -1187,6 +1352,12 @@ extern "C" int cu_sdec_step(void *stream, float *o, const float *q, const float 
  * tests/test_cuda_decbench.c, declared there) */
 extern "C" int cu_sdec_stamps(unsigned long long t[8]) {
     return (int)cudaMemcpyFromSymbol(t, sf_stamps, 8 * sizeof(unsigned long long));
+}
+
+/* the four kernels' stamps of their last launches with SALA_SDEC_PROF=1 (16 values, ns; the indices are the
+ * sd_stamp calls': append 0-1, LSE 2-4, stage 1 + top-k 5-10, attention 11-15) */
+extern "C" int cu_sdec_stamps4(unsigned long long t[16]) {
+    return (int)cudaMemcpyFromSymbol(t, sd_stamps4, 16 * sizeof(unsigned long long));
 }
 
 extern "C" int cu_sdec_blocks(const cu_infllm_dims *d, const cu_sdec_plan *p, const void *work, const int32_t **blocks,
