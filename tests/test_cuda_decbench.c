@@ -33,7 +33,7 @@ int cu_sdec_step_parts(void *stream, float *o, const float *q, const float *k, c
                        void *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p, void *work,
                        int parts);
 int cu_sdec_stamps(unsigned long long t[8]);
-int cu_sdec_stamps4(unsigned long long t[16]);
+int cu_sdec_stamps4(unsigned long long t[24]);
 
 #define H 4096
 #define I 16384
@@ -366,9 +366,9 @@ int main(void) {
                        (ts[4] - ts[3]) / 1e3, (ts[5] - ts[4]) / 1e3, (ts[6] - ts[5]) / 1e3, (ts[7] - ts[6]) / 1e3);
         }
         printf("chain N=%-8lld alone (L2 warm): append %.1f  lse %.1f  score+topk %.1f  attn %.1f  | four kernels %.1f us"
-               "  | fused %.1f us  [ctas lse %d score %d attn %d; fused grid %d]\n",
+               "  | fused %.1f us  [ctas lse %d score %d attn %d (clustered: %d warps a CTA); fused grid %d]\n",
                (long long)ctxs[c], tp[0], tp[1], tp[2], tp[3], tp[4], tp[5], m.plan.units2 / 4, m.plan.ctas_score,
-               m.plan.ctas_attn, m.plan.grid);
+               m.plan.ctas_attn, m.plan.attn_cl, m.plan.grid);
         /* the chain as four kernels and fused (cfg[k][2]: chain_parts 31 / 15), and the early PDL trigger
          * (decode_knobs.h) of the Lightning kernel and of the four-kernel chain's attention kernel */
         static const int cfg[4][3] = {{1, 0, 31}, {1, 1, 31}, {0, 0, 15}, {1, 0, 15}};
@@ -388,11 +388,11 @@ int main(void) {
             if (getenv("SALA_SDEC_PROF") && cfg[k][2] == 31) { /* the last layer's four kernels, last replay */
                 m.with_mix = 1;
                 time_graph(enq_step, &m, 1);
-                unsigned long long u[16];
+                unsigned long long u[24];
                 if (!cu_sdec_stamps4(u)) {
                     printf("  stamps (us from the append's wait):");
-                    for (int i = 1; i < 16; i++) printf(" %d:%.2f", i, ((double)u[i] - (double)u[0]) / 1e3);
-                    printf("\n");
+                    for (int i = 1; i < 21; i++) printf(" %d:%.2f", i, ((double)u[i] - (double)u[0]) / 1e3);
+                    printf("  | select n %llu, survivors %llu, path %llu\n", u[21], u[22], u[23]);
                 }
             }
             if (c != 1) {

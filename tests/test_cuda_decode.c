@@ -238,7 +238,9 @@ static int set_diff(const int32_t *a, int na, const int32_t *b, int nb) {
     return d;
 }
 
-/* 1: the four kernels of the chain (plan.grid = 0), 0: the fused kernel, which an H100 must be planned */
+/* 1: the four kernels of the chain (plan.grid = 0) with the clustered attention kernel where the plan has one
+ * (opt-in, SALA_SDEC_CLUSTER=1, set here; sm_90+), 2: the four kernels with k_sdec_attn (plan.attn_cl = 0), 0: the
+ * fused kernel, which an H100 must be planned */
 static int sdec_four;
 
 /* steps at positions P and P + 1 (rows P, P + 1 appended by the chain) in a session of n_ctx tokens */
@@ -257,6 +259,7 @@ static void sdec_case(const sel_cfg *c, int64_t P, int64_t n_ctx) {
     if (e) return;
     if (sdec_four) plan.grid = 0;
     else CHECK(plan.grid > 0, "%s: no fused plan (the GPU cannot hold one CTA per SM)", c->name);
+    if (sdec_four == 2) plan.attn_cl = 0;
     const int64_t kvrow = (int64_t)d.nkv * d.hd, qd = (int64_t)d.nh * d.hd, rows = P + 2, kn = rows * kvrow;
     float *K = malloc(sizeof(float) * (size_t)kn), *V = malloc(sizeof(float) * (size_t)kn);
     void *dK, *dV;
@@ -297,7 +300,7 @@ static void sdec_case(const sel_cfg *c, int64_t P, int64_t n_ctx) {
         CHECK(e == 0, "cu_sdec_step: %s", cu_error_str(e));
         char what[160];
         snprintf(what, sizeof what, "%s decode pos %lld (n_ctx %lld, %s)", c->name, (long long)pos, (long long)n_ctx,
-                 plan.grid ? "fused" : "four kernels");
+                 plan.grid ? "fused" : plan.attn_cl ? "four kernels, clustered attention" : "four kernels");
         /* caches: the appended row and every compressed key so far */
         uint16_t *raw = malloc(2 * (size_t)((n1 + 1) * kvrow));
         float *g = malloc(sizeof(float) * (size_t)((n1 + 1) * kvrow));
@@ -371,10 +374,16 @@ static void sparse_decode_cases(void) {
 }
 
 static void test_sparse_decode(void) { /* the four kernels, then the fused one (opt-in, SALA_SDEC_FUSED=1) */
-    const char *was = getenv("SALA_SDEC_FUSED");
-    char keep[8] = "";
+    const char *was = getenv("SALA_SDEC_FUSED"), *wcl = getenv("SALA_SDEC_CLUSTER");
+    char keep[8] = "", keepcl[8] = "";
     if (was) snprintf(keep, sizeof keep, "%s", was);
+    if (wcl) snprintf(keepcl, sizeof keepcl, "%s", wcl);
+    setenv("SALA_SDEC_CLUSTER", "1", 1);
     sdec_four = 1;
+    sparse_decode_cases();
+    if (wcl) setenv("SALA_SDEC_CLUSTER", keepcl, 1);
+    else unsetenv("SALA_SDEC_CLUSTER");
+    sdec_four = 2;
     sparse_decode_cases();
     setenv("SALA_SDEC_FUSED", "1", 1);
     sdec_four = 0;

@@ -209,6 +209,8 @@ typedef struct {
     int grid, half;        /* the fused kernel (opt-in): CTAs (0: the four kernels), CTAs per group */
     int kpu, ds;           /* fused: level-2 keys per LSE warp, dims parts of the output merge */
     int64_t fused_smem;    /* fused: dynamic shared memory */
+    int attn_cl;           /* warps per CTA of the clustered attention kernel (sm_90+: a cluster of 16 CTAs per
+                              group merging through distributed shared memory), 0: k_sdec_attn */
     int64_t work_bytes;
 } cu_sdec_plan;
 int cu_sdec_plan_make(cu_sdec_plan *p, const cu_infllm_dims *d, int64_t n_ctx);

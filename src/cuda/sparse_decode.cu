@@ -11,8 +11,8 @@
  *            rows copied into shared memory before the wait).
  *   lse      LSE_h over the level-2 keys: one warp per key range, q as mma A fragments, keys straight from
  *            global memory into B fragments (the head dimension is permuted identically in both operands,
- *            so each lane loads 16 contiguous bytes of a key); (m, l) records merged by the last CTA. All
- *            but the newest key's 32-key step before the wait.
+ *            so each lane loads 16 contiguous bytes of a key); one (m, l) record per CTA, which every stage-1
+ *            CTA merges itself (no last-CTA step). All but the newest key's 32-key step before the wait.
  *   score    stage-1 scores Σ_h exp(s·q_h·C1[j] − LSE_h), max-pooled into block scores [4b−1, 4b+3] (the
  *            dot products before the wait, held in shared memory until the LSE is there); each
  *            CTA keeps its top `budget` blocks (rank by key, ties to the lower block), the last CTA of the
@@ -32,6 +32,8 @@
 #include "cuda/decode_knobs.h"
 #include "cuda/mma_core.cuh"
 #include "cuda/pdl.cuh"
+
+#include <cooperative_groups.h>
 
 #define SD_G 16        /* heads per group */
 #define SD_BPC 256     /* blocks per score CTA (16 warps × one 64-key tile = 16 blocks each) */
@@ -118,13 +120,45 @@ static __device__ __forceinline__ uint64_t sd_comp(uint32_t key, int32_t blk) {
 
 /* SALA_SDEC_PROF=1: the four kernels' global-timer stamps (ns) of their last launch, one thread's view each
  * (cu_sdec_stamps4, for tests/test_cuda_decbench.c) */
-__device__ unsigned long long sd_stamps4[16];
+__device__ unsigned long long sd_stamps4[24];
 static __device__ __forceinline__ void sd_stamp(bool on, int i) {
     if (on) {
         unsigned long long t;
         asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
         sd_stamps4[i] = t;
     }
+}
+
+#define SF_RMAX 8 /* records a lane holds in sf_merge_ml: at most 32·SF_RMAX records */
+
+/* (M, L) over n records (m at rec[r·stride], l at rec[r·stride + 1], log2 units; l = 0: empty): one warp, every
+ * lane gets both; f (if not NULL) gets each record's weight in the merged result, exp2(m − M) / L (0 if empty) */
+static __device__ __forceinline__ void sf_merge_ml(const float *rec, int n, int stride, float *M_, float *L_, float *f) {
+    const int lane = threadIdx.x & 31;
+    float mm[SF_RMAX], ll[SF_RMAX];
+#pragma unroll
+    for (int i = 0; i < SF_RMAX; i++) {
+        const int r = lane + 32 * i;
+        mm[i] = r < n ? __ldcg(rec + (int64_t)r * stride) : -INFINITY;
+        ll[i] = r < n ? __ldcg(rec + (int64_t)r * stride + 1) : 0.f;
+    }
+    float M = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < SF_RMAX; i++)
+        if (ll[i] > 0.f) M = fmaxf(M, mm[i]);
+    M = warp_max(M);
+    float L = 0.f;
+#pragma unroll
+    for (int i = 0; i < SF_RMAX; i++)
+        if (ll[i] > 0.f) L += ll[i] * exp2f(mm[i] - M);
+    L = warp_sum(L);
+    *M_ = M, *L_ = L;
+    if (f)
+#pragma unroll
+        for (int i = 0; i < SF_RMAX; i++) {
+            const int r = lane + 32 * i;
+            if (r < n) f[r] = ll[i] > 0.f && L > 0.f ? exp2f(mm[i] - M) / L : 0.f;
+        }
 }
 
 /* ---- 1. append + compress ---- */
@@ -259,7 +293,7 @@ static __device__ __forceinline__ void sd_lse_range(const uint32_t qf[HD / 16][4
  * starts (k_sdec_append triggers after its own wait). With trig0 the kernel lets k_sdec_score start at once, so
  * that the level-1 keys stream while the append and this kernel run. */
 template <int HD>
-__global__ void __launch_bounds__(128) k_sdec_lse(float *part, float *lse, int *counter, const float *q, const bf16 *C2,
+__global__ void __launch_bounds__(128, 4) k_sdec_lse(float *part, const float *q, const bf16 *C2,
                                                   const int64_t *dpos, int nkv, int l2, int s2, float scale, int tpu,
                                                   int units, int trig0, int prof) {
     const int grp = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -278,51 +312,29 @@ __global__ void __launch_bounds__(128) k_sdec_lse(float *part, float *lse, int *
         sd_q_frags<HD>(q + (int64_t)grp * SD_G * HD, qf);
         sd_lse_range<HD>(qf, C2, grp, nkv, k0, split, scale, m, l);
     }
+    sd_stamp(st0, 16);
     pdl_wait();
     if (!trig0) pdl_trigger();
     sd_stamp(st0, 3);
     if (u < units && split < k1) sd_lse_range<HD>(qf, C2, grp, nkv, split, k1, scale, m, l);
-    if (u < units && t == 0) {
-        float *rec = part + ((int64_t)grp * units + u) * SD_G * 2;
-        rec[2 * g] = m[0], rec[2 * g + 1] = l[0];
-        rec[2 * (g + 8)] = m[1], rec[2 * (g + 8) + 1] = l[1];
-    }
-    if (!sd_last_cta(counter + grp)) return;
-    /* merge: the records into shared memory (all loads in flight at once), then 8 threads per head, records
-     * u ≡ sub (mod 8), then across the 8 */
-    extern __shared__ float4 sd_lse_smem[]; /* [units][16] (m, l) */
-    const float4 *rec4 = (const float4 *)(part + (int64_t)grp * units * SD_G * 2);
-    for (int i0 = 0; i0 < units * SD_G / 2; i0 += 128 * 8) {
-        float4 t4[8];
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const int i = i0 + threadIdx.x + 128 * j;
-            if (i < units * SD_G / 2) t4[j] = __ldcg(rec4 + i);
-        }
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const int i = i0 + threadIdx.x + 128 * j;
-            if (i < units * SD_G / 2) sd_lse_smem[i] = t4[j];
-        }
+    /* the CTA's record: its 4 warps' (m, l) merged per head (the warps in order) */
+    __shared__ float s_ml[4][SD_G][2];
+    if (t == 0) {
+        s_ml[warp][g][0] = m[0], s_ml[warp][g][1] = l[0];
+        s_ml[warp][g + 8][0] = m[1], s_ml[warp][g + 8][1] = l[1];
     }
     __syncthreads();
-    const float *rec = (const float *)sd_lse_smem;
-    const int hh = threadIdx.x >> 3, sub = threadIdx.x & 7;
-    float M = -INFINITY;
-    for (int x = sub; x < units; x += 8) {
-        float mm = rec[(x * SD_G + hh) * 2], ll = rec[(x * SD_G + hh) * 2 + 1];
-        if (ll > 0.f) M = fmaxf(M, mm);
+    if (threadIdx.x < SD_G) {
+        const int h = threadIdx.x;
+        float M = -INFINITY, L = 0.f;
+        for (int w = 0; w < 4; w++)
+            if (blockIdx.x * 4 + w < units && s_ml[w][h][1] > 0.f) M = fmaxf(M, s_ml[w][h][0]);
+        for (int w = 0; w < 4; w++)
+            if (blockIdx.x * 4 + w < units && s_ml[w][h][1] > 0.f) L += s_ml[w][h][1] * exp2f(s_ml[w][h][0] - M);
+        float *rec = part + (((int64_t)grp * gridDim.x + blockIdx.x) * SD_G + h) * 2;
+        rec[0] = M, rec[1] = L;
     }
-    for (int o = 1; o < 8; o <<= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
-    float L = 0.f;
-    for (int x = sub; x < units; x += 8) {
-        float mm = rec[(x * SD_G + hh) * 2], ll = rec[(x * SD_G + hh) * 2 + 1];
-        if (ll > 0.f) L += ll * exp2f(mm - M);
-    }
-    for (int o = 1; o < 8; o <<= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
-    if (sub == 0) lse[grp * SD_G + hh] = L > 0.f ? (M + log2f(L)) * LN2_F : -INFINITY;
-    if (threadIdx.x == 0) counter[grp] = 0;
-    sd_stamp(prof && grp == 0 && threadIdx.x == 0, 4);
+    sd_stamp(st0, 17);
 }
 
 /* ---- 3. stage-1 scores, pooling, top-k ---- */
@@ -413,6 +425,7 @@ static __device__ void sd_unit_finish(uint32_t *cand_key, int32_t *cand_blk, int
     int rank = 0;
     if ((int)threadIdx.x < nvalid) {
         mykey = bkey[threadIdx.x];
+#pragma unroll 8 /* independent shared-memory loads in flight: these loops are latency-bound */
         for (int j = 0; j < nvalid; j++) {
             const uint32_t kj = bkey[j];
             rank += kj > mykey || (kj == mykey && j < (int)threadIdx.x);
@@ -446,7 +459,8 @@ static __device__ void sd_score_unit(uint32_t *cand_key, int32_t *cand_blk, int 
 /* The top `budget` of group grp's candidates (the ncta lists of sd_score_unit) in ascending block order into out
  * (global or shared memory); returns their number (every thread). 512 threads, smem: sd_select_smem bytes. */
 static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const int32_t *cand_blk, const int *cand_n,
-                                int grp, int ncta, int budget, void *smem) {
+                                int grp, int ncta, int budget, void *smem, bool st = false) {
+    st = st && threadIdx.x == 0; /* SALA_SDEC_PROF: stamps 18-20, the counts n, nv and the path in 21-23 */
     __shared__ int hist[256], sel_digit, sel_k, s_ns, s_nv;
     __shared__ uint64_t s_thr;
     const int lane = threadIdx.x & 31;
@@ -454,6 +468,20 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
     const int cap = ncta * budget;
     int32_t *sblk = (int32_t *)(skey + cap);
     int *soff = (int *)(sblk + cap); /* [ncta + 1] */
+    /* every list slot's candidate (16 a thread in flight) is loaded in the same round as the lists' counts: only
+     * the slots below their list's count are kept */
+    constexpr int PER = 16;
+    const int64_t gbase = (int64_t)grp * ncta * budget;
+    uint32_t kk[PER];
+    int32_t bb[PER];
+    auto issue = [&](int e0) {
+#pragma unroll
+        for (int j = 0; j < PER; j++) {
+            const int e = e0 + (int)threadIdx.x + 512 * j;
+            if (e < ncta * budget) kk[j] = __ldcg(cand_key + gbase + e), bb[j] = __ldcg(cand_blk + gbase + e);
+        }
+    };
+    issue(0);
     if (threadIdx.x < 32) { /* offsets of the CTAs' lists */
         int base = 0;
         for (int c0 = 0; c0 < ncta; c0 += 32) {
@@ -477,33 +505,25 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
     uint64_t *sS = (uint64_t *)(((uintptr_t)(soff + ncta + 1) + 7) & ~(uintptr_t)7); /* [budget + 2·ncta] */
     uint64_t *sv = sS + budget + 2 * ncta;                                           /* [SD_SURV] */
     int32_t *sslot = (int32_t *)(sv + SD_SURV);                                        /* [budget] */
-    for (int e0 = 0; e0 < ncta * budget; e0 += 512 * 16) { /* 16 candidates a thread in flight */
-        uint32_t kk[16];
-        int32_t bb[16];
-        int dst[16];
+    for (int e0 = 0;;) {
 #pragma unroll
-        for (int j = 0; j < 16; j++) {
+        for (int j = 0; j < PER; j++) {
             const int e = e0 + (int)threadIdx.x + 512 * j;
-            dst[j] = -1;
-            if (e < ncta * budget) {
-                const int c = e / budget, i = e % budget;
-                if (i < soff[c + 1] - soff[c]) {
-                    const int64_t src = ((int64_t)grp * ncta + c) * budget + i;
-                    dst[j] = soff[c] + i;
-                    kk[j] = __ldcg(cand_key + src);
-                    bb[j] = __ldcg(cand_blk + src);
-                }
-            }
+            if (e >= ncta * budget) continue;
+            const int c = e / budget, i = e % budget;
+            if (i >= soff[c + 1] - soff[c]) continue;
+            const int dst = soff[c] + i;
+            const int32_t b = bb[j] & 0xffffff;
+            skey[dst] = kk[j], sblk[dst] = b;
+            if ((int)((uint32_t)bb[j] >> 24) < m) sS[atomicAdd(&s_ns, 1)] = sd_comp(kk[j], b);
         }
-#pragma unroll
-        for (int j = 0; j < 16; j++)
-            if (dst[j] >= 0) {
-                const int32_t b = bb[j] & 0xffffff;
-                skey[dst[j]] = kk[j], sblk[dst[j]] = b;
-                if ((int)((uint32_t)bb[j] >> 24) < m) sS[atomicAdd(&s_ns, 1)] = sd_comp(kk[j], b);
-            }
+        e0 += 512 * PER;
+        if (e0 >= ncta * budget) break;
+        issue(e0);
     }
     __syncthreads();
+    sd_stamp(st, 18);
+    if (st) sd_stamps4[21] = (unsigned long long)n, sd_stamps4[23] = 0;
     if (n <= budget) { /* every candidate is chosen (they are the blocks 0..qb, or exactly `budget`) */
         for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = sblk[i];
         return n;
@@ -520,10 +540,12 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
             for (int i = threadIdx.x; i < ns; i += blockDim.x) {
                 const uint64_t c = sS[i];
                 int r = 0;
+#pragma unroll 8
                 for (int j = 0; j < ns; j++) r += sS[j] > c;
                 if (r == budget - 1) s_thr = c;
             }
         __syncthreads();
+        sd_stamp(st, 19);
         const uint64_t thr = s_thr;
         for (int i = threadIdx.x; i < n; i += blockDim.x) {
             const uint64_t c = sd_comp(skey[i], sblk[i]);
@@ -534,10 +556,13 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
         }
         __syncthreads();
         const int nv = s_nv;
+        sd_stamp(st, 20);
+        if (st) sd_stamps4[22] = (unsigned long long)nv, sd_stamps4[23] = nv <= SD_SURV ? 1 : 2;
         if (nv <= SD_SURV) { /* nv ≥ budget: the top `budget` of sS (or all n) are among them */
             for (int i = threadIdx.x; i < nv; i += blockDim.x) {
                 const uint64_t c = sv[i];
                 int r = 0;
+#pragma unroll 8
                 for (int j = 0; j < nv; j++) r += sv[j] > c;
                 if (r < budget) sslot[r] = (int32_t)(0xffffffu - (uint32_t)c);
             }
@@ -545,6 +570,7 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
             for (int i = threadIdx.x; i < budget; i += blockDim.x) { /* ascending block order */
                 const int32_t b = sslot[i];
                 int pos = 0;
+#pragma unroll 8
                 for (int j = 0; j < budget; j++) pos += sslot[j] < b;
                 out[pos] = b;
             }
@@ -630,8 +656,8 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
 template <int HD>
 __global__ void __maxnreg__(96)
     k_sdec_score(int32_t *blocks, int32_t *nsel, uint32_t *cand_key, int32_t *cand_blk, int *cand_n, int *counter,
-                 const float *q, const float *lse, const bf16 *C1, const int64_t *dpos, int nkv, int l1, int s1,
-                 float scale, int init_blocks, int local_blocks, int budget, int prof) {
+                 const float *q, const float *lse_part, int nrec, const bf16 *C1, const int64_t *dpos, int nkv, int l1,
+                 int s1, float scale, int init_blocks, int local_blocks, int budget, int prof) {
     extern __shared__ uint4 sd_smem[]; /* the dot products [16][SD_SW], then (last CTA) sd_select's */
     float *S = (float *)sd_smem;
     const int grp = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
@@ -646,15 +672,24 @@ __global__ void __maxnreg__(96)
     pdl_trigger();
     sd_stamp(st0, 7);
     if (live) sd_unit_dots<HD>(S + warp * SD_SW, q, C1, key0, n1, n1_old, n1, 1, grp, nkv);
-    __syncwarp();
-    const float L0 = __ldcg(lse + grp * SD_G + g) * LOG2E_F, L1 = __ldcg(lse + grp * SD_G + g + 8) * LOG2E_F;
+    /* the LSE of head `warp`: the LSE kernel's nrec records of the group merged (every CTA alike) */
+    __shared__ float s_lse[SD_G];
+    {
+        float M, L;
+        sf_merge_ml(lse_part + ((int64_t)grp * nrec * SD_G + warp) * 2, nrec, SD_G * 2, &M, &L, NULL);
+        const float lse = L > 0.f ? (M + log2f(L)) * LN2_F : -INFINITY;
+        if ((threadIdx.x & 31) == 0) s_lse[warp] = lse * LOG2E_F;
+    }
+    __syncthreads();
+    const float L0 = s_lse[g], L1 = s_lse[g + 8];
     sd_unit_finish<HD>(cand_key, cand_blk, cand_n, S, L0, L1, pos, grp, blockIdx.x, gridDim.x, l1, s1, scale,
                        init_blocks, local_blocks, budget);
     sd_stamp(st0, 8);
     if (!sd_last_cta(counter + grp)) return;
     const bool stl = prof && grp == 0 && threadIdx.x == 0;
     sd_stamp(stl, 9);
-    const int n = sd_select(blocks + (int64_t)grp * budget, cand_key, cand_blk, cand_n, grp, gridDim.x, budget, sd_smem);
+    const int n = sd_select(blocks + (int64_t)grp * budget, cand_key, cand_blk, cand_n, grp, gridDim.x, budget, sd_smem,
+                            stl);
     if (threadIdx.x == 0) nsel[grp] = n, counter[grp] = 0;
     sd_stamp(stl, 10);
 }
@@ -901,6 +936,87 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
     sd_stamp(stl, 15);
 }
 
+/* The attention step as one cluster of SD_CL = 16 CTAs per group (sm_90+; k_sdec_attn elsewhere): CTA r's NW warps
+ * take chosen blocks r·NW + w, the CTA merges its warps' records into its shared memory (sd_cta_record), and after
+ * the cluster barrier CTA r merges head r over the 16 CTAs' records through distributed shared memory into o —
+ * no records in global memory, no last-CTA round trips. trig: as k_sdec_attn's (0 after the tile, 1 at the top,
+ * 2 after the CTA's record). */
+#define SD_CL 16
+template <int HD, int NW>
+__global__ void __launch_bounds__(NW * 32) k_sdec_attn_cl(float *o, const float *q, const bf16 *K, const bf16 *V,
+                                                          const int32_t *blocks, const int32_t *nsel,
+                                                          const int64_t *dpos, int nkv, int budget, float scale, int trig,
+                                                          int prof) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    namespace cgr = cooperative_groups;
+    constexpr int QP = mma_shape<HD>::QP, TILE = MMA_BK * QP, RP = HD + 4, NT = NW * 32;
+    extern __shared__ uint4 sd_smem[];
+    bf16 *Qs = (bf16 *)sd_smem, *Ks = Qs + SD_G * QP; /* [16][QP], then per warp: K tile, V tile */
+    float *crec = (float *)(Ks + NW * 2 * TILE);       /* [16][RP]: the CTA's record */
+    cgr::cluster_group cl = cgr::this_cluster();
+    const int grp = blockIdx.y, warp = threadIdx.x >> 5, rank = (int)cl.block_rank();
+    bf16 *myK = Ks + warp * 2 * TILE, *myV = myK + TILE;
+    if (trig == 1) pdl_trigger();
+    const int64_t pos = __ldcg(dpos);
+    /* q and the K/V rows are final once this kernel starts (stage 1 triggers after its wait) */
+    sd_q_smem<HD, NT>(Qs, q + (int64_t)grp * SD_G * HD);
+    pdl_wait();
+    const bool st0 = prof && rank == 0 && grp == 0 && threadIdx.x == 0;
+    sd_stamp(st0, 11);
+    const int u = rank * NW + warp;
+    const int ns = __ldcg(nsel + grp);
+    const int32_t bu = __ldcg(blocks + (int64_t)grp * budget + (u < budget ? u : budget - 1));
+    const int64_t kstride = (int64_t)nkv * HD;
+    int64_t k0 = 0;
+    if (u < ns) {
+        k0 = (int64_t)bu * MMA_BK;
+        sd_async_rows<HD>(myK, K + (int64_t)grp * HD, kstride, k0, pos + 1);
+        cp_async_commit();
+        sd_async_rows<HD>(myV, V + (int64_t)grp * HD, kstride, k0, pos + 1);
+        cp_async_commit();
+    }
+    __syncthreads(); /* Qs */
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, O[HD / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < HD / 8; dt++) O[dt][0] = O[dt][1] = O[dt][2] = O[dt][3] = 0.f;
+    if (u < ns) sd_attn_tile<HD>(Qs, myK, myV, k0, pos, scale, m, l, O);
+    if (trig == 0) pdl_trigger();
+    sd_stamp(st0, 12);
+    __syncwarp();
+    sd_attn_record<HD>((float *)myK, m, l, O);
+    __syncthreads();
+    sd_cta_record<HD, NW, NT>(crec, Ks);
+    if (trig == 2) pdl_trigger();
+    sd_stamp(st0, 13);
+    cl.sync();
+    sd_stamp(st0, 14);
+    /* head `rank` of the group: (M, L) over the CTAs' records, then each dim summed over them in order */
+    __shared__ float s_f[SD_CL];
+    if (threadIdx.x < SD_CL) {
+        const float *r = cl.map_shared_rank(crec, (int)threadIdx.x) + rank * RP;
+        float mm = r[0], ll = r[1];
+        float M = ll > 0.f ? mm : -INFINITY;
+        for (int x = 1; x < SD_CL; x <<= 1) M = fmaxf(M, __shfl_xor_sync(0xffffu, M, x));
+        float w = ll > 0.f ? ll * exp2f(mm - M) : 0.f, L = w;
+        for (int x = 1; x < SD_CL; x <<= 1) L += __shfl_xor_sync(0xffffu, L, x);
+        s_f[threadIdx.x] = ll > 0.f && L > 0.f ? exp2f(mm - M) / L : 0.f;
+    }
+    __syncthreads();
+    for (int dd = threadIdx.x; dd < HD; dd += NT) {
+        float a[SD_CL];
+#pragma unroll
+        for (int c = 0; c < SD_CL; c++) a[c] = s_f[c] != 0.f ? cl.map_shared_rank(crec, c)[rank * RP + 4 + dd] : 0.f;
+        float acc = 0.f;
+#pragma unroll
+        for (int c = 0; c < SD_CL; c++)
+            if (s_f[c] != 0.f) acc += s_f[c] * a[c];
+        o[(int64_t)(grp * SD_G + rank) * HD + dd] = acc;
+    }
+    cl.sync(); /* every CTA's record stays until all have read it */
+    sd_stamp(st0, 15);
+#endif
+}
+
 /* ---- the fused chain: one kernel, one CTA per SM, the steps separated by grid barriers ----
  * Each of the four kernels above costs a launch, a wait for its predecessor and a last-CTA merge. k_sdec_fused
  * runs the same steps in one grid of P = nkv·half CTAs (CTAs [grp·half, +half)
@@ -923,7 +1039,6 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
  * last barrier and o 5.5 — those steps themselves are what to make faster, in either form. */
 #define SF_T 512 /* threads of a fused CTA (sd_score_unit's 16 warps) */
 #define SF_AW 2  /* attention warps per CTA */
-#define SF_RMAX 8 /* records a lane holds in the merges: half ≤ 32·SF_RMAX */
 
 struct sf_args {
     float *o;
@@ -965,36 +1080,6 @@ static __device__ __forceinline__ void sf_grid_sync(unsigned long long *bar) {
         __threadfence();
     }
     __syncthreads();
-}
-
-/* (M, L) over n records (m at rec[r·stride], l at rec[r·stride + 1], log2 units; l = 0: empty): one warp, every
- * lane gets both; f (if not NULL) gets each record's weight in the merged result, exp2(m − M) / L (0 if empty) */
-static __device__ __forceinline__ void sf_merge_ml(const float *rec, int n, int stride, float *M_, float *L_, float *f) {
-    const int lane = threadIdx.x & 31;
-    float mm[SF_RMAX], ll[SF_RMAX];
-#pragma unroll
-    for (int i = 0; i < SF_RMAX; i++) {
-        const int r = lane + 32 * i;
-        mm[i] = r < n ? __ldcg(rec + (int64_t)r * stride) : -INFINITY;
-        ll[i] = r < n ? __ldcg(rec + (int64_t)r * stride + 1) : 0.f;
-    }
-    float M = -INFINITY;
-#pragma unroll
-    for (int i = 0; i < SF_RMAX; i++)
-        if (ll[i] > 0.f) M = fmaxf(M, mm[i]);
-    M = warp_max(M);
-    float L = 0.f;
-#pragma unroll
-    for (int i = 0; i < SF_RMAX; i++)
-        if (ll[i] > 0.f) L += ll[i] * exp2f(mm[i] - M);
-    L = warp_sum(L);
-    *M_ = M, *L_ = L;
-    if (f)
-#pragma unroll
-        for (int i = 0; i < SF_RMAX; i++) {
-            const int r = lane + 32 * i;
-            if (r < n) f[r] = ll[i] > 0.f && L > 0.f ? exp2f(mm[i] - M) / L : 0.f;
-        }
 }
 
 template <int HD>
@@ -1148,7 +1233,7 @@ __global__ void __launch_bounds__(SF_T, 1) k_sdec_fused(sf_args a) {
 
 /* work area layout (byte offsets, 256-aligned) */
 typedef struct {
-    int64_t counters, bar, lse_part, lse, cand_key, cand_blk, cand_n, blocks, nsel, attn_part, total;
+    int64_t counters, bar, lse_part, cand_key, cand_blk, cand_n, blocks, nsel, attn_part, total;
 } sd_layout;
 
 static int64_t sd_max(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -1162,7 +1247,6 @@ static sd_layout sd_lay(const cu_infllm_dims *d, const cu_sdec_plan *p) {
     L.bar = o, o = sd_al(o + 8);
     /* the four kernels' records, or the fused kernel's (one per CTA): room for either */
     L.lse_part = o, o = sd_al(o + 4 * sd_max((int64_t)d->nkv * p->units2, p->grid) * SD_G * 2);
-    L.lse = o, o = sd_al(o + 4 * (int64_t)d->nh);
     L.cand_key = o, o = sd_al(o + 4 * (int64_t)d->nkv * p->ctas_score * d->budget);
     L.cand_blk = o, o = sd_al(o + 4 * (int64_t)d->nkv * p->ctas_score * d->budget);
     L.cand_n = o, o = sd_al(o + 4 * (int64_t)d->nkv * p->ctas_score);
@@ -1182,7 +1266,6 @@ static size_t sd_score_smem(const cu_infllm_dims *d, const cu_sdec_plan *p) {
     const size_t dots = sizeof(float) * 16 * SD_SW, sel = sd_select_smem(d, p);
     return dots > sel ? dots : sel;
 }
-static size_t sd_lse_bytes(const cu_sdec_plan *p) { return sizeof(float) * (size_t)p->units2 * SD_G * 2; }
 /* Qs and `warps` × (K tile, V tile) of the attention step */
 static size_t sd_attn_smem(int hd, int warps) { return sizeof(bf16) * (size_t)(hd + 8) * (SD_G + warps * 2 * MMA_BK); }
 static size_t sf_smem(const cu_infllm_dims *d, const cu_sdec_plan *p) {
@@ -1191,14 +1274,58 @@ static size_t sf_smem(const cu_infllm_dims *d, const cu_sdec_plan *p) {
 }
 
 /* the largest dynamic shared memory any plan asks for (the attribute is per kernel, plans per session) */
-#define SD_LSE_SMEM_MAX (512 * SD_G * 2 * 4)
 #define SD_SCORE_SMEM_MAX (200 << 10)
 #define SD_APPEND_SMEM_MAX (128 << 10)
 template <int HD> static void sd_attrs(void) {
     cudaFuncSetAttribute(k_sdec_append, cudaFuncAttributeMaxDynamicSharedMemorySize, SD_APPEND_SMEM_MAX);
-    cudaFuncSetAttribute(k_sdec_lse<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, SD_LSE_SMEM_MAX);
     cudaFuncSetAttribute(k_sdec_score<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, SD_SCORE_SMEM_MAX);
     cudaFuncSetAttribute(k_sdec_attn<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sd_attn_smem(HD, SD_AW));
+}
+
+/* the clustered attention kernel: its shared memory, its instance for NW warps, and the plan's choice (p->attn_cl:
+ * the fewest warps covering budget / SD_CL blocks a CTA, where a cluster of 16 such CTAs fits; opt-in,
+ * SALA_SDEC_CLUSTER=1) */
+static size_t sd_cl_smem(int hd, int nw) { return sd_attn_smem(hd, nw) + sizeof(float) * SD_G * (size_t)(hd + 4); }
+typedef void (*sd_cl_kern)(float *, const float *, const bf16 *, const bf16 *, const int32_t *, const int32_t *,
+                           const int64_t *, int, int, float, int, int);
+template <int HD> static sd_cl_kern sd_cl_pick(int nw) {
+    switch (nw) {
+    case 1: return k_sdec_attn_cl<HD, 1>;
+    case 2: return k_sdec_attn_cl<HD, 2>;
+    case 4: return k_sdec_attn_cl<HD, 4>;
+    case 6: return k_sdec_attn_cl<HD, 6>;
+    default: return NULL;
+    }
+}
+template <int HD> static void sd_cl_plan(cu_sdec_plan *p, const cu_infllm_dims *d) {
+    p->attn_cl = 0;
+    const char *e = getenv("SALA_SDEC_CLUSTER"); /* opt-in: measured slower in a step (docs/PERF.md round 7) */
+    if (!e || *e != '1') return;
+    int dev = 0, major = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    const int need = (d->budget + SD_CL - 1) / SD_CL;
+    const int nw = need <= 1 ? 1 : need <= 2 ? 2 : need <= 4 ? 4 : need <= 6 ? 6 : 0;
+    if (major < 9 || !nw) return;
+    const sd_cl_kern kern = sd_cl_pick<HD>(nw);
+    const size_t smem = sd_cl_smem(HD, nw);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(SD_CL, (unsigned)d->nkv);
+    cfg.blockDim = dim3((unsigned)nw * 32);
+    cfg.dynamicSmemBytes = smem;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = SD_CL, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    int ncl = 0;
+    if (cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess ||
+        cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveClusters(&ncl, kern, &cfg) != cudaSuccess || ncl < 1) {
+        cudaGetLastError();
+        return;
+    }
+    p->attn_cl = nw;
 }
 
 /* the fused kernel's grid for this plan (p->grid etc.), when every CTA can be resident at once; else p->grid = 0 */
@@ -1247,14 +1374,14 @@ extern "C" int cu_sdec_plan_make(cu_sdec_plan *p, const cu_infllm_dims *d, int64
     p->ctas_score = (int)((nblk + SD_BPC - 1) / SD_BPC);
     p->ctas_attn = (d->budget + SD_AW - 1) / SD_AW;
     size_t ss = sd_score_smem(d, p);
-    if (ss > (size_t)SD_SCORE_SMEM_MAX || sd_lse_bytes(p) > (size_t)SD_LSE_SMEM_MAX ||
+    if (ss > (size_t)SD_SCORE_SMEM_MAX ||
         sd_append_smem(d) > (size_t)SD_APPEND_SMEM_MAX)
         return (int)cudaErrorInvalidValue;
     switch (d->hd) {
-    case 16: sd_attrs<16>(), sf_plan<16>(p, d); break;
-    case 32: sd_attrs<32>(), sf_plan<32>(p, d); break;
-    case 64: sd_attrs<64>(), sf_plan<64>(p, d); break;
-    default: sd_attrs<128>(), sf_plan<128>(p, d); break;
+    case 16: sd_attrs<16>(), sf_plan<16>(p, d), sd_cl_plan<16>(p, d); break;
+    case 32: sd_attrs<32>(), sf_plan<32>(p, d), sd_cl_plan<32>(p, d); break;
+    case 64: sd_attrs<64>(), sf_plan<64>(p, d), sd_cl_plan<64>(p, d); break;
+    default: sd_attrs<128>(), sf_plan<128>(p, d), sd_cl_plan<128>(p, d); break;
     }
     p->work_bytes = sd_lay(d, p).total;
     return LAUNCH_CHECK();
@@ -1281,7 +1408,6 @@ static int sd_step(cudaStream_t st, float *o, const float *q, const float *k, co
                    bf16 *C2, const int64_t *dpos, const cu_infllm_dims *d, const cu_sdec_plan *p, char *work, int parts) {
     const sd_layout L = sd_lay(d, p);
     int *cnt = (int *)(work + L.counters);
-    float *lse = (float *)(work + L.lse);
     int32_t *blocks = (int32_t *)(work + L.blocks), *nsel = (int32_t *)(work + L.nsel);
     const int kvrow = d->nkv * HD;
     static int prof = -1; /* SALA_SDEC_PROF=1: the kernels' stamps (cu_sdec_stamps, cu_sdec_stamps4) */
@@ -1306,16 +1432,32 @@ static int sd_step(cudaStream_t st, float *o, const float *q, const float *k, co
         e = pdl_launch(PDL_CHAIN, k_sdec_append, dim3((kvrow + 127) / 128), dim3(kvrow < 128 ? kvrow : 128), sd_append_smem(d), st, K, V, C1, C2,
                        k, v, dpos, kvrow, d->l1, d->s1, d->l2, d->s2, prof);
     if (!e && (parts & 2))
-        e = pdl_launch(PDL_CHAIN, k_sdec_lse<HD>, dim3(p->units2 / 4, d->nkv), dim3(128), sd_lse_bytes(p), st,
-                       (float *)(work + L.lse_part), lse,
-                       cnt, q, (const bf16 *)C2, dpos, d->nkv, d->l2, d->s2, d->scale, p->tpu2, p->units2,
+        e = pdl_launch(PDL_CHAIN, k_sdec_lse<HD>, dim3(p->units2 / 4, d->nkv), dim3(128), 0, st,
+                       (float *)(work + L.lse_part), q, (const bf16 *)C2, dpos, d->nkv, d->l2, d->s2, d->scale, p->tpu2, p->units2,
                        sd_lse_trig0 < 0 ? (sd_lse_trig0 = (cu_dec_trig_mask() >> 2) & 1) : sd_lse_trig0, prof);
     if (!e && (parts & 4))
         e = pdl_launch(PDL_CHAIN, k_sdec_score<HD>, dim3(p->ctas_score, d->nkv), dim3(512), sd_score_smem(d, p), st, blocks, nsel,
                        (uint32_t *)(work + L.cand_key), (int32_t *)(work + L.cand_blk), (int *)(work + L.cand_n),
-                       cnt + d->nkv, q, (const float *)lse, (const bf16 *)C1, dpos, d->nkv, d->l1, d->s1, d->scale,
+                       cnt + d->nkv, q, (const float *)(work + L.lse_part), p->units2 / 4, (const bf16 *)C1, dpos,
+                       d->nkv, d->l1, d->s1, d->scale,
                        d->init_blocks, d->local_blocks, d->budget, prof);
-    if (!e && (parts & 8))
+    if (!e && (parts & 8) && p->attn_cl) {
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3(SD_CL, (unsigned)d->nkv);
+        cfg.blockDim = dim3((unsigned)p->attn_cl * 32);
+        cfg.dynamicSmemBytes = sd_cl_smem(HD, p->attn_cl);
+        cfg.stream = st;
+        cudaLaunchAttribute at[2];
+        at[0].id = cudaLaunchAttributeClusterDimension;
+        at[0].val.clusterDim.x = SD_CL, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+        at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[1].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = at;
+        cfg.numAttrs = (cu_pdl_on() & PDL_CHAIN) ? 2 : 1;
+        e = (int)cudaLaunchKernelEx(&cfg, sd_cl_pick<HD>(p->attn_cl), o, q, (const bf16 *)K, (const bf16 *)V,
+                                    (const int32_t *)blocks, (const int32_t *)nsel, dpos, d->nkv, d->budget, d->scale,
+                                    sd_attn_trig(), prof);
+    } else if (!e && (parts & 8))
         e = pdl_launch(PDL_CHAIN, k_sdec_attn<HD>, dim3(p->ctas_attn, d->nkv), dim3(SD_AW * 32), sd_attn_smem(HD, SD_AW), st, o,
                        (float *)(work + L.attn_part), cnt + 2 * d->nkv, q, (const bf16 *)K, (const bf16 *)V,
                        (const int32_t *)blocks, (const int32_t *)nsel, dpos, d->nkv, d->budget, d->scale,
@@ -1354,10 +1496,11 @@ extern "C" int cu_sdec_stamps(unsigned long long t[8]) {
     return (int)cudaMemcpyFromSymbol(t, sf_stamps, 8 * sizeof(unsigned long long));
 }
 
-/* the four kernels' stamps of their last launches with SALA_SDEC_PROF=1 (16 values, ns; the indices are the
- * sd_stamp calls': append 0-1, LSE 2-4, stage 1 + top-k 5-10, attention 11-15) */
-extern "C" int cu_sdec_stamps4(unsigned long long t[16]) {
-    return (int)cudaMemcpyFromSymbol(t, sd_stamps4, 16 * sizeof(unsigned long long));
+/* the four kernels' stamps of their last launches with SALA_SDEC_PROF=1 (24 values, ns; the indices are the
+ * sd_stamp calls': append 0-1, LSE 2-4 and 16-17, stage 1 + top-k 5-10, attention 11-15, the selection 18-20;
+ * 21-23 hold the selection's candidate count, survivor count and path) */
+extern "C" int cu_sdec_stamps4(unsigned long long t[24]) {
+    return (int)cudaMemcpyFromSymbol(t, sd_stamps4, 24 * sizeof(unsigned long long));
 }
 
 extern "C" int cu_sdec_blocks(const cu_infllm_dims *d, const cu_sdec_plan *p, const void *work, const int32_t **blocks,
