@@ -482,11 +482,20 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
         }
     };
     issue(0);
-    if (threadIdx.x < 32) { /* offsets of the CTAs' lists */
-        int base = 0;
+    if (threadIdx.x < 32) { /* offsets of the CTAs' lists (the first 32·8 counts loaded at once) */
+        int base = 0, pre[8];
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const int c = 32 * k + lane;
+            pre[k] = c < ncta ? __ldcg(cand_n + (int64_t)grp * ncta + c) : 0;
+        }
         for (int c0 = 0; c0 < ncta; c0 += 32) {
             const int c = c0 + lane;
-            const int v = c < ncta ? __ldcg(cand_n + (int64_t)grp * ncta + c) : 0;
+            int v = 0;
+#pragma unroll
+            for (int k = 0; k < 8; k++)
+                if (c0 == 32 * k) v = pre[k];
+            if (c0 >= 256 && c < ncta) v = __ldcg(cand_n + (int64_t)grp * ncta + c);
             int x = v;
             for (int o = 1; o < 32; o <<= 1) {
                 int y = __shfl_up_sync(0xffffffffu, x, o);
@@ -536,14 +545,19 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
         const int ns = s_ns;
         if (threadIdx.x == 0) s_thr = 0;
         __syncthreads();
-        if (ns >= budget)
-            for (int i = threadIdx.x; i < ns; i += blockDim.x) {
-                const uint64_t c = sS[i];
+        if (ns >= budget) { /* two threads (adjacent lanes) an entry while 2·ns ≤ 512 */
+            const int two = 2 * ns <= 512, per = two ? 2 : 1;
+            for (int i0 = 0; i0 < ns * per; i0 += 512) {
+                const int i = (i0 + (int)threadIdx.x) / per, part = two ? (int)threadIdx.x & 1 : 0;
+                const uint64_t c = i < ns ? sS[i] : 0;
                 int r = 0;
+                if (i < ns)
 #pragma unroll 8
-                for (int j = 0; j < ns; j++) r += sS[j] > c;
-                if (r == budget - 1) s_thr = c;
+                    for (int j = part; j < ns; j += per) r += sS[j] > c;
+                if (two) r += __shfl_xor_sync(0xffffffffu, r, 1);
+                if (i < ns && part == 0 && r == budget - 1) s_thr = c;
             }
+        }
         __syncthreads();
         sd_stamp(st, 19);
         const uint64_t thr = s_thr;
