@@ -370,6 +370,7 @@ static void sparse_decode_cases(void) {
     sdec_case(&released, 19999, 20100);
     sdec_case(&released, 70015, 1 << 20);   /* the grids of a 1M session; both windows end at pos + 1 */
     sdec_case(&released, 150000, 160000);   /* several stage-1 CTAs with candidates: the bounded rank select */
+    sdec_case(&released, 64 * 9400 - 1, 1 << 20); /* 37 CTAs with candidates of 64: the selection's one-round path */
     sdec_case(&released, 64 * 266 + 5, 20000); /* two CTAs, the second with 11 blocks: too few for the bound */
 }
 

@@ -379,7 +379,7 @@ static __device__ __forceinline__ void sd_unit_dots(float *S, const float *q, co
 
 /* Stage-1 scores of blocks [SD_BPC·unit, +SD_BPC) of group grp (the CTA's 16 warps, one 64-key tile each, their dot
  * products in S by sd_unit_dots: warp w's at S + w·SD_SW) max-pooled into sort keys, then the unit's candidates
- * (valid blocks of rank < budget, ties to the lower block, in block order, the rank in the top byte) into slot
+ * (valid blocks of rank < budget, ties to the lower block, in rank order, the rank also in the top byte) into slot
  * grp·nunits + unit of cand_key / cand_blk and their count into cand_n. L0, L1: the LSE (log2 units) of heads g and
  * g + 8 of the lane's quad. 512 threads; S is free again on return. */
 template <int HD>
@@ -432,12 +432,12 @@ static __device__ void sd_unit_finish(uint32_t *cand_key, int32_t *cand_blk, int
         }
         cand = rank < budget;
     }
-    int total;
-    const int off = scan_block<512>(cand ? 1 : 0, &total);
+    /* the list in rank order (the ranks of the candidates are 0 .. total − 1): composite keys descending */
+    const int total = nvalid < budget ? nvalid : budget;
     const int64_t slot = (int64_t)grp * nunits + unit;
     if (cand) {
-        cand_key[slot * budget + off] = mykey;
-        cand_blk[slot * budget + off] = (int32_t)((uint32_t)(b0 + threadIdx.x) | (uint32_t)rank << 24); /* + the rank */
+        cand_key[slot * budget + rank] = mykey;
+        cand_blk[slot * budget + rank] = (int32_t)((uint32_t)(b0 + threadIdx.x) | (uint32_t)rank << 24); /* + the rank */
     }
     if (threadIdx.x == 0) cand_n[slot] = total;
 }
@@ -533,8 +533,14 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
     __syncthreads();
     sd_stamp(st, 18);
     if (st) sd_stamps4[21] = (unsigned long long)n, sd_stamps4[23] = 0;
-    if (n <= budget) { /* every candidate is chosen (they are the blocks 0..qb, or exactly `budget`) */
-        for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = sblk[i];
+    if (n <= budget) { /* every candidate is chosen (they are the blocks 0..qb, or exactly `budget`): block order */
+        for (int i = threadIdx.x; i < n; i += blockDim.x) {
+            const int32_t b = sblk[i];
+            int pos = 0;
+#pragma unroll 8
+            for (int j = 0; j < n; j++) pos += sblk[j] < b;
+            out[pos] = b;
+        }
         return n;
     }
     /* Composite keys (score key, then the lower block) order the candidates totally, as the radix select below
@@ -659,9 +665,114 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
         const uint32_t u = skey[i];
         bool take = u > thr;
         if (u == thr) take = e++ < k;
-        if (take) out[ob++] = sblk[i];
+        if (take) sslot[ob++] = sblk[i];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < outn; i += blockDim.x) { /* ascending block order */
+        const int32_t b = sslot[i];
+        int pos = 0;
+        for (int j = 0; j < outn; j++) pos += sslot[j] < b;
+        out[pos] = b;
     }
     return outn;
+}
+
+/* sd_select's common case without loading every candidate: the lists are in rank order (composite keys
+ * descending), so the lower bound needs only each list's first m entries, and a list's candidates at or above it
+ * are a prefix of it. Loads the counts and the first SD_SEL_P entries of every list in one round, then the rest of
+ * only those lists whose P-th entry is at or above the bound (the one with the forced local blocks); then as
+ * sd_select (survivors ranked directly, ascending block order). Returns -1 (every thread) where that does not
+ * decide the selection — all chosen, too few lists for the bound, more than SD_SURV survivors — and sd_select
+ * must run instead, after a __syncthreads(). */
+#define SD_SEL_P 8
+static __device__ int sd_select_fast(int32_t *out, const uint32_t *cand_key, const int32_t *cand_blk, const int *cand_n,
+                                     int grp, int ncta, int budget, void *smem, bool st = false) {
+    constexpr int P = SD_SEL_P;
+    __shared__ int f_n, f_ns, f_nv;
+    __shared__ unsigned long long f_thr;
+    const int m = (budget + ncta - 1) / ncta + 1;
+    if (m > P || ncta * P > SD_SURV || budget < 32) return -1; /* smem: within sd_select_smem for budget ≥ 32 */
+    st = st && threadIdx.x == 0;
+    uint64_t *sK = (uint64_t *)smem;           /* [ncta·P] the lists' first entries */
+    uint64_t *sS = sK + ncta * P;              /* [ncta·m] the bound's subset */
+    uint64_t *sv = sS + ncta * m;              /* [SD_SURV] survivors */
+    int *sCnt = (int *)(sv + SD_SURV);         /* [ncta] */
+    int *sLong = sCnt + ncta;                  /* [ncta] lists with survivors past their first P */
+    int32_t *sslot = (int32_t *)(sLong + ncta); /* [budget] */
+    if (threadIdx.x == 0) f_n = 0, f_ns = 0, f_nv = 0, f_thr = 0;
+    const int64_t gbase = (int64_t)grp * ncta * budget;
+    for (int e = threadIdx.x; e < ncta * P; e += blockDim.x) {
+        const int64_t src = gbase + (int64_t)(e / P) * budget + e % P;
+        const uint32_t k = __ldcg(cand_key + src);
+        const int32_t b = __ldcg(cand_blk + src) & 0xffffff;
+        sK[e] = sd_comp(k, b);
+    }
+    for (int c = threadIdx.x; c < ncta; c += blockDim.x) sCnt[c] = __ldcg(cand_n + (int64_t)grp * ncta + c);
+    __syncthreads();
+    sd_stamp(st, 18);
+    for (int c = threadIdx.x; c < ncta; c += blockDim.x) atomicAdd(&f_n, sCnt[c]);
+    for (int e = threadIdx.x; e < ncta * P; e += blockDim.x)
+        if (e % P < m && e % P < sCnt[e / P]) sS[atomicAdd(&f_ns, 1)] = sK[e];
+    __syncthreads();
+    const int n = f_n, ns = f_ns;
+    if (st) sd_stamps4[21] = (unsigned long long)n, sd_stamps4[23] = 3;
+    if (n <= budget || ns < budget) return -1;
+    { /* the budget-th largest of sS: two threads (adjacent lanes) an entry while 2·ns ≤ 512 */
+        const int two = 2 * ns <= 512, per = two ? 2 : 1;
+        for (int i0 = 0; i0 < ns * per; i0 += 512) {
+            const int i = (i0 + (int)threadIdx.x) / per, part = two ? (int)threadIdx.x & 1 : 0;
+            const uint64_t c = i < ns ? sS[i] : 0;
+            int r = 0;
+            if (i < ns)
+#pragma unroll 8
+                for (int j = part; j < ns; j += per) r += sS[j] > c;
+            if (two) r += __shfl_xor_sync(0xffffffffu, r, 1);
+            if (i < ns && part == 0 && r == budget - 1) f_thr = c;
+        }
+    }
+    __syncthreads();
+    sd_stamp(st, 19);
+    const uint64_t thr = f_thr;
+    for (int c = threadIdx.x; c < ncta; c += blockDim.x) sLong[c] = sCnt[c] > P && sK[c * P + P - 1] >= thr;
+    for (int e = threadIdx.x; e < ncta * P; e += blockDim.x)
+        if (e % P < sCnt[e / P] && sK[e] >= thr) {
+            const int x = atomicAdd(&f_nv, 1);
+            if (x < SD_SURV) sv[x] = sK[e];
+        }
+    __syncthreads();
+    /* the rest of the long lists (typically the one holding the forced local blocks): a second round */
+    for (int c = 0; c < ncta; c++) {
+        if (!sLong[c]) continue;
+        for (int i = P + (int)threadIdx.x; i < sCnt[c]; i += blockDim.x) {
+            const int64_t src = gbase + (int64_t)c * budget + i;
+            const uint64_t k = sd_comp(__ldcg(cand_key + src), __ldcg(cand_blk + src) & 0xffffff);
+            if (k >= thr) {
+                const int x = atomicAdd(&f_nv, 1);
+                if (x < SD_SURV) sv[x] = k;
+            }
+        }
+    }
+    __syncthreads();
+    const int nv = f_nv; /* ≥ budget: sS's top budget are among them */
+    if (nv > SD_SURV) return -1;
+    sd_stamp(st, 20);
+    if (st) sd_stamps4[22] = (unsigned long long)nv;
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) {
+        const uint64_t c = sv[i];
+        int r = 0;
+#pragma unroll 8
+        for (int j = 0; j < nv; j++) r += sv[j] > c;
+        if (r < budget) sslot[r] = (int32_t)(0xffffffu - (uint32_t)c);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < budget; i += blockDim.x) { /* ascending block order */
+        const int32_t b = sslot[i];
+        int pos = 0;
+#pragma unroll 8
+        for (int j = 0; j < budget; j++) pos += sslot[j] < b;
+        out[pos] = b;
+    }
+    return budget;
 }
 
 /* The dot products need only q and C1, so they run before pdl_wait() (this kernel starts when the LSE kernel does,
@@ -702,8 +813,12 @@ __global__ void __maxnreg__(96)
     if (!sd_last_cta(counter + grp)) return;
     const bool stl = prof && grp == 0 && threadIdx.x == 0;
     sd_stamp(stl, 9);
-    const int n = sd_select(blocks + (int64_t)grp * budget, cand_key, cand_blk, cand_n, grp, gridDim.x, budget, sd_smem,
-                            stl);
+    int n = sd_select_fast(blocks + (int64_t)grp * budget, cand_key, cand_blk, cand_n, grp, gridDim.x, budget, sd_smem,
+                           stl);
+    if (n < 0) {
+        __syncthreads();
+        n = sd_select(blocks + (int64_t)grp * budget, cand_key, cand_blk, cand_n, grp, gridDim.x, budget, sd_smem, stl);
+    }
     if (threadIdx.x == 0) nsel[grp] = n, counter[grp] = 0;
     sd_stamp(stl, 10);
 }
@@ -1170,7 +1285,11 @@ __global__ void __launch_bounds__(SF_T, 1) k_sdec_fused(sf_args a) {
 
     /* 3. selection (every CTA of the group alike), attention over the chosen blocks, the CTA's record */
     sf_stamp(a.prof, 4);
-    const int ns = sd_select(s_blk, a.cand_key, a.cand_blk, a.cand_n, grp, a.nunits, a.budget, sd_smem);
+    int ns = sd_select_fast(s_blk, a.cand_key, a.cand_blk, a.cand_n, grp, a.nunits, a.budget, sd_smem);
+    if (ns < 0) {
+        __syncthreads();
+        ns = sd_select(s_blk, a.cand_key, a.cand_blk, a.cand_n, grp, a.nunits, a.budget, sd_smem);
+    }
     __syncthreads();
     sf_stamp(a.prof, 5);
     if (cg == 0) {
