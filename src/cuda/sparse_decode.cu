@@ -456,6 +456,48 @@ static __device__ void sd_score_unit(uint32_t *cand_key, int32_t *cand_blk, int 
                        local_blocks, budget);
 }
 
+/* out[0..n) = the n distinct block indices src[0..n) (shared memory) in ascending order; 512 threads */
+static __device__ __forceinline__ void sd_blocks_sorted(int32_t *out, const int32_t *src, int n) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const int32_t b = src[i];
+        int pos = 0;
+#pragma unroll 8 /* independent shared-memory loads in flight: these loops are latency-bound */
+        for (int j = 0; j < n; j++) pos += src[j] < b;
+        out[pos] = b;
+    }
+}
+
+/* *thr = the budget-th largest of the ns ≥ budget composite keys sS (shared memory), two threads (adjacent lanes)
+ * an entry while 2·ns ≤ 512; the caller synchronizes before reading it */
+static __device__ __forceinline__ void sd_bound(uint64_t *thr, const uint64_t *sS, int ns, int budget) {
+    const int two = 2 * ns <= 512, per = two ? 2 : 1;
+    for (int i0 = 0; i0 < ns * per; i0 += 512) {
+        const int i = (i0 + (int)threadIdx.x) / per, part = two ? (int)threadIdx.x & 1 : 0;
+        const uint64_t c = i < ns ? sS[i] : 0;
+        int r = 0;
+        if (i < ns)
+#pragma unroll 8
+            for (int j = part; j < ns; j += per) r += sS[j] > c;
+        if (two) r += __shfl_xor_sync(0xffffffffu, r, 1);
+        if (i < ns && part == 0 && r == budget - 1) *thr = c;
+    }
+}
+
+/* out = the top `budget` of the nv ≥ budget survivors sv (composite keys, shared memory) in ascending block order,
+ * through sslot [budget]; 512 threads */
+static __device__ __forceinline__ void sd_top_sorted(int32_t *out, const uint64_t *sv, int nv, int budget,
+                                                     int32_t *sslot) {
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) {
+        const uint64_t c = sv[i];
+        int r = 0;
+#pragma unroll 8
+        for (int j = 0; j < nv; j++) r += sv[j] > c;
+        if (r < budget) sslot[r] = (int32_t)(0xffffffu - (uint32_t)c);
+    }
+    __syncthreads();
+    sd_blocks_sorted(out, sslot, budget);
+}
+
 /* The top `budget` of group grp's candidates (the ncta lists of sd_score_unit) in ascending block order into out
  * (global or shared memory); returns their number (every thread). 512 threads, smem: sd_select_smem bytes. */
 static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const int32_t *cand_blk, const int *cand_n,
@@ -533,14 +575,8 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
     __syncthreads();
     sd_stamp(st, 18);
     if (st) sd_stamps4[21] = (unsigned long long)n, sd_stamps4[23] = 0;
-    if (n <= budget) { /* every candidate is chosen (they are the blocks 0..qb, or exactly `budget`): block order */
-        for (int i = threadIdx.x; i < n; i += blockDim.x) {
-            const int32_t b = sblk[i];
-            int pos = 0;
-#pragma unroll 8
-            for (int j = 0; j < n; j++) pos += sblk[j] < b;
-            out[pos] = b;
-        }
+    if (n <= budget) { /* every candidate is chosen (they are the blocks 0..qb, or exactly `budget`) */
+        sd_blocks_sorted(out, sblk, n);
         return n;
     }
     /* Composite keys (score key, then the lower block) order the candidates totally, as the radix select below
@@ -551,19 +587,7 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
         const int ns = s_ns;
         if (threadIdx.x == 0) s_thr = 0;
         __syncthreads();
-        if (ns >= budget) { /* two threads (adjacent lanes) an entry while 2·ns ≤ 512 */
-            const int two = 2 * ns <= 512, per = two ? 2 : 1;
-            for (int i0 = 0; i0 < ns * per; i0 += 512) {
-                const int i = (i0 + (int)threadIdx.x) / per, part = two ? (int)threadIdx.x & 1 : 0;
-                const uint64_t c = i < ns ? sS[i] : 0;
-                int r = 0;
-                if (i < ns)
-#pragma unroll 8
-                    for (int j = part; j < ns; j += per) r += sS[j] > c;
-                if (two) r += __shfl_xor_sync(0xffffffffu, r, 1);
-                if (i < ns && part == 0 && r == budget - 1) s_thr = c;
-            }
-        }
+        if (ns >= budget) sd_bound(&s_thr, sS, ns, budget);
         __syncthreads();
         sd_stamp(st, 19);
         const uint64_t thr = s_thr;
@@ -579,21 +603,7 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
         sd_stamp(st, 20);
         if (st) sd_stamps4[22] = (unsigned long long)nv, sd_stamps4[23] = nv <= SD_SURV ? 1 : 2;
         if (nv <= SD_SURV) { /* nv ≥ budget: the top `budget` of sS (or all n) are among them */
-            for (int i = threadIdx.x; i < nv; i += blockDim.x) {
-                const uint64_t c = sv[i];
-                int r = 0;
-#pragma unroll 8
-                for (int j = 0; j < nv; j++) r += sv[j] > c;
-                if (r < budget) sslot[r] = (int32_t)(0xffffffu - (uint32_t)c);
-            }
-            __syncthreads();
-            for (int i = threadIdx.x; i < budget; i += blockDim.x) { /* ascending block order */
-                const int32_t b = sslot[i];
-                int pos = 0;
-#pragma unroll 8
-                for (int j = 0; j < budget; j++) pos += sslot[j] < b;
-                out[pos] = b;
-            }
+            sd_top_sorted(out, sv, nv, budget, sslot);
             return budget;
         }
     }
@@ -668,12 +678,7 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
         if (take) sslot[ob++] = sblk[i];
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < outn; i += blockDim.x) { /* ascending block order */
-        const int32_t b = sslot[i];
-        int pos = 0;
-        for (int j = 0; j < outn; j++) pos += sslot[j] < b;
-        out[pos] = b;
-    }
+    sd_blocks_sorted(out, sslot, outn);
     return outn;
 }
 
@@ -689,7 +694,7 @@ static __device__ int sd_select_fast(int32_t *out, const uint32_t *cand_key, con
                                      int grp, int ncta, int budget, void *smem, bool st = false) {
     constexpr int P = SD_SEL_P;
     __shared__ int f_n, f_ns, f_nv;
-    __shared__ unsigned long long f_thr;
+    __shared__ uint64_t f_thr;
     const int m = (budget + ncta - 1) / ncta + 1;
     if (m > P || ncta * P > SD_SURV || budget < 32) return -1; /* smem: within sd_select_smem for budget ≥ 32 */
     st = st && threadIdx.x == 0;
@@ -717,19 +722,7 @@ static __device__ int sd_select_fast(int32_t *out, const uint32_t *cand_key, con
     const int n = f_n, ns = f_ns;
     if (st) sd_stamps4[21] = (unsigned long long)n, sd_stamps4[23] = 3;
     if (n <= budget || ns < budget) return -1;
-    { /* the budget-th largest of sS: two threads (adjacent lanes) an entry while 2·ns ≤ 512 */
-        const int two = 2 * ns <= 512, per = two ? 2 : 1;
-        for (int i0 = 0; i0 < ns * per; i0 += 512) {
-            const int i = (i0 + (int)threadIdx.x) / per, part = two ? (int)threadIdx.x & 1 : 0;
-            const uint64_t c = i < ns ? sS[i] : 0;
-            int r = 0;
-            if (i < ns)
-#pragma unroll 8
-                for (int j = part; j < ns; j += per) r += sS[j] > c;
-            if (two) r += __shfl_xor_sync(0xffffffffu, r, 1);
-            if (i < ns && part == 0 && r == budget - 1) f_thr = c;
-        }
-    }
+    sd_bound(&f_thr, sS, ns, budget);
     __syncthreads();
     sd_stamp(st, 19);
     const uint64_t thr = f_thr;
@@ -757,21 +750,7 @@ static __device__ int sd_select_fast(int32_t *out, const uint32_t *cand_key, con
     if (nv > SD_SURV) return -1;
     sd_stamp(st, 20);
     if (st) sd_stamps4[22] = (unsigned long long)nv;
-    for (int i = threadIdx.x; i < nv; i += blockDim.x) {
-        const uint64_t c = sv[i];
-        int r = 0;
-#pragma unroll 8
-        for (int j = 0; j < nv; j++) r += sv[j] > c;
-        if (r < budget) sslot[r] = (int32_t)(0xffffffu - (uint32_t)c);
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < budget; i += blockDim.x) { /* ascending block order */
-        const int32_t b = sslot[i];
-        int pos = 0;
-#pragma unroll 8
-        for (int j = 0; j < budget; j++) pos += sslot[j] < b;
-        out[pos] = b;
-    }
+    sd_top_sorted(out, sv, nv, budget, sslot);
     return budget;
 }
 
@@ -860,6 +839,23 @@ static __device__ __forceinline__ void sd_q_smem(bf16 *Qs, const float *qg) {
             dq[2] = __float2bfloat16_rn(qv[j].z), dq[3] = __float2bfloat16_rn(qv[j].w);
         }
     }
+}
+
+/* the warp's K and V tiles of the block at key k0 of group grp (rows < kv) requested by cp.async, K's group first */
+template <int HD>
+static __device__ __forceinline__ void sd_tiles_start(bf16 *myK, bf16 *myV, const bf16 *K, const bf16 *V, int grp,
+                                                      int64_t kstride, int64_t k0, int64_t kv) {
+    sd_async_rows<HD>(myK, K + (int64_t)grp * HD, kstride, k0, kv);
+    cp_async_commit();
+    sd_async_rows<HD>(myV, V + (int64_t)grp * HD, kstride, k0, kv);
+    cp_async_commit();
+}
+
+/* an empty online softmax: m = −∞, l = 0, O = 0 */
+template <int HD> static __device__ __forceinline__ void sd_softmax_init(float m[2], float l[2], float O[HD / 8][4]) {
+    m[0] = m[1] = -INFINITY, l[0] = l[1] = 0.f;
+#pragma unroll
+    for (int dt = 0; dt < HD / 8; dt++) O[dt][0] = O[dt][1] = O[dt][2] = O[dt][3] = 0.f;
 }
 
 /* one chosen block (keys k0 .. k0 + 63, those ≤ pos) into the warp's online softmax (m, l in log2 units, O): its K
@@ -966,16 +962,12 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
     int64_t k0 = 0;
     if (u < ns) { /* start both tiles now, q meanwhile */
         k0 = (int64_t)bu * MMA_BK;
-        sd_async_rows<HD>(myK, K + (int64_t)grp * HD, kstride, k0, pos + 1);
-        cp_async_commit();
-        sd_async_rows<HD>(myV, V + (int64_t)grp * HD, kstride, k0, pos + 1);
-        cp_async_commit();
+        sd_tiles_start<HD>(myK, myV, K, V, grp, kstride, k0, pos + 1);
     }
     sd_q_smem<HD, SD_AW * 32>(Qs, q + (int64_t)grp * SD_G * HD);
     __syncthreads();
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, O[HD / 8][4];
-#pragma unroll
-    for (int dt = 0; dt < HD / 8; dt++) O[dt][0] = O[dt][1] = O[dt][2] = O[dt][3] = 0.f;
+    float m[2], l[2], O[HD / 8][4];
+    sd_softmax_init<HD>(m, l, O);
     if (u < ns) sd_attn_tile<HD>(Qs, myK, myV, k0, pos, scale, m, l, O);
     /* o_proj may start streaming its weights now, not while the tiles load: measured faster (H100, decbench) */
     if (trig0 == 0) pdl_trigger();
@@ -1099,15 +1091,11 @@ __global__ void __launch_bounds__(NW * 32) k_sdec_attn_cl(float *o, const float 
     int64_t k0 = 0;
     if (u < ns) {
         k0 = (int64_t)bu * MMA_BK;
-        sd_async_rows<HD>(myK, K + (int64_t)grp * HD, kstride, k0, pos + 1);
-        cp_async_commit();
-        sd_async_rows<HD>(myV, V + (int64_t)grp * HD, kstride, k0, pos + 1);
-        cp_async_commit();
+        sd_tiles_start<HD>(myK, myV, K, V, grp, kstride, k0, pos + 1);
     }
     __syncthreads(); /* Qs */
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, O[HD / 8][4];
-#pragma unroll
-    for (int dt = 0; dt < HD / 8; dt++) O[dt][0] = O[dt][1] = O[dt][2] = O[dt][3] = 0.f;
+    float m[2], l[2], O[HD / 8][4];
+    sd_softmax_init<HD>(m, l, O);
     if (u < ns) sd_attn_tile<HD>(Qs, myK, myV, k0, pos, scale, m, l, O);
     if (trig == 0) pdl_trigger();
     sd_stamp(st0, 12);
@@ -1301,16 +1289,12 @@ __global__ void __launch_bounds__(SF_T, 1) k_sdec_fused(sf_args a) {
     __syncthreads();
     if (warp < SF_AW) {
         bf16 *myK = Ks + warp * 2 * TILE, *myV = myK + TILE;
-        float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, O[HD / 8][4];
-#pragma unroll
-        for (int dt = 0; dt < HD / 8; dt++) O[dt][0] = O[dt][1] = O[dt][2] = O[dt][3] = 0.f;
+        float m[2], l[2], O[HD / 8][4];
+        sd_softmax_init<HD>(m, l, O);
         const int64_t kstride = (int64_t)a.nkv * HD;
         for (int i = cg + a.half * warp; i < ns; i += a.half * SF_AW) {
             const int64_t k0 = (int64_t)s_blk[i] * MMA_BK;
-            sd_async_rows<HD>(myK, a.K + (int64_t)grp * HD, kstride, k0, kv);
-            cp_async_commit();
-            sd_async_rows<HD>(myV, a.V + (int64_t)grp * HD, kstride, k0, kv);
-            cp_async_commit();
+            sd_tiles_start<HD>(myK, myV, a.K, a.V, grp, kstride, k0, kv);
             sd_attn_tile<HD>(Qs, myK, myV, k0, pos, a.scale, m, l, O);
             __syncwarp(); /* every lane is done with the tiles before the next block's copies */
         }
