@@ -185,9 +185,9 @@ static __device__ __forceinline__ void sd_append_col(bf16 *K, bf16 *V, bf16 *C1,
  * pdl_wait() (T [rows][nc], the CTA's nc columns, the newest row last); after it each thread writes its column of
  * K[pos], V[pos] and sums the window in key order from T, the key at pos as the bf16 it is stored as — the same
  * fp32 sums as sd_append_col, without a chain of loads. One thread per column, 128 a CTA. */
-__global__ void __launch_bounds__(128) k_sdec_append(bf16 *K, bf16 *V, bf16 *C1, bf16 *C2, const float *k, const float *v,
-                                                     const int64_t *dpos, int kvrow, int l1, int s1, int l2, int s2,
-                                                     int prof) {
+__global__ void __launch_bounds__(128) k_sdec_append(bf16 *K, bf16 *V, bf16 *C1, bf16 *C2, const float *k,
+                                                     const float *v, const int64_t *dpos, int kvrow, int l1, int s1,
+                                                     int l2, int s2, int prof) {
     extern __shared__ uint4 sd_app[];
     bf16 *T = (bf16 *)sd_app;
     /* the position is written by a copy before the step's first kernel (session.cu), never by a kernel of the
@@ -450,7 +450,8 @@ static __device__ void sd_score_unit(uint32_t *cand_key, int32_t *cand_blk, int 
     const int warp = threadIdx.x >> 5;
     const int64_t jt = (int64_t)unit * 16 + warp;
     __syncthreads(); /* S, sc and bkey of a previous unit are read */
-    if (16 * jt <= pos / 64) sd_unit_dots<HD>(S + warp * SD_SW, q, C1, 64 * jt, nwin64(pos + 1, l1, s1), 0, 0, 2, grp, nkv);
+    if (16 * jt <= pos / 64)
+        sd_unit_dots<HD>(S + warp * SD_SW, q, C1, 64 * jt, nwin64(pos + 1, l1, s1), 0, 0, 2, grp, nkv);
     __syncwarp();
     sd_unit_finish<HD>(cand_key, cand_blk, cand_n, S, L0, L1, pos, grp, unit, nunits, l1, s1, scale, init_blocks,
                        local_blocks, budget);
@@ -754,9 +755,9 @@ static __device__ int sd_select_fast(int32_t *out, const uint32_t *cand_key, con
     return budget;
 }
 
-/* The dot products need only q and C1, so they run before pdl_wait() (this kernel starts when the LSE kernel does,
- * see k_sdec_lse: q is final by then), all but the n-tiles holding the level-1 key this step's append writes; the
- * LSE is read after the wait. ≤ 96 registers, so that a CTA fits beside the LSE kernel's on an SM. */
+/* The dot products need only q and C1, so they run before pdl_wait() (this kernel starts once the LSE kernel runs,
+ * and q is final by then, see k_sdec_lse), all but the n-tiles holding the level-1 key this step's append writes;
+ * the LSE records are read after the wait. ≤ 96 registers, so that a CTA fits beside the LSE kernel's on an SM. */
 template <int HD>
 __global__ void __maxnreg__(96)
     k_sdec_score(int32_t *blocks, int32_t *nsel, uint32_t *cand_key, int32_t *cand_blk, int *cand_n, int *counter,
@@ -1266,7 +1267,8 @@ __global__ void __launch_bounds__(SF_T, 1) k_sdec_fused(sf_args a) {
     {
         const float L0 = s_lse[g], L1 = s_lse[g + 8];
         for (int u = cg; u < a.nunits; u += a.half)
-            sd_score_unit<HD>(a.cand_key, a.cand_blk, a.cand_n, (float *)sd_smem, a.q, L0, L1, a.C1, pos, grp, u, a.nunits, a.nkv, a.l1,
+            sd_score_unit<HD>(a.cand_key, a.cand_blk, a.cand_n, (float *)sd_smem, a.q, L0, L1, a.C1, pos, grp, u,
+                              a.nunits, a.nkv, a.l1,
                               a.s1, a.scale, a.init_blocks, a.local_blocks, a.budget);
     }
     sf_grid_sync(a.bar);
@@ -1546,11 +1548,13 @@ static int sd_step(cudaStream_t st, float *o, const float *q, const float *k, co
     }
     parts &= 15;
     if (parts & 1)
-        e = pdl_launch(PDL_CHAIN, k_sdec_append, dim3((kvrow + 127) / 128), dim3(kvrow < 128 ? kvrow : 128), sd_append_smem(d), st, K, V, C1, C2,
+        e = pdl_launch(PDL_CHAIN, k_sdec_append, dim3((kvrow + 127) / 128), dim3(kvrow < 128 ? kvrow : 128),
+                       sd_append_smem(d), st, K, V, C1, C2,
                        k, v, dpos, kvrow, d->l1, d->s1, d->l2, d->s2, prof);
     if (!e && (parts & 2))
         e = pdl_launch(PDL_CHAIN, k_sdec_lse<HD>, dim3(p->units2 / 4, d->nkv), dim3(128), 0, st,
-                       (float *)(work + L.lse_part), q, (const bf16 *)C2, dpos, d->nkv, d->l2, d->s2, d->scale, p->tpu2, p->units2,
+                       (float *)(work + L.lse_part), q, (const bf16 *)C2, dpos, d->nkv, d->l2, d->s2, d->scale,
+                       p->tpu2, p->units2,
                        sd_lse_trig0 < 0 ? (sd_lse_trig0 = (cu_dec_trig_mask() >> 2) & 1) : sd_lse_trig0, prof);
     if (!e && (parts & 4))
         e = pdl_launch(PDL_CHAIN, k_sdec_score<HD>, dim3(p->ctas_score, d->nkv), dim3(512), sd_score_smem(d, p), st, blocks, nsel,
