@@ -15,15 +15,17 @@
  *            CTA merges itself (no last-CTA step). All but the newest key's 32-key step before the wait.
  *   score    stage-1 scores Σ_h exp(s·q_h·C1[j] − LSE_h), max-pooled into block scores [4b−1, 4b+3] (the
  *            dot products before the wait, held in shared memory until the LSE is there); each
- *            CTA keeps its top `budget` blocks (rank by key, ties to the lower block), the last CTA of the
- *            group selects the top `budget` of all candidates and writes them in ascending block order:
- *            the budget-th best of the CTAs' top few is a lower bound that drops nearly all candidates,
- *            the rest are ranked directly (a radix select as infllm_topk.cu when more than SD_SURV remain).
+ *            CTA keeps its top `budget` blocks (rank by key, ties to the lower block) as a list in rank
+ *            order, the last CTA of the group selects the top `budget` of all candidates and writes them in
+ *            ascending block order: the budget-th best of the lists' first few is a lower bound that drops
+ *            nearly all candidates (and, the lists being in rank order, most need only their first
+ *            SD_SEL_P entries loaded), the rest are ranked directly (a radix select as infllm_topk.cu when
+ *            more than SD_SURV remain).
  *   attn     attention of the 16 heads over the chosen blocks (keys ≤ pos): one warp per block, K and V
  *            tiles by cp.async, scores and P·V on tensor cores (q and P rounded to bf16 as attn_mma.cu),
  *            records merged per CTA and by the last CTA into o. It lets o_proj launch after its tile (o_proj
  *            then streams its first weights during the merges, not during the tile loads).
- * Measured per sparse layer inside a step (H100, tests/test_cuda_decbench.c, docs/PERF.md round 7): 85 → 70 µs
+ * Measured per sparse layer inside a step (H100, tests/test_cuda_decbench.c, docs/PERF.md round 7): 85 → 66 µs
  * at 1M, 46 → 38 µs at 8K; SALA_SDEC_PROF=1 stamps each kernel's phases (cu_sdec_stamps4).
  * "Last CTA" = the one whose atomicAdd on the group's counter completes the grid (threadfence reduction);
  * it resets the counter, so the work area is zeroed once and reused by every layer and step. The merge
