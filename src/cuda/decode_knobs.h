@@ -18,7 +18,6 @@ extern "C" {
 #endif
 void cu_lightning_trig_early(int on);
 void cu_sdec_trig_early(int on);
-void cu_sdec_lse_trig_early(int on);
 int cu_dec_trig_mask(void); /* SALA_DEC_TRIG (default 1) */
 #ifdef __cplusplus
 }

@@ -149,11 +149,6 @@ static void session_arrays_free(cuda_session *s) {
     free(s->gexec_set[1]);
 }
 
-/* The prefill chunk when the caller leaves it to the engine: the largest of SALA_CHUNK_GPU_MAX (8192), 4096, ...,
- * SALA_CHUNK_GPU_MIN (512) tokens (and at most n_ctx) whose session fits the card's free memory and mem_limit.
- * Larger chunks make larger GEMMs and fewer launches: H100, 128K-token prefill, chunk 2048 / 4096 / 8192 →
- * 4.725 / 4.634 / 4.506 s (docs/PERF.md), for 1.2 GiB more activations at 8192. */
-
 /* the plan of a session of n_ctx tokens with chunk-token prefill chunks, and the bytes of its pool */
 static cuda_mem_plan plan_of(const cuda_model *cm, int64_t n_ctx, int chunk, int64_t *pool_bytes) {
     cuda_session tmp;
@@ -171,6 +166,10 @@ static cuda_mem_plan plan_of(const cuda_model *cm, int64_t n_ctx, int chunk, int
     return plan;
 }
 
+/* The prefill chunk when the caller leaves it to the engine: the largest of SALA_CHUNK_GPU_MAX (8192), 4096, ...,
+ * SALA_CHUNK_GPU_MIN (512) tokens (and at most n_ctx) whose session fits the card's free memory and mem_limit.
+ * Larger chunks make larger GEMMs and fewer launches: H100, 128K-token prefill, chunk 2048 / 4096 / 8192 →
+ * 4.725 / 4.634 / 4.506 s (docs/PERF.md), for 1.2 GiB more activations at 8192. */
 static int default_chunk(const cuda_model *cm, int64_t n_ctx, int64_t mem_limit) {
     int64_t fr = 0, tot = 0;
     cu_mem_info(&fr, &tot);

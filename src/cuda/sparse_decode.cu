@@ -165,54 +165,39 @@ static __device__ __forceinline__ void sf_merge_ml(const float *rec, int n, int 
 
 /* ---- 1. append + compress ---- */
 
-/* column c of K[pos], V[pos] = k, v, and of the level-1 / level-2 compressed keys whose windows end at pos: the
- * same fp32 sums in key order as k_compress (the key at pos is this thread's own write) */
-static __device__ __forceinline__ void sd_append_col(bf16 *K, bf16 *V, bf16 *C1, bf16 *C2, const float *k, const float *v,
-                                                     int64_t pos, int kvrow, int c, int l1, int s1, int l2, int s2) {
+/* The append of K[pos], V[pos] = k, v and of the level-1 / level-2 compressed keys whose windows end at pos, by one
+ * CTA for columns [c0, c0 + nc) (nc ≤ its threads), in two parts:
+ *   sd_append_copy    the window's older rows (positions < pos: earlier steps wrote them, so this may run before
+ *                     pdl_wait()) into T [rows][nc] in shared memory by cp.async, the newest row last;
+ *   sd_append_finish  (after the wait) each thread's column of K[pos], V[pos], then the window summed in key order
+ *                     from T with the key at pos as the bf16 it is stored as: the same fp32 sums as k_compress, so
+ *                     the caches equal a prefill's, without a chain of dependent loads.
+ * rows = sd_append_rows: the longest window ending at pos (0: none). */
+static __device__ __forceinline__ int sd_append_rows(int64_t pos, int l1, int s1, int l2, int s2) {
     const int64_t kv = pos + 1;
-    K[pos * kvrow + c] = __float2bfloat16_rn(__ldcg(k + c));
-    V[pos * kvrow + c] = __float2bfloat16_rn(__ldcg(v + c));
-    for (int lev = 0; lev < 2; lev++) {
-        const int l = lev ? l2 : l1, s = lev ? s2 : s1;
-        if (kv < l || (kv - l) % s) continue;
-        const int64_t j = (kv - l) / s;
-        float acc = 0.f;
-#pragma unroll 8
-        for (int64_t tk = j * s; tk < j * s + l; tk++) acc += __bfloat162float(__ldcg(K + tk * kvrow + c));
-        (lev ? C2 : C1)[j * kvrow + c] = __float2bfloat16_rn(acc / (float)l);
-    }
-}
-
-/* The window's older keys (positions < pos: earlier steps wrote them) are copied into shared memory before
- * pdl_wait() (T [rows][nc], the CTA's nc columns, the newest row last); after it each thread writes its column of
- * K[pos], V[pos] and sums the window in key order from T, the key at pos as the bf16 it is stored as — the same
- * fp32 sums as sd_append_col, without a chain of loads. One thread per column, 128 a CTA. */
-__global__ void __launch_bounds__(128) k_sdec_append(bf16 *K, bf16 *V, bf16 *C1, bf16 *C2, const float *k,
-                                                     const float *v, const int64_t *dpos, int kvrow, int l1, int s1,
-                                                     int l2, int s2, int prof) {
-    extern __shared__ uint4 sd_app[];
-    bf16 *T = (bf16 *)sd_app;
-    /* the position is written by a copy before the step's first kernel (session.cu), never by a kernel of the
-     * step, so every kernel of the chain may read it before pdl_wait() */
-    const int64_t pos = __ldcg(dpos), kv = pos + 1;
-    const int c0 = blockIdx.x * blockDim.x, nc = kvrow - c0 < (int)blockDim.x ? kvrow - c0 : (int)blockDim.x;
-    const int tid = threadIdx.x;
-    int rows = 0; /* the longest window ending at pos */
+    int rows = 0;
     for (int lev = 0; lev < 2; lev++) {
         const int l = lev ? l2 : l1, s = lev ? s2 : s1;
         if (kv >= l && (kv - l) % s == 0 && l > rows) rows = l;
     }
+    return rows;
+}
+
+static __device__ __forceinline__ void sd_append_copy(bf16 *T, const bf16 *K, int64_t pos, int kvrow, int c0, int nc,
+                                                      int rows) {
     const int cpr = nc / 8; /* 16-byte chunks of a row */
-    for (int e = tid; e < (rows - 1) * cpr; e += blockDim.x) {
+    for (int e = threadIdx.x; e < (rows - 1) * cpr; e += blockDim.x) {
         const int r = e / cpr, ch = e % cpr;
         cp_async16(T + (int64_t)r * nc + 8 * ch, K + (pos - rows + 1 + r) * kvrow + c0 + 8 * ch, true);
     }
     cp_async_commit();
-    pdl_wait();
-    pdl_trigger();
-    const bool st0 = prof && blockIdx.x == 0 && tid == 0;
-    sd_stamp(st0, 0);
-    const int c = c0 + tid;
+}
+
+static __device__ __forceinline__ void sd_append_finish(const bf16 *T, bf16 *K, bf16 *V, bf16 *C1, bf16 *C2,
+                                                        const float *k, const float *v, int64_t pos, int kvrow, int c0,
+                                                        int nc, int rows, int l1, int s1, int l2, int s2) {
+    const int tid = threadIdx.x, c = c0 + tid;
+    const int64_t kv = pos + 1;
     bf16 kb = __float2bfloat16_rn(0.f);
     if (tid < nc) {
         kb = __float2bfloat16_rn(__ldcg(k + c));
@@ -233,12 +218,31 @@ __global__ void __launch_bounds__(128) k_sdec_append(bf16 *K, bf16 *V, bf16 *C1,
         acc += __bfloat162float(kb);
         (lev ? C2 : C1)[j * kvrow + c] = __float2bfloat16_rn(acc / (float)l);
     }
+}
+
+/* one thread per column, 128 a CTA */
+__global__ void __launch_bounds__(128) k_sdec_append(bf16 *K, bf16 *V, bf16 *C1, bf16 *C2, const float *k,
+                                                     const float *v, const int64_t *dpos, int kvrow, int l1, int s1,
+                                                     int l2, int s2, int prof) {
+    extern __shared__ uint4 sd_app[];
+    bf16 *T = (bf16 *)sd_app;
+    /* the position is written by a copy before the step's first kernel (session.cu), never by a kernel of the
+     * step, so every kernel of the chain may read it before pdl_wait() */
+    const int64_t pos = __ldcg(dpos);
+    const int c0 = blockIdx.x * blockDim.x, nc = kvrow - c0 < (int)blockDim.x ? kvrow - c0 : (int)blockDim.x;
+    const int rows = sd_append_rows(pos, l1, s1, l2, s2);
+    sd_append_copy(T, K, pos, kvrow, c0, nc, rows);
+    pdl_wait();
+    pdl_trigger();
+    const bool st0 = prof && blockIdx.x == 0 && threadIdx.x == 0;
+    sd_stamp(st0, 0);
+    sd_append_finish(T, K, V, C1, C2, k, v, pos, kvrow, c0, nc, rows, l1, s1, l2, s2);
     sd_stamp(st0, 1);
 }
 
-/* k_sdec_append's shared memory: the longer window's rows of a CTA's columns */
-static size_t sd_append_smem(const cu_infllm_dims *d) {
-    const int kvrow = d->nkv * d->hd, nc = kvrow < 128 ? kvrow : 128, rows = d->l1 > d->l2 ? d->l1 : d->l2;
+/* the append's shared memory: the longer window's rows of a CTA's columns (`threads` a CTA) */
+static size_t sd_append_smem(const cu_infllm_dims *d, int threads) {
+    const int kvrow = d->nkv * d->hd, nc = kvrow < threads ? kvrow : threads, rows = d->l1 > d->l2 ? d->l1 : d->l2;
     return sizeof(bf16) * (size_t)rows * nc;
 }
 
@@ -330,9 +334,9 @@ __global__ void __launch_bounds__(128, 4) k_sdec_lse(float *part, const float *q
         const int h = threadIdx.x;
         float M = -INFINITY, L = 0.f;
         for (int w = 0; w < 4; w++)
-            if (blockIdx.x * 4 + w < units && s_ml[w][h][1] > 0.f) M = fmaxf(M, s_ml[w][h][0]);
+            if (s_ml[w][h][1] > 0.f) M = fmaxf(M, s_ml[w][h][0]);
         for (int w = 0; w < 4; w++)
-            if (blockIdx.x * 4 + w < units && s_ml[w][h][1] > 0.f) L += s_ml[w][h][1] * exp2f(s_ml[w][h][0] - M);
+            if (s_ml[w][h][1] > 0.f) L += s_ml[w][h][1] * exp2f(s_ml[w][h][0] - M);
         float *rec = part + (((int64_t)grp * gridDim.x + blockIdx.x) * SD_G + h) * 2;
         rec[0] = M, rec[1] = L;
     }
@@ -381,7 +385,7 @@ static __device__ __forceinline__ void sd_unit_dots(float *S, const float *q, co
 
 /* Stage-1 scores of blocks [SD_BPC·unit, +SD_BPC) of group grp (the CTA's 16 warps, one 64-key tile each, their dot
  * products in S by sd_unit_dots: warp w's at S + w·SD_SW) max-pooled into sort keys, then the unit's candidates
- * (valid blocks of rank < budget, ties to the lower block, in rank order, the rank also in the top byte) into slot
+ * (valid blocks of rank < budget, ties to the lower block, in rank order: list index = rank) into slot
  * grp·nunits + unit of cand_key / cand_blk and their count into cand_n. L0, L1: the LSE (log2 units) of heads g and
  * g + 8 of the lane's quad. 512 threads; S is free again on return. */
 template <int HD>
@@ -439,7 +443,7 @@ static __device__ void sd_unit_finish(uint32_t *cand_key, int32_t *cand_blk, int
     const int64_t slot = (int64_t)grp * nunits + unit;
     if (cand) {
         cand_key[slot * budget + rank] = mykey;
-        cand_blk[slot * budget + rank] = (int32_t)((uint32_t)(b0 + threadIdx.x) | (uint32_t)rank << 24); /* + the rank */
+        cand_blk[slot * budget + rank] = (int32_t)(b0 + threadIdx.x);
     }
     if (threadIdx.x == 0) cand_n[slot] = total;
 }
@@ -567,9 +571,8 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
             const int c = e / budget, i = e % budget;
             if (i >= soff[c + 1] - soff[c]) continue;
             const int dst = soff[c] + i;
-            const int32_t b = bb[j] & 0xffffff;
-            skey[dst] = kk[j], sblk[dst] = b;
-            if ((int)((uint32_t)bb[j] >> 24) < m) sS[atomicAdd(&s_ns, 1)] = sd_comp(kk[j], b);
+            skey[dst] = kk[j], sblk[dst] = bb[j];
+            if (i < m) sS[atomicAdd(&s_ns, 1)] = sd_comp(kk[j], bb[j]); /* list index = local rank */
         }
         e0 += 512 * PER;
         if (e0 >= ncta * budget) break;
@@ -712,7 +715,7 @@ static __device__ int sd_select_fast(int32_t *out, const uint32_t *cand_key, con
     for (int e = threadIdx.x; e < ncta * P; e += blockDim.x) {
         const int64_t src = gbase + (int64_t)(e / P) * budget + e % P;
         const uint32_t k = __ldcg(cand_key + src);
-        const int32_t b = __ldcg(cand_blk + src) & 0xffffff;
+        const int32_t b = __ldcg(cand_blk + src);
         sK[e] = sd_comp(k, b);
     }
     for (int c = threadIdx.x; c < ncta; c += blockDim.x) sCnt[c] = __ldcg(cand_n + (int64_t)grp * ncta + c);
@@ -741,7 +744,7 @@ static __device__ int sd_select_fast(int32_t *out, const uint32_t *cand_key, con
         if (!sLong[c]) continue;
         for (int i = P + (int)threadIdx.x; i < sCnt[c]; i += blockDim.x) {
             const int64_t src = gbase + (int64_t)c * budget + i;
-            const uint64_t k = sd_comp(__ldcg(cand_key + src), __ldcg(cand_blk + src) & 0xffffff);
+            const uint64_t k = sd_comp(__ldcg(cand_key + src), __ldcg(cand_blk + src));
             if (k >= thr) {
                 const int x = atomicAdd(&f_nv, 1);
                 if (x < SD_SURV) sv[x] = k;
@@ -854,6 +857,22 @@ static __device__ __forceinline__ void sd_tiles_start(bf16 *myK, bf16 *myV, cons
     cp_async_commit();
 }
 
+/* the number of chosen blocks of group grp, and (u < that number) the tiles of chosen block u started into the
+ * warp's myK / myV, *k0 its first key (the count and the block index loaded in flight together) */
+template <int HD>
+static __device__ __forceinline__ int sd_chosen_start(bf16 *myK, bf16 *myV, const bf16 *K, const bf16 *V,
+                                                      const int32_t *blocks, const int32_t *nsel, int grp, int budget,
+                                                      int nkv, int u, int64_t pos, int64_t *k0) {
+    const int ns = __ldcg(nsel + grp);
+    const int32_t bu = __ldcg(blocks + (int64_t)grp * budget + (u < budget ? u : budget - 1));
+    *k0 = 0;
+    if (u < ns) {
+        *k0 = (int64_t)bu * MMA_BK;
+        sd_tiles_start<HD>(myK, myV, K, V, grp, (int64_t)nkv * HD, *k0, pos + 1);
+    }
+    return ns;
+}
+
 /* an empty online softmax: m = −∞, l = 0, O = 0 */
 template <int HD> static __device__ __forceinline__ void sd_softmax_init(float m[2], float l[2], float O[HD / 8][4]) {
     m[0] = m[1] = -INFINITY, l[0] = l[1] = 0.f;
@@ -959,14 +978,8 @@ __global__ void __launch_bounds__(SD_AW * 32) k_sdec_attn(float *o, float *part,
     const bool st0 = prof && blockIdx.x == 0 && grp == 0 && threadIdx.x == 0;
     sd_stamp(st0, 11);
     const int u = blockIdx.x * SD_AW + warp;
-    const int ns = __ldcg(nsel + grp); /* the count and this warp's block in flight together */
-    const int32_t bu = __ldcg(blocks + (int64_t)grp * budget + (u < budget ? u : budget - 1));
-    const int64_t kstride = (int64_t)nkv * HD;
-    int64_t k0 = 0;
-    if (u < ns) { /* start both tiles now, q meanwhile */
-        k0 = (int64_t)bu * MMA_BK;
-        sd_tiles_start<HD>(myK, myV, K, V, grp, kstride, k0, pos + 1);
-    }
+    int64_t k0;
+    const int ns = sd_chosen_start<HD>(myK, myV, K, V, blocks, nsel, grp, budget, nkv, u, pos, &k0); /* q meanwhile */
     sd_q_smem<HD, SD_AW * 32>(Qs, q + (int64_t)grp * SD_G * HD);
     __syncthreads();
     float m[2], l[2], O[HD / 8][4];
@@ -1088,14 +1101,8 @@ __global__ void __launch_bounds__(NW * 32) k_sdec_attn_cl(float *o, const float 
     const bool st0 = prof && rank == 0 && grp == 0 && threadIdx.x == 0;
     sd_stamp(st0, 11);
     const int u = rank * NW + warp;
-    const int ns = __ldcg(nsel + grp);
-    const int32_t bu = __ldcg(blocks + (int64_t)grp * budget + (u < budget ? u : budget - 1));
-    const int64_t kstride = (int64_t)nkv * HD;
-    int64_t k0 = 0;
-    if (u < ns) {
-        k0 = (int64_t)bu * MMA_BK;
-        sd_tiles_start<HD>(myK, myV, K, V, grp, kstride, k0, pos + 1);
-    }
+    int64_t k0;
+    const int ns = sd_chosen_start<HD>(myK, myV, K, V, blocks, nsel, grp, budget, nkv, u, pos, &k0);
     __syncthreads(); /* Qs */
     float m[2], l[2], O[HD / 8][4];
     sd_softmax_init<HD>(m, l, O);
@@ -1215,14 +1222,16 @@ __global__ void __launch_bounds__(SF_T, 1) k_sdec_fused(sf_args a) {
     /* the position comes from a copy made before the step's first kernel (session.cu), not from the kernel before
      * this one, so it may be read before pdl_wait() */
     const int64_t pos = __ldcg(a.dpos), kv = pos + 1;
+    /* 0. append: CTA b takes columns [b·SF_T, +SF_T), its window's older rows copied before the wait */
+    const int kvrow = a.nkv * HD, c0 = blockIdx.x * SF_T, nc = kvrow - c0 < SF_T ? kvrow - c0 : SF_T;
+    const int rows = sd_append_rows(pos, a.l1, a.s1, a.l2, a.s2);
+    if (nc > 0) sd_append_copy((bf16 *)sd_smem, a.K, pos, kvrow, c0, nc, rows);
     pdl_wait();
     pdl_trigger();
     sf_stamp(a.prof, 0);
-
-    /* 0. append */
-    const int kvrow = a.nkv * HD;
-    for (int c = blockIdx.x * SF_T + tid; c < kvrow; c += gridDim.x * SF_T)
-        sd_append_col(a.K, a.V, a.C1, a.C2, a.k, a.v, pos, kvrow, c, a.l1, a.s1, a.l2, a.s2);
+    if (nc > 0)
+        sd_append_finish((const bf16 *)sd_smem, a.K, a.V, a.C1, a.C2, a.k, a.v, pos, kvrow, c0, nc, rows, a.l1, a.s1,
+                         a.l2, a.s2);
     sf_stamp(a.prof, 1);
     sf_grid_sync(a.bar);
     sf_stamp(a.prof, 2);
@@ -1364,7 +1373,7 @@ static int64_t sd_al(int64_t x) { return (x + 255) & ~(int64_t)255; }
 static sd_layout sd_lay(const cu_infllm_dims *d, const cu_sdec_plan *p) {
     sd_layout L;
     int64_t o = 0;
-    L.counters = o, o = sd_al(o + 4 * 3 * (int64_t)d->nkv);
+    L.counters = o, o = sd_al(o + 4 * 2 * (int64_t)d->nkv); /* stage 1's, then the attention's */
     L.bar = o, o = sd_al(o + 8);
     /* the four kernels' records, or the fused kernel's (one per CTA): room for either */
     L.lse_part = o, o = sd_al(o + 4 * sd_max((int64_t)d->nkv * p->units2, p->grid) * SD_G * 2);
@@ -1390,8 +1399,9 @@ static size_t sd_score_smem(const cu_infllm_dims *d, const cu_sdec_plan *p) {
 /* Qs and `warps` × (K tile, V tile) of the attention step */
 static size_t sd_attn_smem(int hd, int warps) { return sizeof(bf16) * (size_t)(hd + 8) * (SD_G + warps * 2 * MMA_BK); }
 static size_t sf_smem(const cu_infllm_dims *d, const cu_sdec_plan *p) {
-    const size_t att = sd_attn_smem(d->hd, SF_AW), sel = sd_score_smem(d, p);
-    return att > sel ? att : sel;
+    const size_t att = sd_attn_smem(d->hd, SF_AW), sel = sd_score_smem(d, p), app = sd_append_smem(d, SF_T);
+    const size_t m = att > sel ? att : sel;
+    return m > app ? m : app;
 }
 
 /* the largest dynamic shared memory any plan asks for (the attribute is per kernel, plans per session) */
@@ -1482,7 +1492,7 @@ extern "C" int cu_sdec_plan_make(cu_sdec_plan *p, const cu_infllm_dims *d, int64
     memset(p, 0, sizeof *p);
     if (!d->bf16 || d->nkv <= 0 || d->nh != SD_G * d->nkv || d->block != 64 || d->block / d->s1 != 4 ||
         d->block % d->s1 || d->budget <= 0 || d->budget > SD_BPC || d->l1 < d->s1 || d->l2 < d->s2 || n_ctx <= 0 ||
-        n_ctx >= ((int64_t)1 << 30)) /* block indices < 2^24 (the candidates carry their rank in the top byte) */
+        n_ctx >= ((int64_t)1 << 30)) /* block indices < 2^24 (sd_comp packs 0xffffff − block) */
         return (int)cudaErrorInvalidValue;
     if (d->hd != 16 && d->hd != 32 && d->hd != 64 && d->hd != 128) return (int)cudaErrorInvalidValue;
     p->n_ctx = n_ctx;
@@ -1496,7 +1506,7 @@ extern "C" int cu_sdec_plan_make(cu_sdec_plan *p, const cu_infllm_dims *d, int64
     p->ctas_attn = (d->budget + SD_AW - 1) / SD_AW;
     size_t ss = sd_score_smem(d, p);
     if (ss > (size_t)SD_SCORE_SMEM_MAX ||
-        sd_append_smem(d) > (size_t)SD_APPEND_SMEM_MAX)
+        sd_append_smem(d, 128) > (size_t)SD_APPEND_SMEM_MAX)
         return (int)cudaErrorInvalidValue;
     switch (d->hd) {
     case 16: sd_attrs<16>(), sf_plan<16>(p, d), sd_cl_plan<16>(p, d); break;
@@ -1522,7 +1532,6 @@ static int sd_attn_trig(void) {
     return sd_trig0;
 }
 extern "C" void cu_sdec_trig_early(int on) { sd_trig0 = on ? 1 : sd_attn_trig_late(); }
-extern "C" void cu_sdec_lse_trig_early(int on) { sd_lse_trig0 = on ? 1 : 0; }
 
 template <int HD>
 static int sd_step(cudaStream_t st, float *o, const float *q, const float *k, const float *v, bf16 *K, bf16 *V, bf16 *C1,
@@ -1551,7 +1560,7 @@ static int sd_step(cudaStream_t st, float *o, const float *q, const float *k, co
     parts &= 15;
     if (parts & 1)
         e = pdl_launch(PDL_CHAIN, k_sdec_append, dim3((kvrow + 127) / 128), dim3(kvrow < 128 ? kvrow : 128),
-                       sd_append_smem(d), st, K, V, C1, C2,
+                       sd_append_smem(d, 128), st, K, V, C1, C2,
                        k, v, dpos, kvrow, d->l1, d->s1, d->l2, d->s2, prof);
     if (!e && (parts & 2))
         e = pdl_launch(PDL_CHAIN, k_sdec_lse<HD>, dim3(p->units2 / 4, d->nkv), dim3(128), 0, st,
@@ -1561,7 +1570,7 @@ static int sd_step(cudaStream_t st, float *o, const float *q, const float *k, co
     if (!e && (parts & 4))
         e = pdl_launch(PDL_CHAIN, k_sdec_score<HD>, dim3(p->ctas_score, d->nkv), dim3(512), sd_score_smem(d, p), st, blocks, nsel,
                        (uint32_t *)(work + L.cand_key), (int32_t *)(work + L.cand_blk), (int *)(work + L.cand_n),
-                       cnt + d->nkv, q, (const float *)(work + L.lse_part), p->units2 / 4, (const bf16 *)C1, dpos,
+                       cnt, q, (const float *)(work + L.lse_part), p->units2 / 4, (const bf16 *)C1, dpos,
                        d->nkv, d->l1, d->s1, d->scale,
                        d->init_blocks, d->local_blocks, d->budget, prof);
     if (!e && (parts & 8) && p->attn_cl) {
@@ -1582,7 +1591,7 @@ static int sd_step(cudaStream_t st, float *o, const float *q, const float *k, co
                                     sd_attn_trig(), prof);
     } else if (!e && (parts & 8))
         e = pdl_launch(PDL_CHAIN, k_sdec_attn<HD>, dim3(p->ctas_attn, d->nkv), dim3(SD_AW * 32), sd_attn_smem(HD, SD_AW), st, o,
-                       (float *)(work + L.attn_part), cnt + 2 * d->nkv, q, (const bf16 *)K, (const bf16 *)V,
+                       (float *)(work + L.attn_part), cnt + d->nkv, q, (const bf16 *)K, (const bf16 *)V,
                        (const int32_t *)blocks, (const int32_t *)nsel, dpos, d->nkv, d->budget, d->scale,
                        sd_attn_trig(), prof);
     return e ? e : LAUNCH_CHECK();
