@@ -306,6 +306,86 @@ static void bench_gemv(model *m, int var) {
     fflush(stdout);
 }
 
+/* ---- the step's timeline (SALA_DECBENCH_TIMELINE=1): every GEMV block's stamps in the last replay ---- */
+static int cmp_u64(const void *a, const void *b) {
+    const unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
+    return x < y ? -1 : x > y;
+}
+
+static const char *gv_kind(const int *mt) {
+    if (mt[0] == VOCAB) return "lm_head";
+    if (mt[3] == CU_GV_SWIGLU) return "gate|up";
+    if (mt[2] == CU_GV_PLAIN) return "down";
+    if (mt[2] == CU_GV_GATE) return "o_proj";
+    return mt[0] == 4 * H ? "w_in L" : "w_in S";
+}
+
+static void timeline(model *m, int64_t n) {
+    enum { NK = 160, BW = 16, BMAX = 1024 };
+    static unsigned long long buf[(size_t)NK * BMAX * BW], v[BMAX];
+    static int meta[NK][5];
+    m->only_sparse = 0, m->nlayers = NL, m->with_mix = 1, m->with_gemv = 1;
+    const double ts = time_graph(enq_step, m, 10);
+    m->with_mix = 0;
+    const double tg = time_graph(enq_step, m, 10);
+    m->with_mix = 1;
+    printf("step N=%lld: GEMVs + mixers %.3f ms, GEMVs alone %.3f ms\n", (long long)n, ts / 1000, tg / 1000);
+    if (cu_gemv_prof(NK)) {
+        printf("timeline: no buffer\n");
+        return;
+    }
+    const double t = time_graph(enq_step, m, 2);
+    const int nl = cu_gemv_prof_read(buf, meta, NK);
+    cu_gemv_prof(0);
+    if (nl <= 0) return;
+    printf("timeline N=%lld: step %.1f us, %d GEMVs; per GEMV, µs from the first block's entry: entry min/med/max,"
+           " wait min/max, operand max, end min/med/max, then dt = end max - the previous end max\n",
+           (long long)n, t, nl);
+    /* per kind: count, dt, release (wait min - prev end), resident (entry med - prev end), operand (op max -
+     * wait max), tail (end max - end med), bytes */
+    const char *kinds[7] = {"w_in L", "w_in S", "o_proj", "gate|up", "down", "lm_head", ""};
+    double acc[7][6] = {{0}};
+    double t0 = (double)buf[0];
+    for (int b = 1; b < meta[0][4]; b++) t0 = (double)buf[(size_t)b * BW] < t0 ? (double)buf[(size_t)b * BW] : t0;
+    double prev_end = 0;
+    for (int i = 0; i < nl; i++) {
+        const int nb = meta[i][4];
+        const unsigned long long *r = buf + (size_t)i * BMAX * BW;
+        double q[4][3]; /* entry, wait, op, end: min med max */
+        for (int f = 0; f < 4; f++) {
+            for (int b = 0; b < nb; b++) {
+                unsigned long long x = r[(size_t)b * BW + f];
+                if (f == 3) /* the block's end: its last warp's */
+                    for (int w = 1; w < 8; w++) x = r[(size_t)b * BW + 3 + w] > x ? r[(size_t)b * BW + 3 + w] : x;
+                v[b] = x;
+            }
+            qsort(v, (size_t)nb, sizeof v[0], cmp_u64);
+            q[f][0] = (v[0] - t0) / 1e3, q[f][1] = (v[nb / 2] - t0) / 1e3, q[f][2] = (v[nb - 1] - t0) / 1e3;
+        }
+        const double bytes = 2.0 * meta[i][0] * meta[i][1], dt = q[3][2] - prev_end;
+        const char *kn = gv_kind(meta[i]);
+        int k = 0;
+        while (k < 6 && strcmp(kinds[k], kn)) k++;
+        if (i > 0) {
+            acc[k][0] += 1, acc[k][1] += dt, acc[k][2] += q[1][0] - prev_end, acc[k][3] += q[0][1] - prev_end;
+            acc[k][4] += q[2][2] - q[1][2], acc[k][5] += q[3][2] - q[3][1];
+        }
+        if (getenv("SALA_DECBENCH_TIMELINE")[0] == '2' || i < 12 || i >= nl - 2)
+            printf("  %3d %-7s %4d blk | entry %8.2f %8.2f %8.2f | wait %8.2f %8.2f | op %8.2f | end %8.2f %8.2f %8.2f"
+                   " | dt %6.2f %.2f TB/s\n",
+                   i, kn, nb, q[0][0], q[0][1], q[0][2], q[1][0], q[1][2], q[2][2], q[3][0], q[3][1], q[3][2], dt,
+                   bytes / dt / 1e6);
+        prev_end = q[3][2];
+    }
+    for (int k = 0; k < 6; k++)
+        if (acc[k][0] > 0)
+            printf("  mean %-7s (%2.0f): dt %6.2f  wait-min after prev end %5.2f  entry-med after prev end %6.2f  "
+                   "operand %5.2f  tail (end max - med) %5.2f us\n",
+                   kinds[k], acc[k][0], acc[k][1] / acc[k][0], acc[k][2] / acc[k][0], acc[k][3] / acc[k][0],
+                   acc[k][4] / acc[k][0], acc[k][5] / acc[k][0]);
+    fflush(stdout);
+}
+
 int main(void) {
     if (!gpu_ready() || !getenv("SALA_DECBENCH")) {
         printf("SKIP (a measurement: SALA_DECBENCH=1 and SALA_TEST_CUDA=1)\n");
@@ -348,6 +428,17 @@ int main(void) {
 
     const int64_t ctxs[3] = {8192, 131072, 1048576};
     const char *only = getenv("SALA_DECBENCH_CTX"); /* one context (tokens) */
+    if (getenv("SALA_DECBENCH_TIMELINE")) { /* the step's GEMV timeline at 8K and 1M (or SALA_DECBENCH_CTX) */
+        for (int c = 0; c < 3; c += 2) {
+            if ((only && atoll(only) != ctxs[c]) || set_ctx(&m, ctxs[c])) continue;
+            m.chain_parts = 31;
+            timeline(&m, ctxs[c]);
+        }
+        if (getenv("SALA_DECBENCH_TIMELINE_ONLY")) {
+            test_passed_ = !fails, test_failed_ = !!fails;
+            TEST_END();
+        }
+    }
     for (int c = 0; c < 3; c++) {
         if (only && atoll(only) != ctxs[c]) continue;
         if (set_ctx(&m, ctxs[c])) break;

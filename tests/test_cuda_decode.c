@@ -131,11 +131,14 @@ static void gemv_case(int in, int out, cu_dtype at, int64_t N, int64_t K, float 
 }
 
 static void test_gemv(void) {
-    /* every kernel variant (the same sums in the same order), with its trigger point and prefetch */
+    /* every kernel variant (the same sums in the same order), with its trigger point, prefetch and batches
+     * staged in shared memory */
     for (int v = 0; v < 6; v++) {
         const int var = v % 3, at = v / 3;
         cu_gemv_config(var, var, var == 1 ? 3 : 2, var == 2 ? 16384 : 0);
-        printf("   variant %d:\n", var);
+        const int ns = var == 0 ? 0 : var == 1 ? 1 : 3, sk[4] = {ns, ns, ns, ns};
+        cu_gemv_stage(sk, ns);
+        printf("   variant %d, %d staged:\n", var, ns);
         cu_dtype t = (cu_dtype)at;
         gemv_case(CU_GV_PLAIN, CU_GV_STORE, t, 4099, 512, 1.0f, 0.0f, 0, 0);
         gemv_case(CU_GV_PLAIN, CU_GV_STORE, t, 300, 16384, 0.7f, 1.0f, 0, 0); /* down_proj's K, residual */
@@ -150,8 +153,11 @@ static void test_gemv(void) {
     /* the default (blocks per SM chosen per call): long GEMVs (≥ 4 items a warp at 2 blocks per SM on up to 160
      * SMs) run in two waves of blocks */
     cu_gemv_config(2, 1, 0, 0);
+    cu_gemv_stage(NULL, 0);
     printf("   default:\n");
     for (int at = 0; at < 2; at++) {
+        gemv_case(CU_GV_PLAIN, CU_GV_STORE, (cu_dtype)at, 300, 16384, 0.7f, 1.0f, 0, 0); /* 1 batch staged */
+        gemv_case(CU_GV_GATE, CU_GV_STORE, (cu_dtype)at, 129, 1024, 0.7f, 1.0f, 0, 1);   /* 2 staged */
         gemv_case(CU_GV_NORM, CU_GV_STORE, (cu_dtype)at, 4 * 160 * 16 + 7, 512, 1.0f, 0.0f, 0, 0);
         gemv_case(CU_GV_NORM, CU_GV_SWIGLU, (cu_dtype)at, 2 * (4 * 160 * 16 + 3), 256, 1.0f, 0.0f, 0, 0);
         gemv_case(CU_GV_GATE, CU_GV_STORE, (cu_dtype)at, 513, 4096, 0.7f, 1.0f, 1, 1);

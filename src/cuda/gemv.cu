@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cuda/common.cuh"
+#include "cuda/mma_core.cuh"
 #include "cuda/pdl.cuh"
 
 /* y[t, n] = alpha · x[t, :]·W[n, :] + beta · y[t, n] for t < T ≤ 4: one warp per pair of rows of W */
@@ -66,7 +67,8 @@ __global__ void __launch_bounds__(256) k_gemv(float *y, int64_t ldy, const XT *x
  * is built once per block in shared memory (each block recomputes the RMSNorm of the 4096-wide x from L2
  * instead of reading the output of a separate norm kernel). The grid is `bps` blocks per SM, sized so that
  * every warp has the same number of items (± 1). The first batches of weights are loaded before
- * pdl_wait(), so with PDL a GEMV starts streaming while the previous kernel drains.
+ * pdl_wait(), so with PDL a GEMV starts streaming while the previous kernel drains; for some shapes a few more
+ * batches go to shared memory (cp.async) before the wait as well (gv_stage_def).
  * Variants (cu_gemv_config): 0 = NB 8, one buffer, ≤ 64 registers; 1 = NB 16, one buffer; 2 = NB 8, two
  * buffers (the next batch loads while this one is summed: the default, fastest on an H100).
  * Trigger of the next kernel (PDL): 0 = when the block exits, 1 = after the operand is built, 2 = when a
@@ -127,6 +129,29 @@ static __device__ __forceinline__ float gv_dot(const uint4 (&buf)[NB], const AT 
     for (int j = 0; j < NB; j++) {
         const int v = vb + lane + 32 * j;
         if (v < nvec) acc = dot8(buf[j], xs + (int64_t)v * 8, acc);
+    }
+    return acc;
+}
+
+/* a batch into shared memory (cp.async, no registers): slot[j·32 + lane] = vector vb + lane + 32·j of the row */
+template <int NB>
+static __device__ __forceinline__ void gv_load_s(uint4 *slot, const bf16 *W, int64_t row, int K, int vb, int nvec) {
+    const int lane = threadIdx.x & 31;
+    const uint4 *wr = (const uint4 *)(W + row * (int64_t)K);
+#pragma unroll
+    for (int j = 0; j < NB; j++) {
+        const int v = vb + lane + 32 * j;
+        if (v < nvec) cp_async16(slot + 32 * j + lane, wr + v, true);
+    }
+}
+
+template <class AT, int NB>
+static __device__ __forceinline__ float gv_dot_s(const uint4 *slot, const AT *xs, int vb, int nvec, float acc) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int j = 0; j < NB; j++) {
+        const int v = vb + lane + 32 * j;
+        if (v < nvec) acc = dot8(slot[32 * j + lane], xs + (int64_t)v * 8, acc);
     }
     return acc;
 }
@@ -230,9 +255,19 @@ static __device__ __forceinline__ void gv_out(const cu_gemv_op &op, int64_t it, 
     }
 }
 
+/* SALA_GV_PROF / cu_gemv_prof: global-timer stamps (ns) of each block of each launch, GV_PROF_W values a block:
+ * entry, pdl_wait() returned, operand built, then each warp's end (3 + warp), the SM at 15 */
+#define GV_PROF_BLOCKS 1024
+#define GV_PROF_W 16
+static __device__ __forceinline__ void gv_stamp(unsigned long long *rec, int i) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    rec[i] = t;
+}
+
 template <class AT, int IN, int OUT, int NB, bool DB, int MINB>
 __global__ void __launch_bounds__(256, MINB) k_gemv1(cu_gemv_op op, const bf16 *W, int K, int items, int trig,
-                                                     int pf) {
+                                                     int pf, unsigned long long *prof, int stage) {
     extern __shared__ uint4 gv_smem[];
     AT *xs = (AT *)gv_smem; /* [K] the operand a */
     constexpr int R = OUT == CU_GV_SWIGLU ? 2 : 1, PT = MINB >= 4 ? 4 : 16;
@@ -241,6 +276,12 @@ __global__ void __launch_bounds__(256, MINB) k_gemv1(cu_gemv_op op, const bf16 *
     const int it1 = (int)((gw + 1) * items / nw), it0 = (int)(gw * items / nw);
     const int nvec = K / 8;
     uint4 bA[NB], bB[NB];
+    unsigned long long *rec = prof ? prof + (size_t)blockIdx.x * GV_PROF_W : NULL;
+    if (rec && threadIdx.x == 0) {
+        unsigned sm;
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+        gv_stamp(rec, 0), rec[15] = sm;
+    }
     gv_pos lp = {it0, 0, 0}; /* next batch to load */
     /* weights only before pdl_wait(): nothing an earlier kernel writes */
     if (lp.it < it1) {
@@ -251,6 +292,15 @@ __global__ void __launch_bounds__(256, MINB) k_gemv1(cu_gemv_op op, const bf16 *
         gv_load<NB>(bB, W, lp.it + (int64_t)lp.r * items, K, lp.vb, nvec);
         gv_next<NB, R>(lp, nvec);
     }
+    /* the batches after those into shared memory: `stage` more per warp in flight across the wait and the
+     * operand's build (summed after the register batches, once) */
+    uint4 *ws = gv_smem + ((size_t)K * sizeof(AT) + 15) / 16 + (size_t)warp * stage * 32 * NB;
+    int ns = 0;
+    for (; ns < stage && lp.it < it1; ns++) {
+        gv_load_s<NB>(ws + (size_t)ns * 32 * NB, W, lp.it + (int64_t)lp.r * items, K, lp.vb, nvec);
+        gv_next<NB, R>(lp, nvec);
+    }
+    if (ns) cp_async_commit();
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     if (pf > 0 && lane == 0 && it0 < it1) { /* the start of the warp's rows into L2 (bulk prefetch, no registers) */
         for (int r = 0; r < R; r++) {
@@ -262,8 +312,10 @@ __global__ void __launch_bounds__(256, MINB) k_gemv1(cu_gemv_op op, const bf16 *
     }
 #endif
     pdl_wait();
+    if (rec && threadIdx.x == 0) gv_stamp(rec, 1);
     gv_stage<AT, IN, PT>(xs, op, K);
     __syncthreads();
+    if (rec && threadIdx.x == 0) gv_stamp(rec, 2);
     if (trig == 1) pdl_trigger();
     float acc = 0.f, s0 = 0.f;
     gv_pos cp = {it0, 0, 0}; /* batch being summed */
@@ -284,10 +336,26 @@ __global__ void __launch_bounds__(256, MINB) k_gemv1(cu_gemv_op op, const bf16 *
         }
         gv_next<NB, R>(cp, nvec);
     };
+    if (ns) { /* the register batches, then the staged ones, then on as usual */
+        step(bA);
+        if (DB && cp.it < it1) step(bB);
+        cp_async_wait<0>();
+        for (int s = 0; s < ns; s++) {
+            acc = gv_dot_s<AT, NB>(ws + (size_t)s * 32 * NB, xs, cp.vb, nvec, acc);
+            if (cp.vb + 32 * NB >= nvec) {
+                const float sum = warp_sum(acc);
+                acc = 0.f;
+                if (R == 2 && cp.r == 0) s0 = sum;
+                else if (lane == 0) gv_out<AT, OUT>(op, cp.it, s0, sum);
+            }
+            gv_next<NB, R>(cp, nvec);
+        }
+    }
     while (cp.it < it1) {
         step(bA);
         if (DB && cp.it < it1) step(bB);
     }
+    if (rec && lane == 0) gv_stamp(rec, 3 + warp);
 }
 
 #define GV_MAX_SMEM (160 << 10)
@@ -314,6 +382,16 @@ extern "C" int cu_pdl_on(void) {
 
 /* the variant, trigger and blocks per SM in use (cu_gemv_config; SALA_GV_VAR, SALA_GV_TRIG, SALA_GV_BPS) */
 static int gv_var = 2, gv_trig = 1, gv_bps = 0, gv_pf = 0; /* gv_bps 0: automatic (cu_gemv) */
+/* Weights staged in shared memory before the wait (cp.async), on top of the two register batches: batches per
+ * warp for a GEMV whose blocks run in one wave, by operand kind (plain, norm, gate with its norm, gate alone),
+ * and for one in two waves. Staging deepens what is in flight across the wait and the operand's build, but
+ * its shared memory comes out of the SM's L1, where every warp's loads in flight land, so more is not better
+ * (H100, docs/PERF.md round 8; the step's 129 GEMVs 6.505 → 6.372 ms with these): down (plain) 1, the Lightning
+ * o_proj (gate with norm) 1, the sparse layers' o_proj (gate alone, after the InfLLM-v2 chain) 2, none in two
+ * waves. SALA_GV_STAGE (four digits, or one for all) and SALA_GV_STAGE2 override them. */
+static const int gv_stage_def[4] = {1, 0, 1, 2};
+static int gv_stage_k[4] = {1, 0, 1, 2}, gv_stage_n2 = 0;
+static int gv_smem_max = 0, gv_smem_sm = 0; /* shared memory a block may opt in to, and an SM's (cu_gemv_prepare) */
 
 extern "C" void cu_gemv_config(int var, int trig, int bps, int pf) {
     if (var >= 0 && var <= 2) gv_var = var;
@@ -322,12 +400,48 @@ extern "C" void cu_gemv_config(int var, int trig, int bps, int pf) {
     if (pf >= 0) gv_pf = pf;
 }
 
+extern "C" void cu_gemv_stage(const int k[4], int n2) {
+    for (int i = 0; i < 4; i++) gv_stage_k[i] = k ? (k[i] >= 0 && k[i] <= 8 ? k[i] : 0) : gv_stage_def[i];
+    gv_stage_n2 = n2 >= 0 && n2 <= 8 ? n2 : 0;
+}
+
 #define GV_VARIANT_CASES(AT, IN, OUT)                                                 \
     case 0: K_ = k_gemv1<AT, IN, OUT, 8, false, 4>; break;                            \
     case 1: K_ = k_gemv1<AT, IN, OUT, 16, false, 2>; break;                           \
     default: K_ = k_gemv1<AT, IN, OUT, 8, true, 2>; break;
 
-typedef void (*gv_kernel)(cu_gemv_op, const bf16 *, int, int, int, int);
+typedef void (*gv_kernel)(cu_gemv_op, const bf16 *, int, int, int, int, unsigned long long *, int);
+
+/* the stamps' buffer (cu_gemv_prof): a slot of GV_PROF_BLOCKS blocks for each of gp_cap launches, and what
+ * each launch was (N, K, in, out, blocks) */
+static unsigned long long *gp_buf;
+static int gp_cap, gp_n;
+static int (*gp_meta)[5];
+
+extern "C" int cu_gemv_prof(int nmax) {
+    if (gp_buf) cudaFree(gp_buf);
+    free(gp_meta);
+    gp_buf = NULL, gp_meta = NULL, gp_cap = gp_n = 0;
+    if (nmax <= 0) return 0;
+    const size_t bytes = (size_t)nmax * GV_PROF_BLOCKS * GV_PROF_W * sizeof(unsigned long long);
+    gp_meta = (int (*)[5])calloc((size_t)nmax, sizeof *gp_meta);
+    if (!gp_meta || cudaMalloc(&gp_buf, bytes) != cudaSuccess) {
+        free(gp_meta), gp_meta = NULL, gp_buf = NULL;
+        return (int)cudaErrorMemoryAllocation;
+    }
+    gp_cap = nmax;
+    return (int)cudaMemset(gp_buf, 0, bytes);
+}
+
+extern "C" int cu_gemv_prof_read(unsigned long long *h, int (*meta)[5], int nmax) {
+    const int n = gp_n < nmax ? gp_n : nmax;
+    if (n <= 0) return 0;
+    memcpy(meta, gp_meta, (size_t)n * sizeof *gp_meta);
+    if (cudaMemcpy(h, gp_buf, (size_t)n * GV_PROF_BLOCKS * GV_PROF_W * sizeof(unsigned long long),
+                   cudaMemcpyDeviceToHost) != cudaSuccess)
+        return -1;
+    return n;
+}
 
 template <class AT, int IN, int OUT> static gv_kernel gv_pick(int var) {
     gv_kernel K_;
@@ -357,13 +471,25 @@ extern "C" int cu_gemv_prepare(void) {
         if ((e = getenv("SALA_GV_TRIG"))) gv_trig = atoi(e) >= 0 && atoi(e) <= 2 ? atoi(e) : gv_trig;
         if ((e = getenv("SALA_GV_BPS"))) gv_bps = atoi(e) >= 0 && atoi(e) <= 8 ? atoi(e) : gv_bps;
         if ((e = getenv("SALA_GV_PF"))) gv_pf = atoi(e) >= 0 ? atoi(e) : gv_pf;
+        if ((e = getenv("SALA_GV_STAGE")))
+            for (int i = 0; i < 4; i++) {
+                const char c = e[strlen(e) == 4 ? i : 0];
+                if (c >= '0' && c <= '8') gv_stage_k[i] = c - '0';
+            }
+        if ((e = getenv("SALA_GV_STAGE2"))) gv_stage_n2 = atoi(e) >= 0 && atoi(e) <= 8 ? atoi(e) : gv_stage_n2;
+        int dev = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&gv_smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+        cudaDeviceGetAttribute(&gv_smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev);
+        gv_smem_max -= 1024; /* the static shared memory (block_sum_d) */
+        if (gv_smem_max < GV_MAX_SMEM) gv_smem_max = GV_MAX_SMEM;
         for (int var = 0; var < 3; var++)
             for (int in = 0; in < 3; in++)
                 for (int out = 0; out < 2; out++) {
                     cudaFuncSetAttribute(gv_pick_io<bf16>(in, out, var), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         GV_MAX_SMEM);
+                                         gv_smem_max);
                     cudaFuncSetAttribute(gv_pick_io<float>(in, out, var), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         GV_MAX_SMEM);
+                                         gv_smem_max);
                 }
         done = 1;
     }
@@ -381,8 +507,7 @@ extern "C" int cu_gemv(void *stream, const cu_gemv_op *op, cu_dtype at, const ui
         op->out < 0 || op->out > 1)
         return (int)cudaErrorInvalidValue;
     cudaStream_t st = (cudaStream_t)stream;
-    const size_t smem = (size_t)K * (at == CU_BF16 ? 2 : 4);
-    if (smem > (48 << 10)) cu_gemv_prepare();
+    size_t smem = (size_t)K * (at == CU_BF16 ? 2 : 4);
     const int64_t items = op->out == CU_GV_SWIGLU ? N / 2 : N;
     int bps = gv_bps;
     if (bps == 0) { /* 2 blocks per SM (all resident at once); a long GEMV (≥ 4 items a warp at that) in two waves
@@ -391,12 +516,28 @@ extern "C" int cu_gemv(void *stream, const cu_gemv_op *op, cu_dtype at, const ui
         const int64_t w2 = (int64_t)cu_sm_count() * 2 * 8;
         bps = (items + w2 - 1) / w2 >= 4 ? 4 : 2;
     }
+    int stage = bps > 2 ? gv_stage_n2 : gv_stage_k[op->in == CU_GV_GATE && !op->w ? 3 : op->in];
+    if (stage) { /* 8 warps × stage × 32 lanes × NB vectors of 16 bytes, while two blocks still fit an SM */
+        cu_gemv_prepare();
+        const size_t per = (size_t)8 * 32 * (gv_var == 1 ? 16 : 8) * 16;
+        size_t lim = (size_t)gv_smem_sm / 2 - 1024;
+        if (lim > (size_t)gv_smem_max) lim = (size_t)gv_smem_max;
+        while (stage > 0 && smem + stage * per > lim) stage--;
+        smem += stage * per;
+    }
+    if (smem > (48 << 10)) cu_gemv_prepare();
     const int64_t wmax = (int64_t)cu_sm_count() * bps * 8;
     const int64_t rounds = (items + wmax - 1) / wmax, warps = (items + rounds - 1) / rounds;
     const unsigned blocks = (unsigned)((warps + 7) / 8);
     gv_kernel kern = at == CU_BF16 ? gv_pick_io<bf16>(op->in, op->out, gv_var) : gv_pick_io<float>(op->in, op->out, gv_var);
+    unsigned long long *prof = NULL;
+    if (gp_buf && gp_n < gp_cap && blocks <= GV_PROF_BLOCKS) {
+        prof = gp_buf + (size_t)gp_n * GV_PROF_BLOCKS * GV_PROF_W;
+        int *mt = gp_meta[gp_n++];
+        mt[0] = (int)N, mt[1] = (int)K, mt[2] = op->in, mt[3] = op->out, mt[4] = (int)blocks;
+    }
     int e = pdl_launch(PDL_GEMV, kern, dim3(blocks), dim3(256), smem, st, *op, (const bf16 *)W, (int)K, (int)items, gv_trig,
-                       gv_pf);
+                       gv_pf, prof, stage);
     return e ? e : LAUNCH_CHECK();
 }
 

@@ -86,6 +86,14 @@ int cu_gemv_prepare(void); /* one-time setup (kernel attributes, PDL switch); ca
  * (1..8, or 0: chosen per call, the default), bytes of each warp's rows prefetched into L2 before the previous
  * kernel is done (0 = none) */
 void cu_gemv_config(int var, int trig, int bps, int pf);
+/* batches of weights per warp staged in shared memory before pdl_wait (0..8): k[4] for a GEMV in one wave of
+ * blocks by operand kind (plain, norm, gate with norm, gate alone), n2 in two waves; k NULL: the defaults */
+void cu_gemv_stage(const int k[4], int n2);
+/* benchmarks: stamp each block of the next nmax cu_gemv launches (global timer, ns; 0 = stop); read them back:
+ * 1024 blocks × 16 values a launch (entry, wait returned, operand built, each of 8 warps' end, 15 = the SM) and
+ * (N, K, in, out, blocks) a launch; returns the number of launches stamped */
+int cu_gemv_prof(int nmax);
+int cu_gemv_prof_read(unsigned long long *h, int (*meta)[5], int nmax);
 void cu_pdl_set(int on); /* benchmarks: programmatic dependent launch for the kinds in the mask `on` (1 GEMV, 2
                           * Lightning, 4 InfLLM-v2 chain; where the GPU has it) */
 int cu_gemv(void *stream, const cu_gemv_op *op, cu_dtype at, const uint16_t *W, int64_t N, int64_t K);
