@@ -10,7 +10,14 @@
  *          compressed keys from L2 as in the real step);
  *   step   a synthetic whole step (embedding and argmax aside) at 8K and 1M: GEMVs + Lightning + chains;
  *   the chain in a layer and the step are timed for each setting of the early PDL triggers (decode_knobs.h).
- * Weights are random bf16 (cu_fill_uniform_bf16), the caches too (their values only move the top-k).
+ *   timeline (SALA_DECBENCH_TIMELINE=1, or 2 for every GEMV's line; with SALA_DECBENCH_TIMELINE_ONLY=1 nothing
+ *          else is timed): the synthetic step at 8K and 1M, then every GEMV block's global-timer stamps in one
+ *          replay (cu_gemv_prof): when each GEMV's blocks start, leave their wait, have their operand and end,
+ *          and the means by kind.
+ * Weights are random bf16 (cu_fill_uniform_bf16), the caches too (their values only move the top-k). By default
+ * one weight tensor of each shape serves every layer; SALA_DECBENCH_DISTINCT=1 gives each layer its own (18 GB,
+ * as a real model): round 8 found the shared tensors flatter some GEMV changes (staging: the step's GEMVs
+ * 6.505 → 6.372 ms shared, 6.533 → 6.527 distinct), so tune the GEMVs with distinct weights.
  * Without SALA_DECBENCH it prints a skip line, so the `kernels` part of gpu-check.sh stays quick. */
 #ifndef SALA_CUDA
 #include <stdio.h>
@@ -102,6 +109,9 @@ static double time_graph(enq_fn enq, void *ctx, int reps) {
 /* ---- the model's buffers ---- */
 typedef struct {
     uint16_t *w_in_l, *w_in_s, *w_o, *w_gu, *w_down, *lm; /* one of each shape; the GEMVs in between evict L2 */
+    uint16_t *lw[NL][4]; /* each layer's w_in, w_o, w_gu, w_down: those above, or with SALA_DECBENCH_DISTINCT=1 a
+                          * copy of its own, as in a real model (18 GB: the GPU's page tables see the real spread) */
+    int distinct;
     float *x, *mix, *o, *logits, *ln, *onorm;
     uint16_t *a;
     float *state[24], *qn, *kn, *inv_freq;
@@ -143,7 +153,8 @@ static int enq_layer(model *m, int l, int sparse) {
     cu_gemv_op op;
     if (m->with_gemv) {
         op = gop(CU_GV_NORM, m->x, m->ln, NULL, CU_GV_STORE, m->mix, 1.0f, 0.0f);
-        CK(cu_gemv(st, &op, CU_BF16, sparse ? m->w_in_s : m->w_in_l, sparse ? 2 * H + 2 * NKV * HD : 4 * H, H));
+        const uint16_t *w_in = m->distinct ? m->lw[l][0] : sparse ? m->w_in_s : m->w_in_l;
+        CK(cu_gemv(st, &op, CU_BF16, w_in, sparse ? 2 * H + 2 * NKV * HD : 4 * H, H));
     }
     if (m->with_mix) {
         if (sparse) CK(enq_chain(m));
@@ -154,11 +165,11 @@ static int enq_layer(model *m, int l, int sparse) {
     if (m->with_gemv) {
         op = gop(CU_GV_GATE, m->o, sparse ? NULL : m->onorm, m->mix + (sparse ? H + 2 * NKV * HD : 3 * H), CU_GV_STORE, m->x,
                  r, 1.0f);
-        CK(cu_gemv(st, &op, CU_BF16, m->w_o, H, H));
+        CK(cu_gemv(st, &op, CU_BF16, m->lw[l][1], H, H));
         op = gop(CU_GV_NORM, m->x, m->ln, NULL, CU_GV_SWIGLU, m->a, 1.0f, 0.0f);
-        CK(cu_gemv(st, &op, CU_BF16, m->w_gu, 2 * I, H));
+        CK(cu_gemv(st, &op, CU_BF16, m->lw[l][2], 2 * I, H));
         op = gop(CU_GV_PLAIN, m->a, NULL, NULL, CU_GV_STORE, m->x, r, 1.0f);
-        CK(cu_gemv(st, &op, CU_BF16, m->w_down, H, I));
+        CK(cu_gemv(st, &op, CU_BF16, m->lw[l][3], H, I));
     }
     return 0;
 }
@@ -236,6 +247,18 @@ static int model_make(model *m, int64_t n_max) {
     m->w_gu = wnew((int64_t)2 * I * H, 4);
     m->w_down = wnew((int64_t)H * I, 5);
     m->lm = wnew((int64_t)VOCAB * H, 6);
+    m->distinct = getenv("SALA_DECBENCH_DISTINCT") && *getenv("SALA_DECBENCH_DISTINCT") == '1';
+    for (int l = 0; l < NL; l++) {
+        uint16_t **w = m->lw[l];
+        if (!m->distinct) {
+            w[0] = NULL, w[1] = m->w_o, w[2] = m->w_gu, w[3] = m->w_down;
+            continue;
+        }
+        const uint64_t sd = 100 + 8 * (uint64_t)l;
+        w[0] = wnew((int64_t)4 * H * H, sd); /* the Lightning shape, the larger: layers 0..7 also run as sparse ones */
+        w[1] = wnew((int64_t)H * H, sd + 1), w[2] = wnew((int64_t)2 * I * H, sd + 2), w[3] = wnew((int64_t)H * I, sd + 3);
+        if (!w[0] || !w[1] || !w[2] || !w[3]) return -1;
+    }
     m->x = fnew(H, 1.0f), m->mix = fnew(4 * H, 1.0f), m->o = fnew(H, 1.0f), m->logits = fnew(VOCAB, 0.f);
     m->ln = fnew(H, 1.0f), m->onorm = fnew(H, 1.0f), m->qn = fnew(HD, 1.0f), m->kn = fnew(HD, 1.0f);
     m->a = wnew(I, 7);

@@ -156,11 +156,11 @@ static void test_gemv(void) {
     cu_gemv_stage(NULL, 0);
     printf("   default:\n");
     for (int at = 0; at < 2; at++) {
-        gemv_case(CU_GV_PLAIN, CU_GV_STORE, (cu_dtype)at, 300, 16384, 0.7f, 1.0f, 0, 0); /* 1 batch staged */
-        gemv_case(CU_GV_GATE, CU_GV_STORE, (cu_dtype)at, 129, 1024, 0.7f, 1.0f, 0, 1);   /* 2 staged */
+        gemv_case(CU_GV_PLAIN, CU_GV_STORE, (cu_dtype)at, 300, 16384, 0.7f, 1.0f, 0, 0);
+        gemv_case(CU_GV_GATE, CU_GV_STORE, (cu_dtype)at, 129, 1024, 0.7f, 1.0f, 0, 1);
         gemv_case(CU_GV_NORM, CU_GV_STORE, (cu_dtype)at, 4 * 160 * 16 + 7, 512, 1.0f, 0.0f, 0, 0);
         gemv_case(CU_GV_NORM, CU_GV_SWIGLU, (cu_dtype)at, 2 * (4 * 160 * 16 + 3), 256, 1.0f, 0.0f, 0, 0);
-        gemv_case(CU_GV_GATE, CU_GV_STORE, (cu_dtype)at, 513, 4096, 0.7f, 1.0f, 1, 1);
+        gemv_case(CU_GV_GATE, CU_GV_STORE, (cu_dtype)at, 513, 4096, 0.7f, 1.0f, 1, 1); /* 1 batch staged */
     }
 }
 

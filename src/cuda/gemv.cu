@@ -385,12 +385,13 @@ static int gv_var = 2, gv_trig = 1, gv_bps = 0, gv_pf = 0; /* gv_bps 0: automati
 /* Weights staged in shared memory before the wait (cp.async), on top of the two register batches: batches per
  * warp for a GEMV whose blocks run in one wave, by operand kind (plain, norm, gate with its norm, gate alone),
  * and for one in two waves. Staging deepens what is in flight across the wait and the operand's build, but
- * its shared memory comes out of the SM's L1, where every warp's loads in flight land, so more is not better
- * (H100, docs/PERF.md round 8; the step's 129 GEMVs 6.505 → 6.372 ms with these): down (plain) 1, the Lightning
- * o_proj (gate with norm) 1, the sparse layers' o_proj (gate alone, after the InfLLM-v2 chain) 2, none in two
- * waves. SALA_GV_STAGE (four digits, or one for all) and SALA_GV_STAGE2 override them. */
-static const int gv_stage_def[4] = {1, 0, 1, 2};
-static int gv_stage_k[4] = {1, 0, 1, 2}, gv_stage_n2 = 0;
+ * its shared memory comes out of the SM's L1, where the register loads in flight land, so more is not better.
+ * Measured on the H100 with a weight copy per layer (docs/PERF.md round 8): one batch for the Lightning layers'
+ * o_proj (gate with norm) takes the synthetic step at 8K from 7.058 to 7.002 ms and leaves 1M as it was
+ * (7.174 / 7.175); the other kinds gained nothing at 1M. SALA_GV_STAGE (four digits, or one for all) and
+ * SALA_GV_STAGE2 override these. */
+static const int gv_stage_def[4] = {0, 0, 1, 0};
+static int gv_stage_k[4] = {0, 0, 1, 0}, gv_stage_n2 = 0;
 static int gv_smem_max = 0, gv_smem_sm = 0; /* shared memory a block may opt in to, and an SM's (cu_gemv_prepare) */
 
 extern "C" void cu_gemv_config(int var, int trig, int bps, int pf) {
