@@ -319,6 +319,16 @@ __global__ void __launch_bounds__(256, MINB) k_gemv1(cu_gemv_op op, const bf16 *
     if (trig == 1) pdl_trigger();
     float acc = 0.f, s0 = 0.f;
     gv_pos cp = {it0, 0, 0}; /* batch being summed */
+    /* after a batch is summed: the row's output if the batch ended it, then the next batch to sum */
+    auto close = [&]() {
+        if (cp.vb + 32 * NB >= nvec) {
+            const float sum = warp_sum(acc);
+            acc = 0.f;
+            if (R == 2 && cp.r == 0) s0 = sum;
+            else if (lane == 0) gv_out<AT, OUT>(op, cp.it, s0, sum);
+        }
+        gv_next<NB, R>(cp, nvec);
+    };
     /* sum the batch in buf, refill buf with the next one to load, then close the row if it ended */
     auto step = [&](uint4 (&buf)[NB]) {
         acc = gv_dot<AT, NB>(buf, xs, cp.vb, nvec, acc);
@@ -328,13 +338,7 @@ __global__ void __launch_bounds__(256, MINB) k_gemv1(cu_gemv_op op, const bf16 *
         } else if (trig == 2) {
             pdl_trigger();
         }
-        if (cp.vb + 32 * NB >= nvec) {
-            const float sum = warp_sum(acc);
-            acc = 0.f;
-            if (R == 2 && cp.r == 0) s0 = sum;
-            else if (lane == 0) gv_out<AT, OUT>(op, cp.it, s0, sum);
-        }
-        gv_next<NB, R>(cp, nvec);
+        close();
     };
     if (ns) { /* the register batches, then the staged ones, then on as usual */
         step(bA);
@@ -342,13 +346,7 @@ __global__ void __launch_bounds__(256, MINB) k_gemv1(cu_gemv_op op, const bf16 *
         cp_async_wait<0>();
         for (int s = 0; s < ns; s++) {
             acc = gv_dot_s<AT, NB>(ws + (size_t)s * 32 * NB, xs, cp.vb, nvec, acc);
-            if (cp.vb + 32 * NB >= nvec) {
-                const float sum = warp_sum(acc);
-                acc = 0.f;
-                if (R == 2 && cp.r == 0) s0 = sum;
-                else if (lane == 0) gv_out<AT, OUT>(op, cp.it, s0, sum);
-            }
-            gv_next<NB, R>(cp, nvec);
+            close();
         }
     }
     while (cp.it < it1) {
