@@ -365,9 +365,9 @@ static void timeline(model *m, int64_t n) {
            " wait min/max, operand max, end min/med/max, then dt = end max - the previous end max\n",
            (long long)n, t, nl);
     /* per kind: count, dt, release (wait min - prev end), resident (entry med - prev end), operand (op max -
-     * wait max), tail (end max - end med), bytes */
-    const char *kinds[7] = {"w_in L", "w_in S", "o_proj", "gate|up", "down", "lm_head", ""};
-    double acc[7][6] = {{0}};
+     * wait max), tail (end max - end med) */
+    const char *kinds[6] = {"w_in L", "w_in S", "o_proj", "gate|up", "down", "lm_head"};
+    double acc[6][6] = {{0}};
     double t0 = (double)buf[0];
     for (int b = 1; b < meta[0][4]; b++) t0 = (double)buf[(size_t)b * BW] < t0 ? (double)buf[(size_t)b * BW] : t0;
     double prev_end = 0;
@@ -388,7 +388,7 @@ static void timeline(model *m, int64_t n) {
         const double bytes = 2.0 * meta[i][0] * meta[i][1], dt = q[3][2] - prev_end;
         const char *kn = gv_kind(meta[i]);
         int k = 0;
-        while (k < 6 && strcmp(kinds[k], kn)) k++;
+        while (k < 5 && strcmp(kinds[k], kn)) k++;
         if (i > 0) {
             acc[k][0] += 1, acc[k][1] += dt, acc[k][2] += q[1][0] - prev_end, acc[k][3] += q[0][1] - prev_end;
             acc[k][4] += q[2][2] - q[1][2], acc[k][5] += q[3][2] - q[3][1];

@@ -255,7 +255,8 @@ static __device__ __forceinline__ void gv_out(const cu_gemv_op &op, int64_t it, 
     }
 }
 
-/* SALA_GV_PROF / cu_gemv_prof: global-timer stamps (ns) of each block of each launch, GV_PROF_W values a block:
+/* cu_gemv_prof (tests/test_cuda_decbench.c, SALA_DECBENCH_TIMELINE): global-timer stamps (ns) of each block of
+ * each launch, GV_PROF_W values a block:
  * entry, pdl_wait() returned, operand built, then each warp's end (3 + warp), the SM at 15 */
 #define GV_PROF_BLOCKS 1024
 #define GV_PROF_W 16
