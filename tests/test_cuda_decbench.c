@@ -329,6 +329,15 @@ static void bench_gemv(model *m, int var) {
     fflush(stdout);
 }
 
+/* the whole synthetic step (µs): *ts with the mixers, *tg its GEMVs alone; leaves m set for the whole step */
+static void time_step(model *m, int reps, double *ts, double *tg) {
+    m->only_sparse = 0, m->nlayers = NL, m->with_gemv = 1, m->with_mix = 1;
+    *ts = time_graph(enq_step, m, reps);
+    m->with_mix = 0;
+    *tg = time_graph(enq_step, m, reps);
+    m->with_mix = 1;
+}
+
 /* ---- the step's timeline (SALA_DECBENCH_TIMELINE=1): every GEMV block's stamps in the last replay ---- */
 static int cmp_u64(const void *a, const void *b) {
     const unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
@@ -347,11 +356,8 @@ static void timeline(model *m, int64_t n) {
     enum { NK = 160, BW = 16, BMAX = 1024 };
     static unsigned long long buf[(size_t)NK * BMAX * BW], v[BMAX];
     static int meta[NK][5];
-    m->only_sparse = 0, m->nlayers = NL, m->with_mix = 1, m->with_gemv = 1;
-    const double ts = time_graph(enq_step, m, 10);
-    m->with_mix = 0;
-    const double tg = time_graph(enq_step, m, 10);
-    m->with_mix = 1;
+    double ts, tg;
+    time_step(m, 10, &ts, &tg);
     printf("step N=%lld: GEMVs + mixers %.3f ms, GEMVs alone %.3f ms\n", (long long)n, ts / 1000, tg / 1000);
     if (cu_gemv_prof(NK)) {
         printf("timeline: no buffer\n");
@@ -371,6 +377,7 @@ static void timeline(model *m, int64_t n) {
     double t0 = (double)buf[0];
     for (int b = 1; b < meta[0][4]; b++) t0 = (double)buf[(size_t)b * BW] < t0 ? (double)buf[(size_t)b * BW] : t0;
     double prev_end = 0;
+    const int every = getenv("SALA_DECBENCH_TIMELINE")[0] == '2';
     for (int i = 0; i < nl; i++) {
         const int nb = meta[i][4];
         const unsigned long long *r = buf + (size_t)i * BMAX * BW;
@@ -393,7 +400,7 @@ static void timeline(model *m, int64_t n) {
             acc[k][0] += 1, acc[k][1] += dt, acc[k][2] += q[1][0] - prev_end, acc[k][3] += q[0][1] - prev_end;
             acc[k][4] += q[2][2] - q[1][2], acc[k][5] += q[3][2] - q[3][1];
         }
-        if (getenv("SALA_DECBENCH_TIMELINE")[0] == '2' || i < 12 || i >= nl - 2)
+        if (every || i < 12 || i >= nl - 2)
             printf("  %3d %-7s %4d blk | entry %8.2f %8.2f %8.2f | wait %8.2f %8.2f | op %8.2f | end %8.2f %8.2f %8.2f"
                    " | dt %6.2f %.2f TB/s\n",
                    i, kn, nb, q[0][0], q[0][1], q[0][2], q[1][0], q[1][2], q[2][2], q[3][0], q[3][1], q[3][2], dt,
@@ -510,10 +517,8 @@ int main(void) {
                 }
             }
             if (c != 1) {
-                m.only_sparse = 0, m.nlayers = NL, m.with_mix = 1;
-                double ts = time_graph(enq_step, &m, 5);
-                m.with_mix = 0;
-                double tg = time_graph(enq_step, &m, 5);
+                double ts, tg;
+                time_step(&m, 5, &ts, &tg);
                 printf("step N=%-8lld %s: GEMVs + mixers %.3f ms (%.1f tok/s without embed/argmax), GEMVs alone %.3f ms, "
                        "mixers add %.1f us\n",
                        (long long)ctxs[c], tag, ts / 1000, 1e6 / ts, tg / 1000, ts - tg);

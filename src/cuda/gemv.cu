@@ -389,8 +389,9 @@ static int gv_var = 2, gv_trig = 1, gv_bps = 0, gv_pf = 0; /* gv_bps 0: automati
  * o_proj (gate with norm) takes the synthetic step at 8K from 7.058 to 7.002 ms and leaves 1M as it was
  * (7.174 / 7.175); the other kinds gained nothing at 1M. SALA_GV_STAGE (four digits, or one for all) and
  * SALA_GV_STAGE2 override these. */
-static const int gv_stage_def[4] = {0, 0, 1, 0};
-static int gv_stage_k[4] = {0, 0, 1, 0}, gv_stage_n2 = 0;
+#define GV_STAGE_DEF {0, 0, 1, 0}
+static const int gv_stage_def[4] = GV_STAGE_DEF;
+static int gv_stage_k[4] = GV_STAGE_DEF, gv_stage_n2 = 0;
 static int gv_smem_max = 0, gv_smem_sm = 0; /* shared memory a block may opt in to, and an SM's (cu_gemv_prepare) */
 
 extern "C" void cu_gemv_config(int var, int trig, int bps, int pf) {
@@ -517,15 +518,14 @@ extern "C" int cu_gemv(void *stream, const cu_gemv_op *op, cu_dtype at, const ui
         bps = (items + w2 - 1) / w2 >= 4 ? 4 : 2;
     }
     int stage = bps > 2 ? gv_stage_n2 : gv_stage_k[op->in == CU_GV_GATE && !op->w ? 3 : op->in];
+    if (stage || smem > (48 << 10)) cu_gemv_prepare(); /* the attributes, and the shared memory sizes staging needs */
     if (stage) { /* 8 warps × stage × 32 lanes × NB vectors of 16 bytes, while two blocks still fit an SM */
-        cu_gemv_prepare();
         const size_t per = (size_t)8 * 32 * (gv_var == 1 ? 16 : 8) * 16;
         size_t lim = (size_t)gv_smem_sm / 2 - 1024;
         if (lim > (size_t)gv_smem_max) lim = (size_t)gv_smem_max;
         while (stage > 0 && smem + stage * per > lim) stage--;
         smem += stage * per;
     }
-    if (smem > (48 << 10)) cu_gemv_prepare();
     const int64_t wmax = (int64_t)cu_sm_count() * bps * 8;
     const int64_t rounds = (items + wmax - 1) / wmax, warps = (items + rounds - 1) / rounds;
     const unsigned blocks = (unsigned)((warps + 7) / 8);

@@ -506,9 +506,10 @@ static __device__ __forceinline__ void sd_top_sorted(int32_t *out, const uint64_
 }
 
 /* The top `budget` of group grp's candidates (the ncta lists of sd_score_unit) in ascending block order into out
- * (global or shared memory); returns their number (every thread). 512 threads, smem: sd_select_smem bytes. */
-static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const int32_t *cand_blk, const int *cand_n,
-                                int grp, int ncta, int budget, void *smem, bool st = false) {
+ * (global or shared memory), from every candidate loaded; returns their number (every thread). 512 threads, smem:
+ * sd_select_smem bytes. sd_select tries sd_select_fast first. */
+static __device__ int sd_select_all(int32_t *out, const uint32_t *cand_key, const int32_t *cand_blk, const int *cand_n,
+                                    int grp, int ncta, int budget, void *smem, bool st = false) {
     st = st && threadIdx.x == 0; /* SALA_SDEC_PROF: stamps 18-20, the counts n, nv and the path in 21-23 */
     __shared__ int hist[256], sel_digit, sel_k, s_ns, s_nv;
     __shared__ uint64_t s_thr;
@@ -688,12 +689,12 @@ static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const in
     return outn;
 }
 
-/* sd_select's common case without loading every candidate: the lists are in rank order (composite keys
+/* sd_select_all's common case without loading every candidate: the lists are in rank order (composite keys
  * descending), so the lower bound needs only each list's first m entries, and a list's candidates at or above it
  * are a prefix of it. Loads the counts and the first SD_SEL_P entries of every list in one round, then the rest of
  * only those lists whose P-th entry is at or above the bound (the one with the forced local blocks); then as
- * sd_select (survivors ranked directly, ascending block order). Returns -1 (every thread) where that does not
- * decide the selection — all chosen, too few lists for the bound, more than SD_SURV survivors — and sd_select
+ * sd_select_all (survivors ranked directly, ascending block order). Returns -1 (every thread) where that does not
+ * decide the selection — all chosen, too few lists for the bound, more than SD_SURV survivors — and sd_select_all
  * must run instead, after a __syncthreads(). */
 #define SD_SEL_P 8
 static __device__ int sd_select_fast(int32_t *out, const uint32_t *cand_key, const int32_t *cand_blk, const int *cand_n,
@@ -760,6 +761,18 @@ static __device__ int sd_select_fast(int32_t *out, const uint32_t *cand_key, con
     return budget;
 }
 
+/* The top `budget` of group grp's candidates in ascending block order into out; returns their number (every
+ * thread): sd_select_fast where it decides, else sd_select_all. 512 threads, smem: sd_select_smem bytes. */
+static __device__ int sd_select(int32_t *out, const uint32_t *cand_key, const int32_t *cand_blk, const int *cand_n,
+                                int grp, int ncta, int budget, void *smem, bool st = false) {
+    int n = sd_select_fast(out, cand_key, cand_blk, cand_n, grp, ncta, budget, smem, st);
+    if (n < 0) {
+        __syncthreads();
+        n = sd_select_all(out, cand_key, cand_blk, cand_n, grp, ncta, budget, smem, st);
+    }
+    return n;
+}
+
 /* The dot products need only q and C1, so they run before pdl_wait() (this kernel starts once the LSE kernel runs,
  * and q is final by then, see k_sdec_lse), all but the n-tiles holding the level-1 key this step's append writes;
  * the LSE records are read after the wait. ≤ 96 registers, so that a CTA fits beside the LSE kernel's on an SM. */
@@ -798,12 +811,8 @@ __global__ void __maxnreg__(96)
     if (!sd_last_cta(counter + grp)) return;
     const bool stl = prof && grp == 0 && threadIdx.x == 0;
     sd_stamp(stl, 9);
-    int n = sd_select_fast(blocks + (int64_t)grp * budget, cand_key, cand_blk, cand_n, grp, gridDim.x, budget, sd_smem,
-                           stl);
-    if (n < 0) {
-        __syncthreads();
-        n = sd_select(blocks + (int64_t)grp * budget, cand_key, cand_blk, cand_n, grp, gridDim.x, budget, sd_smem, stl);
-    }
+    const int n =
+        sd_select(blocks + (int64_t)grp * budget, cand_key, cand_blk, cand_n, grp, gridDim.x, budget, sd_smem, stl);
     if (threadIdx.x == 0) nsel[grp] = n, counter[grp] = 0;
     sd_stamp(stl, 10);
 }
@@ -1286,11 +1295,7 @@ __global__ void __launch_bounds__(SF_T, 1) k_sdec_fused(sf_args a) {
 
     /* 3. selection (every CTA of the group alike), attention over the chosen blocks, the CTA's record */
     sf_stamp(a.prof, 4);
-    int ns = sd_select_fast(s_blk, a.cand_key, a.cand_blk, a.cand_n, grp, a.nunits, a.budget, sd_smem);
-    if (ns < 0) {
-        __syncthreads();
-        ns = sd_select(s_blk, a.cand_key, a.cand_blk, a.cand_n, grp, a.nunits, a.budget, sd_smem);
-    }
+    const int ns = sd_select(s_blk, a.cand_key, a.cand_blk, a.cand_n, grp, a.nunits, a.budget, sd_smem);
     __syncthreads();
     sf_stamp(a.prof, 5);
     if (cg == 0) {
